@@ -1,0 +1,53 @@
+"""The values that flow through the pipeline.
+
+A `RawMessage` is what arrived (MQTT or HJ 212); decoding turns it into `Reading`s and
+`Event`s, or into a rejection with reasons. These are plain frozen dataclasses (slots) and
+not pydantic models because tens of thousands are made per second; pydantic validates
+the untrusted payload at the boundary (ingest.decode) before these are built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """Bytes as received, before any validation."""
+
+    topic: str
+    payload: bytes
+    received_ms: int  # wall-clock epoch ms when it reached us
+    source: str = "mqtt"  # mqtt | hj212 | replay
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One validated telemetry sample of one device at one instant (event time, UTC ms)."""
+
+    kind: str
+    site: str
+    device: str
+    ts_ms: int
+    values: dict[str, float | bool]
+    seq: int | None = None
+    # Per-field quality flags (HJ 212 data flags other than N/S). A flagged field is stored
+    # but excluded from compliance and threshold rules.
+    quality: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.ts_ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A discrete occurrence such as a vehicle leaving a site."""
+
+    kind: str
+    site: str
+    device: str
+    ts_ms: int
+    type: str
+    attributes: dict[str, float | bool | str]

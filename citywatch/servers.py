@@ -1,0 +1,176 @@
+"""Start real `mosquitto` and `influxd` on ephemeral ports with their data in a folder.
+
+Used by the test fixtures, `citywatch bench` and `make demo`. Each server is a child
+process that is stopped (SIGTERM, then SIGKILL) by `stop()`; `restart()` keeps port and
+data, so tests can take a server away and bring it back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from citywatch.errors import ConfigError
+
+MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+INFLUXD_CANDIDATES = ("/usr/bin/influxd", "/usr/local/bin/influxd")
+INSTALL_HINT = "apt-get install -y mosquitto influxdb"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_binary(name: str, candidates: tuple[str, ...]) -> str:
+    path = shutil.which(name) or next((c for c in candidates if os.access(c, os.X_OK)), None)
+    if path is None:
+        raise ConfigError(f"{name} is not installed; run: {INSTALL_HINT}")
+    return path
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen, what: str, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
+
+
+@dataclass
+class _Server:
+    root: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    def _command(self) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _ready(self, timeout: float) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "server.log"
+
+    def start(self, timeout: float = 30.0) -> "_Server":
+        self.root.mkdir(parents=True, exist_ok=True)
+        cmd = self._command()
+        log = open(self.log_path, "ab")
+        # Own process group: a Ctrl-C aimed at the test runner does not hit the server first.
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self._ready(timeout)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = None
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@dataclass
+class Mosquitto(_Server):
+    """A mosquitto with persistence on, unlimited queues for offline persistent sessions
+    (the default 1000 silently drops), anonymous access on loopback for tests."""
+
+    extra_config: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        conf = self.root / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.root / 'data'}/\n"
+            "autosave_interval 60\n"
+            "max_queued_messages 0\n"
+            "max_queued_bytes 0\n"
+            "max_inflight_messages 0\n"
+            "persistent_client_expiration 1d\n"
+            + self.extra_config
+        )
+        return [find_binary("mosquitto", MOSQUITTO_CANDIDATES), "-c", str(conf)]
+
+    def _ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        _wait_tcp(self.port, self.proc, "mosquitto", timeout, self.log_path)
+
+
+@dataclass
+class Influxd(_Server):
+    """InfluxDB 1.x (Debian's `influxdb`) with HTTP on an ephemeral port, no reporting."""
+
+    rpc_port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        conf = self.root / "influxdb.conf"
+        conf.write_text(
+            f'reporting-disabled = true\nbind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{self.root}/meta"\n'
+            f'[data]\n  dir = "{self.root}/data"\n  wal-dir = "{self.root}/wal"\n  query-log-enabled = false\n'
+            '  max-series-per-database = 0\n  max-values-per-tag = 0\n'
+            f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            '  max-body-size = 0\n'
+            '[monitor]\n  store-enabled = false\n'
+            '[continuous_queries]\n  enabled = false\n'
+            '[subscriber]\n  enabled = false\n'
+        )
+        return [find_binary("influxd", INFLUXD_CANDIDATES), "-config", str(conf)]
+
+    def _ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"influxd exited: {self.log_path.read_text(errors='replace')[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"influxd did not answer /ping within {timeout}s")

@@ -1,0 +1,47 @@
+"""The typed boundaries between ingest stages.
+
+An input (MQTT consumer, HJ 212 gateway, dead-letter replay) turns what it received into
+an `Outcome` — `Accepted` or `Rejected` — and hands it to the `Sink` together with a
+callback. The sink makes the outcome durable (spool for readings, dead-letter store for
+rejections, fsync'd in a group commit) and only then calls the callback: that is where
+the MQTT PUBACK or the HJ 212 answer goes out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from citywatch.model import Event, RawMessage, Reading
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Valid input: what will be stored (line protocol) and what the alert engine sees."""
+
+    raw: RawMessage
+    readings: tuple[Reading, ...] = ()
+    events: tuple[Event, ...] = ()
+    lines: tuple[str, ...] = ()  # InfluxDB line protocol, one per reading/event
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Invalid input: the raw bytes and every reason, for the dead-letter store."""
+
+    raw: RawMessage
+    reasons: tuple[str, ...] = field(default=())
+
+
+Outcome = Accepted | Rejected
+
+# Called (from the committer's thread) once the outcome is durable; `ok` is False only
+# when the outcome could not be stored (disk failure) and the input must not acknowledge.
+DurableCallback = Callable[[bool], None]
+
+
+class Sink(Protocol):
+    def submit(self, outcome: Outcome, on_durable: DurableCallback | None = None) -> None:
+        """Queue `outcome` for the next group commit; thread-safe; may block for backpressure."""
+        ...

@@ -1,0 +1,182 @@
+"""The group committer: the `Sink` every input submits to.
+
+Outcomes are collected for up to `interval_s` (or `max_items`), then in one step: the
+accepted lines are appended to the spool (one fsync), the rejections are committed to the
+dead-letter store, and only then each input's `on_durable` callback runs — where the MQTT
+PUBACK or the HJ 212 answer goes out. After that, the readings are published on the
+validated stream for the alert engine.
+
+It runs on its own thread because fsync blocks; while it waits, the inputs keep decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from citywatch.errors import SpoolError
+from citywatch.stream import ValidatedStream
+from ingest.deadletters import DeadLetterStore
+from ingest.metrics import IngestMetrics
+from ingest.spool import Spool
+from ingest.types import Accepted, DurableCallback, Outcome, Rejected
+
+log = logging.getLogger("citywatch.ingest.committer")
+
+
+class Committer:
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        deadletters: DeadLetterStore,
+        stream: ValidatedStream | None = None,
+        metrics: IngestMetrics | None = None,
+        interval_s: float = 0.02,
+        max_items: int = 5000,
+        on_commit=None,
+    ) -> None:
+        self._spool = spool
+        self._deadletters = deadletters
+        self._stream = stream
+        self._metrics = metrics or IngestMetrics()
+        self._interval = interval_s
+        self._max = max_items
+        self._on_commit = on_commit  # called after each commit with the number of lines (wakes the writer)
+        self._pending: list[tuple[Outcome, DurableCallback | None]] = []
+        self._cond = threading.Condition()
+        self._stop = False
+        self._paused_reason: str | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- Sink ----------------------------------------------------------------------
+    def submit(self, outcome: Outcome, on_durable: DurableCallback | None = None) -> None:
+        with self._cond:
+            # Backpressure: the input's thread waits while a commit is far behind or the
+            # disk is too full. MQTT then stops reading, and the broker keeps the messages.
+            while (len(self._pending) >= 4 * self._max or self._paused_reason) and not self._stop:
+                self._cond.wait(0.5)
+            self._pending.append((outcome, on_durable))
+            if len(self._pending) >= self._max:
+                self._cond.notify_all()
+
+    def pause(self, reason: str | None) -> None:
+        """Stop accepting (reason) or resume (None): used when the spool's disk is nearly full."""
+        with self._cond:
+            self._paused_reason = reason
+            self._cond.notify_all()
+
+    @property
+    def paused_reason(self) -> str | None:
+        return self._paused_reason
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="cw-committer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Commit whatever is pending, then stop the thread."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._pending and not self._stop:
+                    self._cond.wait(self._interval)
+                elif len(self._pending) < self._max and not self._stop:
+                    # Something is pending: give it one interval to grow into a group.
+                    self._cond.wait(self._interval)
+                items, self._pending = self._pending, []
+                stopping = self._stop
+                self._cond.notify_all()
+            if items:
+                self._commit_until_done(items, stopping)
+            if stopping:
+                with self._cond:
+                    if not self._pending:
+                        return
+
+    def _commit_until_done(self, items, stopping: bool) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.commit(items)
+                return
+            except (SpoolError, OSError) as exc:
+                # Nothing is acknowledged: the inputs keep their messages. Retry, never drop.
+                log.error("group commit failed; retrying in %.1fs: %s", delay, exc)
+                if stopping:
+                    for _, cb in items:
+                        if cb is not None:
+                            cb(False)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def commit(self, items: list[tuple[Outcome, DurableCallback | None]]) -> None:
+        """Make `items` durable, then call their callbacks in order. Public for tests and replay."""
+        started = time.perf_counter()
+        lines: list[str] = []
+        rejected: list[tuple] = []
+        readings: list = []
+        events: list = []
+        by_source: dict[str, int] = {}
+        for outcome, _ in items:
+            by_source[outcome.raw.source] = by_source.get(outcome.raw.source, 0) + 1
+            if isinstance(outcome, Accepted):
+                lines.extend(outcome.lines)
+                readings.extend(outcome.readings)
+                events.extend(outcome.events)
+            else:
+                rejected.append((outcome.raw, outcome.reasons))
+        if lines:
+            self._spool.append(lines)
+        if rejected:
+            self._deadletters.add_many(rejected)
+        for _, cb in items:
+            if cb is not None:
+                try:
+                    cb(True)
+                except Exception:  # an input's ack failing must not stop the committer
+                    log.exception("acknowledgement callback failed")
+        m = self._metrics
+        m.commits.inc()
+        m.commit_latency.observe(time.perf_counter() - started)
+        for source, n in by_source.items():
+            m.received.labels(source).inc(n)
+        m.accepted_readings.inc(len(lines))
+        m.rejected.inc(len(rejected))
+        m.backlog.set(self._spool.backlog_lines)
+        m.backlog_bytes.set(self._spool.backlog_bytes)
+        if rejected:
+            for raw, reasons in rejected[:5]:
+                log.warning("rejected message on %s: %s", raw.topic[:200], "; ".join(reasons)[:500])
+        if self._on_commit is not None and lines:
+            self._on_commit(len(lines))
+        if self._stream is not None and (readings or events) and self._stream.has_subscribers:
+            self._stream.publish(readings, events)
+
+
+class MemorySink:
+    """A `Sink` for tests of inputs: keeps outcomes, reports durable at once."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+
+    def submit(self, outcome: Outcome, on_durable: DurableCallback | None = None) -> None:
+        with self._lock:
+            self.outcomes.append(outcome)
+        if on_durable is not None:
+            on_durable(True)
+
+    @property
+    def rejected(self) -> list[Rejected]:
+        return [o for o in self.outcomes if isinstance(o, Rejected)]

@@ -1,0 +1,126 @@
+"""The MQTT input: a paho-mqtt 2.x client with a persistent session and manual acks.
+
+Each message is decoded on paho's network thread and submitted to the sink with a
+callback that sends its PUBACK — which the committer calls only after the outcome is on
+disk. So a crash at any moment leaves every unacknowledged message with the broker, which
+delivers it again on reconnect (MQTT 5, clean_start=False, session expiry set).
+
+`receive_maximum` caps the messages the broker sends us unacknowledged: that is the
+backpressure when the committer (or the disk) is slow.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from functools import partial
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from citywatch.model import RawMessage
+from citywatch.settings import Settings
+from ingest.decode import Decoder
+from ingest.metrics import IngestMetrics
+from ingest.types import Rejected, Sink
+
+log = logging.getLogger("citywatch.ingest.mqtt")
+
+SUBSCRIPTIONS = ("telemetry/#", "events/#")
+SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue for a week of downtime
+
+
+class MqttConsumer:
+    def __init__(self, *, settings: Settings, decoder: Decoder, sink: Sink, metrics: IngestMetrics,
+                 client_id: str | None = None) -> None:
+        self._settings = settings
+        self._decoder = decoder
+        self._sink = sink
+        self._metrics = metrics
+        self._address = settings.mqtt
+        self._client_id = client_id or settings.mqtt_client_id
+        self._generation = 0  # bumped on every disconnect: acks never cross connections
+        self._draining = False
+        self.connected = threading.Event()
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5,
+                        manual_ack=True)
+        a = self._address
+        if a.username:
+            c.username_pw_set(a.username, a.password)
+        if a.tls:
+            c.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.enable_logger(logging.getLogger("citywatch.paho"))
+        return c
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = self._settings.mqtt_receive_maximum
+        # connect_async + loop_start: the service starts (and keeps its spool and writer
+        # running) even while the broker is down; paho reconnects with backoff.
+        self._client.connect_async(self._address.host, self._address.port, keepalive=30, clean_start=False,
+                                   properties=props)
+        self._client.loop_start()
+        log.info("connecting to %r as %s", self._address, self._client_id)
+
+    def drain(self) -> None:
+        """Stop taking new messages (they stay with the broker, unacknowledged)."""
+        self._draining = True
+
+    def stop(self, *, settle_s: float = 0.5) -> None:
+        """Disconnect after the last acks have gone out. Call after the sink has committed."""
+        self._draining = True
+        time.sleep(settle_s)  # let paho's thread write the queued PUBACKs
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # -- paho callbacks (network thread) ---------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        # Subscribing again is harmless with a present session and needed without one.
+        client.subscribe([(t, SubscribeOptions(qos=1)) for t in SUBSCRIPTIONS])
+        self.connected.set()
+        self._metrics.mqtt_connected.set(1)
+        log.info("connected to broker (session present: %s)", flags.session_present)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._generation += 1
+        self.connected.clear()
+        self._metrics.mqtt_connected.set(0)
+        if not self._draining:
+            log.warning("disconnected from broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        if self._draining:
+            return  # not acknowledged: the broker delivers it again next session
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = msg._topic.decode("utf-8", "backslashreplace")
+        raw = RawMessage(topic, msg.payload, time.time_ns() // 1_000_000)
+        try:
+            outcome = self._decoder.decode(raw)
+        except Exception as exc:  # a decoder bug must not stall the stream: keep the message
+            log.exception("decoder failed on %s", topic[:200])
+            outcome = Rejected(raw, (f"internal_error: {type(exc).__name__}: {exc}",))
+        self._sink.submit(outcome, partial(self._ack, msg.mid, msg.qos, self._generation))
+
+    def _ack(self, mid: int, qos: int, generation: int, ok: bool) -> None:
+        # An ack for a message of an earlier connection would acknowledge the wrong packet
+        # id on the new one; the broker re-sends those messages instead.
+        if ok and qos > 0 and generation == self._generation:
+            self._client.ack(mid, qos)

@@ -1,0 +1,193 @@
+"""Decode and validate: `RawMessage` → `Accepted` (readings + line protocol) or `Rejected`.
+
+Pure: no I/O; the clock is injected. Every reason in a rejection starts with a stable code
+(`payload_too_large:`, `bad_topic:`, `invalid_json:`, `invalid_utf8:`, `invalid_field:`,
+`unknown_field:`, `missing_field:`, `bad_timestamp:`, `future_timestamp:`,
+`unknown_kind:`, `unknown_device:`, `registry_mismatch:`, `empty_values:`) followed by a
+human-readable detail, so operators can group dead letters by cause.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from citywatch.lineproto import LineFormatter, event_line
+from citywatch.model import Event, RawMessage, Reading
+from citywatch.registry import Registry
+from citywatch.schema import KindSpec, KindValidators, validators
+from citywatch.topics import DeviceTopic, TopicError
+from ingest.types import Accepted, Outcome, Rejected
+
+MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything earlier is a broken clock
+MAX_ITEMS = 10_000  # a batch payload larger than this is rejected, not split
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Decoder:
+    def __init__(
+        self,
+        *,
+        registry: Registry | None = None,
+        kinds: dict[str, KindValidators] | None = None,
+        max_payload_bytes: int = 256 * 1024,
+        max_future_s: float = 300.0,
+        clock: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self._registry = registry or Registry.empty()
+        self._kinds = kinds if kinds is not None else validators()
+        self._max_payload = max_payload_bytes
+        self._max_future_ms = int(max_future_s * 1000)
+        self._clock = clock
+        self._lines = LineFormatter()
+        self._event_tags = frozenset(t for v in self._kinds.values() for t in v.spec.events)
+        # One adapter for a single object and one for a batch array: choosing by the first
+        # byte keeps error messages free of "not a valid array" noise from a union.
+        self._telemetry: dict[str, tuple[TypeAdapter, TypeAdapter]] = {}
+        self._events: dict[str, tuple[TypeAdapter, TypeAdapter] | None] = {}
+        for name, v in self._kinds.items():
+            self._telemetry[name] = (TypeAdapter(v.telemetry), TypeAdapter(list[v.telemetry]))  # type: ignore[name-defined]
+            self._events[name] = (
+                (TypeAdapter(v.event), TypeAdapter(list[v.event])) if v.event is not None else None  # type: ignore[name-defined]
+            )
+
+    def decode(self, raw: RawMessage) -> Outcome:
+        if len(raw.payload) > self._max_payload:
+            return Rejected(raw, (f"payload_too_large: {len(raw.payload)} bytes > limit {self._max_payload}",))
+        try:
+            topic = DeviceTopic.parse(raw.topic)
+        except TopicError as exc:
+            return Rejected(raw, (f"bad_topic: {exc}",))
+        validators_ = self._kinds.get(topic.kind)
+        if validators_ is None:
+            return Rejected(raw, (f"unknown_kind: {topic.kind!r} is not one of {sorted(self._kinds)}",))
+        reasons: list[str] = []
+        why = self._registry.check(topic.kind, topic.site, topic.device)
+        if why:
+            reasons.append(why)
+        if topic.channel == "telemetry":
+            return self._telemetry_outcome(raw, topic, validators_.spec, reasons)
+        return self._event_outcome(raw, topic, reasons)
+
+    # -- telemetry -----------------------------------------------------------------
+    def _telemetry_outcome(self, raw: RawMessage, topic: DeviceTopic, spec: KindSpec, reasons: list[str]) -> Outcome:
+        parsed = self._validate(self._telemetry[topic.kind], raw.payload, spec, reasons)
+        if parsed is None:
+            return Rejected(raw, tuple(reasons))
+        items = parsed if isinstance(parsed, list) else [parsed]
+        if not items:
+            reasons.append("empty_values: the batch array is empty")
+        if len(items) > MAX_ITEMS:
+            reasons.append(f"payload_too_large: {len(items)} readings in one message > {MAX_ITEMS}")
+        now = self._clock()
+        readings: list[Reading] = []
+        for i, item in enumerate(items):
+            where = f"[{i}]." if isinstance(parsed, list) else ""
+            ts_ms = self._timestamp(item.ts, now, where, reasons)
+            values = {k: getattr(item.values, k) for k in item.values.model_fields_set}
+            if not values:
+                reasons.append(f"empty_values: {where}values has no fields")
+            if ts_ms is not None and values:
+                readings.append(Reading(topic.kind, topic.site, topic.device, ts_ms, values, item.seq))
+        if reasons:
+            return Rejected(raw, tuple(reasons))
+        return Accepted(raw, readings=tuple(readings), lines=tuple(map(self._lines.reading, readings)))
+
+    # -- events --------------------------------------------------------------------
+    def _event_outcome(self, raw: RawMessage, topic: DeviceTopic, reasons: list[str]) -> Outcome:
+        adapter = self._events[topic.kind]
+        if adapter is None:
+            return Rejected(raw, (f"unknown_event: kind {topic.kind!r} has no event types", *reasons))
+        parsed = self._validate(adapter, raw.payload, None, reasons)
+        if parsed is None:
+            return Rejected(raw, tuple(reasons))
+        items = parsed if isinstance(parsed, list) else [parsed]
+        now = self._clock()
+        events: list[Event] = []
+        for i, item in enumerate(items):
+            where = f"[{i}]." if isinstance(parsed, list) else ""
+            ts_ms = self._timestamp(item.ts, now, where, reasons)
+            attrs = {k: getattr(item, k) for k in item.model_fields_set if k not in ("ts", "type")}
+            if ts_ms is not None:
+                events.append(Event(topic.kind, topic.site, topic.device, ts_ms, item.type, attrs))
+        if not items:
+            reasons.append("empty_values: the batch array is empty")
+        if reasons:
+            return Rejected(raw, tuple(reasons))
+        return Accepted(raw, events=tuple(events), lines=tuple(event_line(e) for e in events))
+
+    # -- shared --------------------------------------------------------------------
+    def _validate(
+        self, adapters: tuple[TypeAdapter, TypeAdapter], payload: bytes, spec: KindSpec | None, reasons: list[str]
+    ) -> Any:
+        is_array = payload.lstrip()[:1] == b"["
+        try:
+            return adapters[is_array].validate_json(payload)
+        except ValidationError as exc:
+            reasons.extend(_explain(exc, spec, self._event_tags))
+            return None
+
+    def _timestamp(self, ts: int | str, now_ms: int, where: str, reasons: list[str]) -> int | None:
+        if isinstance(ts, int):
+            ts_ms = ts
+        else:
+            try:
+                dt = datetime.fromisoformat(ts)
+            except ValueError:
+                reasons.append(f"bad_timestamp: {where}ts {ts[:64]!r} is not RFC 3339")
+                return None
+            if dt.tzinfo is None:
+                reasons.append(f"bad_timestamp: {where}ts {ts[:64]!r} has no UTC offset")
+                return None
+            ts_ms = int(dt.timestamp() * 1000)
+        if ts_ms < MIN_TS_MS:
+            hint = " (epoch seconds? ts must be epoch milliseconds)" if ts_ms > 900_000_000 else ""
+            reasons.append(f"bad_timestamp: {where}ts {ts_ms} is before 2000-01-01{hint}")
+            return None
+        if ts_ms > now_ms + self._max_future_ms:
+            reasons.append(
+                f"future_timestamp: {where}ts is {(ts_ms - now_ms) / 1000:.0f} s ahead of the server clock "
+                f"(limit {self._max_future_ms // 1000} s)"
+            )
+            return None
+        return ts_ms
+
+
+def _explain(exc: ValidationError, spec: KindSpec | None, tags: frozenset[str] = frozenset()) -> list[str]:
+    """Turn pydantic's errors into our reason codes, one line per problem."""
+    out: list[str] = []
+    for err in exc.errors(include_url=False):
+        kind = err["type"]
+        loc = list(err["loc"])
+        # A discriminated union of event types puts the tag first; it says nothing to a user.
+        if len(loc) > 1 and loc[0] in tags:
+            loc = loc[1:]
+        path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+        if kind == "json_invalid":
+            out.append(f"invalid_json: {err['msg']}")
+            continue
+        if kind == "extra_forbidden":
+            out.append(f"unknown_field: {path} is not a field of this kind")
+            continue
+        if kind == "missing":
+            out.append(f"missing_field: {path} is required")
+            continue
+        detail = err["msg"]
+        if spec is not None and len(loc) >= 2 and loc[-2] == "values" and loc[-1] in spec.fields:
+            f = spec.fields[str(loc[-1])]
+            if f.unit or f.min is not None:
+                detail += f" (allowed {f.min}..{f.max} {f.unit})".rstrip()
+        got = err.get("input")
+        shown = "" if isinstance(got, (dict, list)) else f"; got {str(got)[:64]!r}"
+        out.append(f"invalid_field: {path}: {detail}{shown}")
+    if not out:
+        out.append(f"invalid_field: {exc.error_count()} validation errors")
+    # Deduplicate while keeping order (union branches repeat the same message).
+    return list(dict.fromkeys(out))

@@ -1,0 +1,64 @@
+"""HJ 212 command numbers, answer codes and pollutant codes → canonical fields (DOMAIN §4)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from types import MappingProxyType
+from typing import Final, Mapping
+
+
+class Cn(IntEnum):
+    REALTIME = 2011
+    MINUTE = 2051
+    HOURLY = 2061
+    DAILY = 2031
+    REQUEST_ANSWER = 9011
+    DATA_ANSWER = 9014
+
+
+DATA_CNS: Final = frozenset({Cn.REALTIME, Cn.MINUTE, Cn.HOURLY, Cn.DAILY})
+ST_SYSTEM: Final = "91"  # system interaction: what answers carry
+
+
+class QnRtn(IntEnum):
+    """Request-answer result codes (CN=9011, HJ 212-2017 table 9)."""
+
+    READY = 1
+    REFUSED = 2
+    PW_ERROR = 3
+    MN_ERROR = 4
+    ST_ERROR = 5
+    FLAG_ERROR = 6
+    QN_ERROR = 7
+    CN_ERROR = 8
+    CRC_ERROR = 9
+    UNKNOWN = 100
+
+
+# Flag = V5..V0 D A: bit 0 A (answer wanted), bit 1 D (PNUM/PNO present), bits 2-7 version
+# (000001 = HJ 212-2017). So Flag=5 is "2017, answer wanted" and Flag=4 is "2017, no answer".
+FLAG_A: Final = 0b01
+FLAG_D: Final = 0b10
+VERSION_SHIFT: Final = 2
+VERSION_2017: Final = 1
+
+# Standard codes (HJ 212-2017 appendix) and the older Tianjin-style names.
+_CODES: Final[dict[str, str]] = {
+    "a34001": "tsp", "a34002": "pm10", "a34004": "pm25", "LA": "noise",
+    "a01001": "temperature", "a01002": "humidity", "a01006": "pressure",
+    "a01007": "wind_speed", "a01008": "wind_dir",
+    "TSP": "tsp", "PM10": "pm10", "PM25": "pm25", "Voice": "noise",
+    "WD": "wind_dir", "WS": "wind_speed", "TEM": "temperature",
+}
+CODES: Final[Mapping[str, str]] = MappingProxyType(_CODES)
+
+# Canonical field → the standard code, for encoders and simulators.
+FIELD_CODES: Final[Mapping[str, str]] = MappingProxyType(
+    {field: code for code, field in _CODES.items() if code[0].islower() or code == "LA"})
+
+# Fields the per-device `hj212_scale` multiplies (vendors differ in µg/m³ vs mg/m³ vs ×1000).
+PARTICULATES: Final = frozenset({"tsp", "pm10", "pm25"})
+
+# The data flags that count as valid; any other flag is kept in Reading.quality.
+VALID_FLAGS: Final = frozenset({"N", "S"})
+KNOWN_FLAGS: Final = frozenset("NFMSDCTB")

@@ -1,0 +1,217 @@
+"""Test doubles and a small HJ 212 client, shipped beside the gateway.
+
+- `MemorySink`: the `Sink` protocol in memory; confirms durability from its own thread
+  after a short delay, like the real committer.
+- `encode_packet`: builds a valid upload frame (what a dust monitor sends).
+- `run_fleet`: N monitors over TCP, each sending M packets and awaiting the 9014 answer;
+  the base for `citywatch simulate --protocol hj212` and the gateway load tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from citywatch.registry import Device, Registry
+from ingest.hj212.codes import Cn
+from ingest.hj212.crc import CrcMode, crc_ok
+from ingest.hj212.framing import Frame, FrameDecoder, encode_frame
+from ingest.hj212.packet import read_header
+from ingest.types import Accepted, DurableCallback, Outcome, Rejected
+
+
+class MemorySink:
+    """Collects outcomes; calls `on_durable(ok)` from a background thread after `delay_s`.
+
+    Thread-safe like the real sink. `ok` is `not fail` (set `fail=True` to simulate a
+    disk failure). Call `close()` (or use `with`) to stop the thread.
+    """
+
+    def __init__(self, *, delay_s: float = 0.002, fail: bool = False) -> None:
+        self.delay_s = delay_s
+        self.fail = fail
+        self._lock = threading.Lock()
+        self._outcomes: list[Outcome] = []
+        self._queue: queue.SimpleQueue[tuple[float, DurableCallback | None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._confirm, name="memory-sink", daemon=True)
+        self._thread.start()
+
+    def submit(self, outcome: Outcome, on_durable: DurableCallback | None = None) -> None:
+        with self._lock:
+            self._outcomes.append(outcome)
+        self._queue.put((time.monotonic() + self.delay_s, on_durable))
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        with self._lock:
+            return list(self._outcomes)
+
+    @property
+    def accepted(self) -> list[Accepted]:
+        return [o for o in self.outcomes if isinstance(o, Accepted)]
+
+    @property
+    def rejected(self) -> list[Rejected]:
+        return [o for o in self.outcomes if isinstance(o, Rejected)]
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "MemorySink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _confirm(self) -> None:
+        # Same delay for every item, so FIFO order is due-time order.
+        while (item := self._queue.get()) is not None:
+            due, callback = item
+            if (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+            if callback is not None:
+                callback(not self.fail)
+
+
+def _number(value: float) -> str:
+    return format(float(value), ".10g")
+
+
+def encode_packet(
+    *,
+    mn: str,
+    pw: str,
+    data_time: datetime,
+    values: Mapping[str, float | tuple[float, float, float]],
+    cn: int = Cn.REALTIME,
+    st: str = "39",
+    flag: int = 5,
+    qn: str | None = None,
+    flags: Mapping[str, str] | None = None,
+    rf: bool = False,
+    tz: str = "Asia/Shanghai",
+    crc: CrcMode = "strict",
+) -> bytes:
+    """One upload frame. `values` are keyed by HJ 212 code (`a34002`, `LA`, ...); for
+    real-time (2011) a float becomes `-Rtd`; for interval packets a float becomes `-Avg`
+    and a (min, avg, max) tuple becomes `-Min/-Avg/-Max`. An aware `data_time` is
+    converted to `tz`; a naive one is taken as local time."""
+    if data_time.tzinfo is not None:
+        data_time = data_time.astimezone(ZoneInfo(tz))
+    stamp = data_time.strftime("%Y%m%d%H%M%S")
+    items = [f"DataTime={stamp}"]
+    for code, value in values.items():
+        if isinstance(value, tuple):
+            lo, avg, hi = value
+            parts = [f"{code}-Min={_number(lo)}", f"{code}-Avg={_number(avg)}", f"{code}-Max={_number(hi)}"]
+        else:
+            parts = [f"{code}-{'Rtd' if cn == Cn.REALTIME else 'Avg'}={_number(value)}"]
+        parts.append(f"{code}-Flag={(flags or {}).get(code, 'N')}")
+        items.append(",".join(parts))
+    header = [f"QN={qn or stamp + '000'}", f"ST={st}", f"CN={int(cn)}", f"PW={pw}", f"MN={mn}", f"Flag={flag}"]
+    if rf:
+        header.append("RF=1")
+    return encode_frame(";".join(header) + ";CP=&&" + ";".join(items) + "&&", crc=crc)
+
+
+def fleet_registry(count: int, *, pw: str = "123456", site_every: int = 1) -> Registry:
+    """`count` dust monitors D00001.. with 24-character MNs (one site per `site_every` devices)."""
+    devices: dict[str, Device] = {}
+    for i in range(1, count + 1):
+        dev = Device(id=f"D{i:05d}", site=f"S{(i - 1) // site_every + 1:04d}", kind="dust",
+                     hj212_mn=f"4A43{i:020d}", hj212_pw=pw)
+        devices[dev.id] = dev
+    return Registry(devices, {d.hj212_mn: d for d in devices.values() if d.hj212_mn})
+
+
+def monitor_values(rng: random.Random) -> dict[str, float]:
+    """Plausible real-time values of a construction-site monitor (DOMAIN §5)."""
+    pm10 = rng.uniform(40, 300)
+    return {"a34001": round(pm10 * rng.uniform(1.3, 2.5), 1), "a34002": round(pm10, 1),
+            "a34004": round(pm10 * rng.uniform(0.3, 0.6), 1), "LA": round(rng.uniform(50, 75), 1),
+            "a01001": round(rng.uniform(-5, 35), 1), "a01002": round(rng.uniform(20, 90), 1),
+            "a01006": round(rng.uniform(92, 94), 2), "a01007": round(rng.uniform(0, 8), 1),
+            "a01008": round(rng.uniform(0, 359), 0)}
+
+
+@dataclass(slots=True)
+class FleetResult:
+    sent: int = 0
+    answered: int = 0  # CN=9014 echoing the QN, with a valid CRC
+    errors: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+async def read_answer(reader: asyncio.StreamReader, decoder: FrameDecoder, backlog: list[Frame]) -> Frame:
+    """The next frame from the gateway; framing errors raise ValueError."""
+    while not backlog:
+        chunk = await reader.read(4096)
+        if not chunk:
+            raise ConnectionError("gateway closed the connection")
+        for item in decoder.feed(chunk):
+            if not isinstance(item, Frame):
+                raise ValueError(f"bad answer frame: {item.reason}")
+            backlog.append(item)
+    return backlog.pop(0)
+
+
+async def run_fleet(
+    host: str,
+    port: int,
+    *,
+    monitors: int,
+    packets_each: int,
+    registry: Registry,
+    start: datetime | None = None,
+    interval_s: float = 30.0,
+    tz: str = "Asia/Shanghai",
+    connect_concurrency: int = 200,
+    answer_timeout_s: float = 30.0,
+    seed: int = 212,
+) -> FleetResult:
+    """Open `monitors` connections at once; each sends `packets_each` real-time packets
+    (Flag=5) one after another and awaits the 9014 answer echoing each QN."""
+    devices = [d for d in registry.devices.values() if d.hj212_mn][:monitors]
+    if len(devices) < monitors:
+        raise ValueError(f"registry has {len(devices)} HJ 212 devices, {monitors} requested")
+    first = start or datetime.now(ZoneInfo(tz)).replace(microsecond=0) - timedelta(seconds=interval_s * packets_each)
+    result = FleetResult()
+    gate = asyncio.Semaphore(connect_concurrency)  # connect storms overflow the listen backlog
+    t0 = time.monotonic()
+
+    async def monitor(index: int, device: Device) -> None:
+        rng = random.Random(seed * 100003 + index)
+        async with gate:
+            reader, writer = await asyncio.open_connection(host, port)
+        decoder, backlog = FrameDecoder(), []
+        try:
+            for n in range(packets_each):
+                ts = first + timedelta(seconds=interval_s * n)
+                qn = ts.astimezone(ZoneInfo(tz)).strftime("%Y%m%d%H%M%S") + f"{n % 1000:03d}"
+                writer.write(encode_packet(mn=device.hj212_mn or "", pw=device.hj212_pw or "", data_time=ts,
+                                           values=monitor_values(rng), qn=qn, tz=tz, crc=device.hj212_crc))
+                result.sent += 1
+                answer = await asyncio.wait_for(read_answer(reader, decoder, backlog), answer_timeout_s)
+                h = read_header(answer.data)
+                if not crc_ok(answer.data, answer.crc, device.hj212_crc):
+                    result.errors.append(f"{device.id}: answer CRC {answer.crc} is wrong")
+                elif h.get("CN") != str(int(Cn.DATA_ANSWER)) or h.qn != qn:
+                    result.errors.append(f"{device.id}: unexpected answer {answer.data[:80]!r}")
+                else:
+                    result.answered += 1
+        except (OSError, ValueError, TimeoutError) as exc:
+            result.errors.append(f"{device.id}: {type(exc).__name__}: {exc}")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(monitor(i, d) for i, d in enumerate(devices)))
+    result.elapsed_s = time.monotonic() - t0
+    return result

@@ -1,0 +1,153 @@
+"""`citywatch run`: the ingest pipeline assembled in one place, read top to bottom.
+
+    MQTT (paho thread) ─┐
+    HJ 212 (asyncio)  ──┼─ decode/validate ─ Committer (fsync group commit) ─ ack/answer
+                        │                        ├─ Spool ── InfluxWriter ── InfluxDB
+                        │                        ├─ DeadLetterStore
+                        │                        └─ ValidatedStream ── alert engine
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from citywatch.influx import InfluxClient
+from citywatch.registry import Registry
+from citywatch.settings import Settings
+from citywatch.stream import ValidatedStream
+from ingest.committer import Committer
+from ingest.consumer import MqttConsumer
+from ingest.deadletters import DeadLetterStore
+from ingest.decode import Decoder
+from ingest.metrics import IngestMetrics
+from ingest.spool import Spool
+from ingest.writer import InfluxWriter
+
+log = logging.getLogger("citywatch.service")
+
+
+@dataclass
+class Ingest:
+    settings: Settings
+    registry: Registry
+    metrics: IngestMetrics
+    decoder: Decoder
+    spool: Spool
+    deadletters: DeadLetterStore
+    stream: ValidatedStream
+    committer: Committer
+    influx: InfluxClient
+    writer: InfluxWriter
+    consumer: MqttConsumer | None
+    extra_tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.spool.close()
+        self.deadletters.close()
+
+
+def build_ingest(settings: Settings, *, mqtt: bool = True) -> Ingest:
+    """Create every stage; nothing starts yet."""
+    registry = Registry.load(settings.devices_file)
+    metrics = IngestMetrics()
+    decoder = Decoder(registry=registry, max_payload_bytes=settings.max_payload_bytes,
+                      max_future_s=settings.max_future_s)
+    spool = Spool(settings.spool_dir, segment_bytes=settings.spool_segment_bytes)
+    deadletters = DeadLetterStore(settings.deadletter_path)
+    stream = ValidatedStream()
+    influx = InfluxClient(settings)
+    writer = InfluxWriter(spool=spool, client=influx, deadletters=deadletters, metrics=metrics,
+                          batch_lines=settings.write_batch_lines, interval_s=settings.write_interval_ms / 1000)
+    committer = Committer(spool=spool, deadletters=deadletters, stream=stream, metrics=metrics,
+                          interval_s=settings.commit_interval_ms / 1000, max_items=settings.commit_max_messages,
+                          on_commit=writer.notify)
+    consumer = MqttConsumer(settings=settings, decoder=decoder, sink=committer, metrics=metrics) if mqtt else None
+    return Ingest(settings, registry, metrics, decoder, spool, deadletters, stream, committer, influx, writer,
+                  consumer)
+
+
+async def _watch_disk(ingest: Ingest, every_s: float = 5.0) -> None:
+    """Warn as the spool's disk fills; pause intake (backpressure to the broker) before it is full."""
+    s = ingest.settings
+    warned = False
+    while True:
+        free = shutil.disk_usage(s.spool_dir).free
+        ingest.metrics.disk_free.set(free)
+        if free < s.spool_min_free_bytes:
+            if ingest.committer.paused_reason is None:
+                log.error("only %.0f MB free under %s: intake paused (messages wait in the broker) until "
+                          "InfluxDB drains the backlog or space is freed", free / 1e6, s.spool_dir)
+            ingest.committer.pause("disk nearly full")
+        elif ingest.committer.paused_reason is not None:
+            log.warning("disk space recovered (%.0f MB free): intake resumed", free / 1e6)
+            ingest.committer.pause(None)
+        if free < s.spool_warn_free_bytes and not warned:
+            log.warning("spool disk is filling: %.0f MB free, backlog %d lines (%.0f MB)", free / 1e6,
+                        ingest.spool.backlog_lines, ingest.spool.backlog_bytes / 1e6)
+        warned = free < s.spool_warn_free_bytes
+        await asyncio.sleep(every_s)
+
+
+async def _report(ingest: Ingest, every_s: float = 30.0) -> None:
+    last = None
+    while True:
+        await asyncio.sleep(every_s)
+        snap = ingest.metrics.snapshot()
+        summary = {k: snap.get(k, 0) for k in ("citywatch_received_total{source=mqtt}",
+                                                 "citywatch_readings_accepted_total", "citywatch_rejected_total",
+                                                 "citywatch_stored_total", "citywatch_spool_backlog")}
+        if summary != last:
+            log.info("counters %s", {k.removeprefix("citywatch_"): int(v) for k, v in summary.items()})
+        last = summary
+
+
+async def run_service(settings: Settings, *, ingest: Ingest | None = None,
+                      started: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or cancellation), then shut down in order:
+    stop intake → commit and ack what is pending → flush the spool to InfluxDB (bounded)."""
+    ingest = ingest or build_ingest(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await ingest.influx.ensure_database()
+    except Exception as exc:  # InfluxDB down at start: keep accepting, the writer retries
+        log.warning("InfluxDB not ready at start (%s); spooling until it is", exc)
+    ingest.committer.start()
+    if ingest.consumer is not None:
+        ingest.consumer.start()
+    log.info("citywatch running: data in %s, InfluxDB %s (%s), backlog %d lines", settings.data_dir,
+             settings.influx_url, settings.influx_api, ingest.spool.backlog_lines)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(ingest.writer.run(), name="writer")
+            tasks = [tg.create_task(_watch_disk(ingest), name="disk"),
+                     tg.create_task(_report(ingest), name="report")]
+            tasks += [tg.create_task(factory()) for factory in ingest.extra_tasks]
+            if started is not None:
+                started.set()
+            await stop.wait()
+            log.info("shutting down: committing and acknowledging pending messages")
+            if ingest.consumer is not None:
+                ingest.consumer.drain()
+            await asyncio.to_thread(ingest.committer.stop)
+            if ingest.consumer is not None:
+                await asyncio.to_thread(ingest.consumer.stop)
+            ingest.writer.request_stop()
+            await writer
+            for t in tasks:
+                t.cancel()
+    finally:
+        flushed = await ingest.writer.flush(timeout_s=10.0)
+        log.info("stopped; %s", "spool drained" if flushed else
+                 f"{ingest.spool.backlog_lines} lines stay spooled for the next start")
+        await ingest.influx.aclose()
+        ingest.close()

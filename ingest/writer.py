@@ -1,0 +1,179 @@
+"""Spool → InfluxDB: batches by size and time, retries forever, isolates bad points.
+
+The writer reads whole records after the spool's checkpoint, sends them gzip'd, and moves
+the checkpoint only when every line is either stored or dead-lettered:
+- network errors, 5xx, 429, 401/403: exponential backoff with full jitter, never dropped;
+- 404 (database missing): create it, then retry;
+- 413: split the batch in halves;
+- 400/422: bisect until the bad lines are alone, dead-letter them with InfluxDB's reason,
+  store the rest (re-writing good lines is harmless: same series + time overwrites).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from citywatch.errors import CitywatchError
+from citywatch.influx import InfluxClient, Outcome, WriteResult, gzip_body
+from citywatch.model import RawMessage
+from ingest.deadletters import DeadLetterStore
+from ingest.metrics import IngestMetrics
+from ingest.spool import Spool
+
+log = logging.getLogger("citywatch.ingest.writer")
+
+
+class InfluxWriter:
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        client: InfluxClient,
+        deadletters: DeadLetterStore,
+        metrics: IngestMetrics,
+        batch_lines: int = 5000,
+        interval_s: float = 0.2,
+        max_backoff_s: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._spool = spool
+        self._client = client
+        self._deadletters = deadletters
+        self._metrics = metrics
+        self._batch_lines = batch_lines
+        self._interval = interval_s
+        self._max_backoff = max_backoff_s
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failing_since: float | None = None
+        self._last_warning = 0.0
+        self.healthy = True
+
+    def notify(self, n_lines: int) -> None:
+        """Thread-safe: the committer appended `n_lines`. Wakes the writer only when a full
+        batch is waiting; otherwise the interval timer picks the lines up."""
+        if self._loop is not None and self._spool.backlog_lines >= self._batch_lines:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand (or give up its retries) and return from `run`."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until `request_stop()`; the spool keeps whatever is not yet stored."""
+        self._loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            try:
+                delivered = await self.deliver_once()
+            except _Stopping:
+                return
+            if not delivered and not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._interval)
+                except TimeoutError:
+                    pass
+
+    async def deliver_once(self) -> int:
+        """Send one batch from the spool (retrying until it is stored); return its size."""
+        batch = await asyncio.to_thread(self._spool.read_batch, self._batch_lines)
+        if batch is None:
+            return 0
+        rejected = await self._deliver(batch.lines)
+        if rejected:
+            now = time.time_ns() // 1_000_000
+            await asyncio.to_thread(self._deadletters.add_many, [
+                (RawMessage("influx/write", line, now, "influx"), (f"influx_rejected: {why}",))
+                for line, why in rejected
+            ])
+            self._metrics.write_rejected.inc(len(rejected))
+            log.warning("InfluxDB refused %d line(s); dead-lettered, e.g. %s", len(rejected), rejected[0][1][:300])
+        await asyncio.to_thread(self._spool.commit, batch)
+        self._metrics.stored.inc(len(batch.lines) - len(rejected))
+        self._metrics.backlog.set(self._spool.backlog_lines)
+        self._metrics.backlog_bytes.set(self._spool.backlog_bytes)
+        return len(batch.lines)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """After `run` returned: deliver the backlog, giving up after `timeout_s` (the
+        spool keeps the rest for the next start)."""
+        self._stopping.clear()
+        loop = asyncio.get_running_loop()
+        loop.call_later(timeout_s, self._stopping.set)
+        try:
+            while await self.deliver_once():
+                pass
+            return True
+        except _Stopping:
+            return False
+
+    async def _deliver(self, lines: list[bytes]) -> list[tuple[bytes, str]]:
+        """Store `lines`; return the (line, reason) pairs InfluxDB refused as bad data."""
+        attempt = 0
+        while True:
+            body = await asyncio.to_thread(gzip_body, lines) if len(lines) > 200 else gzip_body(lines)
+            started = time.perf_counter()
+            result = await self._client.write(body)
+            self._metrics.write_latency.observe(time.perf_counter() - started)
+            if result.outcome is Outcome.OK:
+                self._recovered()
+                return []
+            if result.outcome in (Outcome.REJECTED, Outcome.TOO_LARGE):
+                self._recovered()
+                if len(lines) == 1:
+                    if result.outcome is Outcome.TOO_LARGE:
+                        return [(lines[0], f"413 line too large for InfluxDB: {result.detail}")]
+                    return [(lines[0], f"{result.status} {result.detail}")]
+                mid = len(lines) // 2
+                return await self._deliver(lines[:mid]) + await self._deliver(lines[mid:])
+            if result.outcome is Outcome.NO_DATABASE:
+                try:
+                    await self._client.ensure_database()
+                    log.info("created InfluxDB database/bucket %s", self._client.database)
+                    continue
+                except CitywatchError as exc:
+                    result = WriteResult(Outcome.RETRY, result.status, str(exc))
+            attempt += 1
+            await self._backoff(attempt, result, len(lines))
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            log.info("InfluxDB writes succeed again after %.0f s; backlog %d lines",
+                     time.monotonic() - self._failing_since, self._spool.backlog_lines)
+        self._failing_since = None
+        self.healthy = True
+        self._metrics.influx_up.set(1)
+
+    async def _backoff(self, attempt: int, result: WriteResult, n_lines: int) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        self.healthy = False
+        self._metrics.influx_up.set(0)
+        self._metrics.write_retries.inc()
+        if now - self._last_warning > 10:
+            self._last_warning = now
+            hint = " (check CW_INFLUX_TOKEN / CW_INFLUX_USER)" if result.status in (401, 403) else ""
+            log.warning("InfluxDB write failed (%s %s)%s; retrying, nothing is dropped: backlog %d lines, %.1f MB",
+                        result.status or "no answer", result.detail[:200], hint, self._spool.backlog_lines,
+                        self._spool.backlog_bytes / 1e6)
+        # Full jitter: a fleet of writers coming back does not hit InfluxDB in lockstep.
+        cap = min(self._max_backoff, 0.25 * 2 ** min(attempt, 10))
+        delay = self._rng.uniform(0.05, cap)
+        if result.retry_after_s is not None:
+            delay = max(delay, min(result.retry_after_s, self._max_backoff))
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except TimeoutError:
+            return
+        raise _Stopping
+
+
+class _Stopping(Exception):
+    """Raised inside a retry loop when the writer is asked to stop."""

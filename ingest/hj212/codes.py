@@ -61,4 +61,3 @@ PARTICULATES: Final = frozenset({"tsp", "pm10", "pm25"})
 
 # The data flags that count as valid; any other flag is kept in Reading.quality.
 VALID_FLAGS: Final = frozenset({"N", "S"})
-KNOWN_FLAGS: Final = frozenset("NFMSDCTB")

@@ -128,6 +128,9 @@ class FrameDecoder:
             self._skip_append(self._buf[:cut])
             del self._buf[:cut]
             return False
+        # In a run of '#' the frame starts at the last pair ("x###0219" → "##0219").
+        while at + 2 < len(self._buf) and self._buf[at + 2] == 0x23:
+            at += 1
         self._skip_append(self._buf[:at])
         del self._buf[:at]
         out.append(self._end_skip())
@@ -139,6 +142,12 @@ class FrameDecoder:
         if len(buf) < 6:
             return None
         length_field = bytes(buf[2:6])
+        if length_field.startswith(b"#"):
+            # "###...": the first '#' is stray; the frame may start one byte later.
+            self._start_skip("garbage: bytes outside any frame")
+            self._skip_append(buf[:1])
+            del buf[:1]
+            return _RESYNC
         if not length_field.isdigit():
             return self._bad_header(f"bad_length: length field {length_field!r} is not 4 decimal digits")
         length = int(length_field)

@@ -72,6 +72,7 @@ class Hj212Gateway:
         self._ready = asyncio.Event()
         self._connections: set[asyncio.Task[None]] = set()
         self._submitter: ThreadPoolExecutor | None = None
+        self._closing = False
 
     @property
     def bound_port(self) -> int:
@@ -100,11 +101,13 @@ class Hj212Gateway:
             await server.serve_forever()
         finally:
             server.close()
+            self._closing = True
             for task in list(self._connections):
                 task.cancel()
             await asyncio.gather(*self._connections, return_exceptions=True)
             self._submitter.shutdown(wait=False, cancel_futures=True)
             self._ready.clear()
+            self._closing = False
 
     # -- one connection --------------------------------------------------------------------
 
@@ -133,6 +136,11 @@ class Hj212Gateway:
                 await asyncio.wait_for(asyncio.shield(answers), self._write_timeout_s)
         except (ConnectionError, OSError) as exc:
             log.info("hj212: %s connection error: %s", peer, exc)
+        except asyncio.CancelledError:
+            # serve() is shutting down. asyncio.streams logs a cancelled handler task as an
+            # error, so end quietly; any other cancellation propagates.
+            if not self._closing:
+                raise
         finally:
             answers.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -189,8 +189,12 @@ async def run_fleet(
 
     async def monitor(index: int, device: Device) -> None:
         rng = random.Random(seed * 100003 + index)
-        async with gate:
-            reader, writer = await asyncio.open_connection(host, port)
+        try:
+            async with gate:
+                reader, writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            result.errors.append(f"{device.id}: connect: {exc}")
+            return
         decoder, backlog = FrameDecoder(), []
         try:
             for n in range(packets_each):

@@ -75,7 +75,7 @@ class HeatingSignals:
         sec_return_p = self.return_setpoint + noise(p.pressure_noise)
         makeup = self.makeup_base * np.exp(self.makeup_drift.at(t)) + np.abs(noise(0.02))
         lo, hi = p.makeup_tank_range
-        cycle = ((t - t[0] * 0) / self.tank_period_ms + self.tank_phase) % 1.0
+        cycle = (t / self.tank_period_ms + self.tank_phase) % 1.0
         tank = hi - (hi - lo) * cycle + noise(0.2)  # slow draw-down, then a refill
         leak = np.zeros(n, bool)
 

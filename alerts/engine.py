@@ -1,0 +1,1032 @@
+"""The alert engine: validated readings/events in, alert lifecycle and notifications out.
+
+Evaluation is in event time (each reading's `ts_ms`): a device's rules are evaluated at
+its watermark (the newest reading seen). A late reading within `late_tolerance_s` still
+goes into the windows (so the next evaluation sees it) but does not move time backwards;
+an older one is counted and ignored. The timer (`tick`) drives what no message can:
+deadman (no data), keep_firing_for expiry, event auto-resolve, escalation, re-notify and
+silence expiry. Its clock is injected: wall time, or in event-time replays the newest
+event time seen.
+
+Lifecycle per (rule, device): inactive → pending (condition true, waiting for `for` /
+`consecutive`) → firing → resolved; `acked` is orthogonal. Every transition and the
+outbox rows it causes are committed in one SQLite transaction at the end of each batch
+(see store.py), so a restart neither repeats a notification nor forgets a pending start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from citywatch.errors import CitywatchError
+from citywatch.model import Event, Reading
+from citywatch.schema import kinds as load_kinds
+
+from alerts.notify import Backoff, HubSubscription, Notification, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
+from alerts.rules import (SEVERITIES, Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, Text,
+                          Threshold, ThresholdRule, load_rules, parse_rule, parse_schedule, rule_to_dict)
+from alerts.store import AlertStore
+from alerts.window import Series, aggregate
+
+log = logging.getLogger("citywatch.alerts")
+
+Clock = Callable[[], float]
+
+
+class AlertError(CitywatchError):
+    """An alert operation failed (unknown alert, bad silence, invalid rule)."""
+
+
+class AlertNotFound(AlertError):
+    pass
+
+
+@dataclass
+class _RState:
+    """Evaluation state of one rule on one device (persisted as JSON in `rstate`)."""
+
+    pending_since: int | None = None
+    consecutive: int = 0
+    clear_since: int | None = None
+    alert_id: str | None = None
+    day: str | None = None
+    episodes: int = 0
+    last_violation: int | None = None
+    ratio_day: str | None = None
+    num: int = 0
+    den: int = 0
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "_RState":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def is_idle(self) -> bool:
+        return self == _RState()
+
+
+@dataclass
+class _Device:
+    kind: str
+    site: str
+    device: str
+    watermark: int = -1
+    last_seen: int = 0
+    series: dict[str, Series] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    meta_dirty: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    active: bool | None
+    value: float | bool | None = None
+    threshold: float | bool | None = None
+
+
+_NEXT_SEVERITY = {s: SEVERITIES[min(i + 1, len(SEVERITIES) - 1)] for i, s in enumerate(SEVERITIES)}
+
+
+def _plain(v: Any) -> Any:
+    """150.0 → 150 for display in payloads; other values unchanged."""
+    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 1e15 else v
+
+
+def alert_id(rule: str, device: str, started_ms: int) -> str:
+    return hashlib.sha1(f"{rule}|{device}|{started_ms}".encode()).hexdigest()[:20]
+
+
+class AlertEngine:
+    """See the module docstring. Construct with keyword arguments; `await run(stream)`."""
+
+    def __init__(self, *, settings: Any = None, rules: dict[str, Rule] | Iterable[Rule] | None = None,
+                 registry: Any = None, notifiers: Sequence[Notifier] = (), sink: Any = None,
+                 clock: Clock = time.time, state_path: Path | str | None = None,
+                 time_mode: Literal["wall", "event"] = "wall", tz: str | None = None,
+                 late_tolerance_s: float = 300.0, repeat_interval_s: float = 4 * 3600.0,
+                 snapshot_interval_s: float = 5.0, tick_interval_s: float = 1.0,
+                 backoff: Backoff | None = None, max_samples_per_series: int = 8192,
+                 default_interval_s: float = 10.0, retention_days: float = 90.0):
+        if state_path is None:
+            if settings is None:
+                raise AlertError("AlertEngine needs state_path or settings")
+            state_path = settings.alert_state_path
+        if rules is None:
+            rules = load_rules(getattr(settings, "rules_dir", None))
+        self._clock = clock
+        self._time_mode = time_mode
+        self._tz = ZoneInfo(tz or getattr(settings, "tz", None) or "Asia/Shanghai")
+        self._registry = registry
+        self._late_ms = int(late_tolerance_s * 1000)
+        self._repeat_ms = int(repeat_interval_s * 1000)
+        self._snapshot_s = snapshot_interval_s
+        self._tick_s = tick_interval_s
+        self._max_samples = max_samples_per_series
+        self._default_interval_s = default_interval_s
+        self._retention_ms = int(retention_days * 86400_000)
+        self._kinds = load_kinds()
+        self.store = AlertStore(state_path)
+        self._mu = threading.RLock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hub = NotificationHub()
+        self._hub_seq = 0
+        self._event_now = -1
+        self.stats = {"readings": 0, "events": 0, "late_dropped": 0, "evaluations": 0, "notifications": 0}
+
+        notifiers = list(notifiers)
+        if sink is not None:
+            notifiers.append(SinkNotifier(sink))
+        self._notifiers = notifiers
+        self._dispatchers = [OutboxDispatcher(self.store, n, clock=clock, backoff=backoff or Backoff())
+                             for n in notifiers]
+
+        rule_map = dict(rules) if isinstance(rules, dict) else {r.id: r for r in rules}
+        for row in self.store.query("SELECT doc FROM rule_overrides"):
+            try:
+                r = parse_rule(json.loads(row["doc"]), "rule override")
+                rule_map[r.id] = r
+            except CitywatchError as exc:
+                log.error("ignoring stored rule override: %s", exc)
+        self._install_rules(rule_map)
+
+        # Pending transaction (flushed at the end of each batch / tick / API call).
+        self._dirty_alerts: dict[str, dict[str, Any]] = {}
+        self._deleted_alerts: set[str] = set()
+        self._dirty_rstate: set[tuple[str, str]] = set()
+        self._outbox: list[tuple[str, str, str, dict[str, Any], int]] = []
+        self._live: list[Notification] = []
+
+        self._load_state()
+
+    # ------------------------------------------------------------------ rules and index
+    def _install_rules(self, rules: dict[str, Rule]) -> None:
+        """Build the lookup indexes, then swap them in at once."""
+        by_field: dict[tuple[str, str], list[Rule]] = {}
+        by_event: dict[tuple[str, str], list[Rule]] = {}
+        deadman: dict[str, list[DeadmanRule]] = {}
+        windows: dict[tuple[str, str], float] = {}
+        for r in rules.values():
+            if not r.enabled:
+                continue
+            if isinstance(r, (ThresholdRule, StuckRule)):
+                for f in r.fields():
+                    by_field.setdefault((r.kind, f), []).append(r)
+                    windows[(r.kind, f)] = max(windows.get((r.kind, f), 0.0), r.max_window())
+            elif isinstance(r, (EventRule, DailyRatioRule)):
+                by_event.setdefault((r.kind, r.event), []).append(r)
+            elif isinstance(r, DeadmanRule):
+                deadman.setdefault(r.kind, []).append(r)
+        self.rules = dict(rules)
+        self._by_field, self._by_event, self._deadman, self._windows = by_field, by_event, deadman, windows
+
+    def list_rules(self) -> list[dict[str, Any]]:
+        return [rule_to_dict(r) for r in sorted(self.rules.values(), key=lambda r: r.id)]
+
+    def put_rule(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Validate one rule fully, then swap it in (and keep it across restarts)."""
+        try:
+            rule = parse_rule(doc, "PUT rule")
+        except CitywatchError as exc:
+            raise AlertError(str(exc)) from None
+        with self._mu:
+            rules = dict(self.rules)
+            rules[rule.id] = rule
+            self._install_rules(rules)
+            self.store.execute("INSERT OR REPLACE INTO rule_overrides (id, doc, updated_ms) VALUES (?,?,?)",
+                               (rule.id, json.dumps(rule_to_dict(rule), ensure_ascii=False), self._wall_ms()))
+        return rule_to_dict(rule)
+
+    # ------------------------------------------------------------------ state loading
+    def _load_state(self) -> None:
+        self._rstate: dict[tuple[str, str], _RState] = {
+            k: _RState.from_json(v) for k, v in self.store.load_rstate().items()}
+        self._active: dict[str, dict[str, Any]] = {}
+        for row in self.store.load_active_alerts():
+            row["value"] = json.loads(row["value"]) if row["value"] is not None else None
+            row["threshold"] = json.loads(row["threshold"]) if row["threshold"] is not None else None
+            self._active[row["id"]] = row
+        self._devices: dict[str, _Device] = {}
+        for d in self.store.load_devices():
+            self._devices[d["device"]] = _Device(d["kind"], d["site"], d["device"], d["watermark_ms"],
+                                                 d["last_seen_ms"], meta_dirty=False)
+            self._event_now = max(self._event_now, d["watermark_ms"])
+        for s in self.store.load_series():
+            dev = self._devices.get(s["device"])
+            if dev is not None:
+                cap = self._capacity(dev, s["field"])
+                if cap:
+                    fresh = self._new_series(dev, s["field"])
+                    dev.series[s["field"]] = Series.load(max(cap, fresh.cap), s["ts"], s["v"],
+                                                         span_ms=fresh.span_ms, max_cap=fresh.max_cap)
+        self._silences = [dict(r) for r in self.store.query("SELECT * FROM silences")]
+
+    # ------------------------------------------------------------------ time helpers
+    def _wall_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def now_ms(self) -> int:
+        """The timer's 'now': wall clock, or in event mode the newest event time seen."""
+        if self._time_mode == "event":
+            return self._event_now if self._event_now >= 0 else self._wall_ms()
+        return self._wall_ms()
+
+    def _local(self, ms: int) -> datetime:
+        return datetime.fromtimestamp(ms / 1000, self._tz)
+
+    def _local_day(self, ms: int) -> str:
+        return self._local(ms).date().isoformat()
+
+    def _iso(self, ms: int | None) -> str | None:
+        return None if ms is None else self._local(ms).isoformat(timespec="seconds")
+
+    def _schedule_active(self, schedule: str, ms: int) -> bool:
+        start, end = parse_schedule(schedule)
+        t = self._local(ms).time()
+        return start <= t < end if start < end else (t >= start or t < end)
+
+    def _period_start(self, schedule: str, ms: int) -> int:
+        start, _ = parse_schedule(schedule)
+        local = self._local(ms)
+        cand = datetime.combine(local.date(), start, self._tz)
+        if cand > local:
+            cand = datetime.combine(local.date() - timedelta(days=1), start, self._tz)
+        return int(cand.timestamp() * 1000)
+
+    # ------------------------------------------------------------------ devices
+    def _device_interval(self, device: str, kind: str) -> float | None:
+        d = self._registry.get(device) if self._registry is not None else None
+        return d.expected_interval_s if d is not None else None
+
+    def _params(self, device: str) -> dict[str, Any]:
+        d = self._registry.get(device) if self._registry is not None else None
+        return d.params if d is not None else {}
+
+    def _capacity(self, dev: _Device, fld: str) -> int:
+        window = self._windows.get((dev.kind, fld))
+        if window is None:
+            return 0
+        interval = self._device_interval(dev.device, dev.kind) or self._default_interval_s
+        return int(min(self._max_samples, max(16, math.ceil(window / interval * 1.25) + 8)))
+
+    def _new_series(self, dev: _Device, fld: str) -> Series:
+        # Starts sized for the expected interval; grows (up to the cap) if the device
+        # reports faster than expected, so the longest window always fits.
+        window_ms = int(self._windows.get((dev.kind, fld), 0.0) * 1000)
+        return Series(self._capacity(dev, fld), span_ms=window_ms, max_cap=self._max_samples)
+
+    def _device(self, kind: str, site: str, device: str) -> _Device:
+        dev = self._devices.get(device)
+        if dev is None or dev.kind != kind or dev.site != site:
+            dev = _Device(kind, site, device)
+            self._devices[device] = dev
+        return dev
+
+    # ------------------------------------------------------------------ ingest
+    def process(self, batch: Any) -> None:
+        """Evaluate one Batch (readings + events) and commit the consequences."""
+        with self._mu:
+            for r in batch.readings:
+                self._reading(r)
+            for e in batch.events:
+                self._event(e)
+            self._flush()
+
+    def process_readings(self, readings: Iterable[Reading], events: Iterable[Event] = ()) -> None:
+        with self._mu:
+            for r in readings:
+                self._reading(r)
+            for e in events:
+                self._event(e)
+            self._flush()
+
+    def _seen(self, dev: _Device, ts_ms: int) -> None:
+        if ts_ms > self._event_now:
+            self._event_now = ts_ms
+        seen = ts_ms if self._time_mode == "event" else self._wall_ms()
+        if seen > dev.last_seen:
+            dev.last_seen = seen
+            dev.meta_dirty = True
+        for rule in self._deadman.get(dev.kind, ()):
+            st = self._rstate.get((rule.id, dev.device))
+            if st is not None and st.alert_id in self._active:
+                self._resolve(rule, dev, st, seen, value=0.0)
+
+    def _reading(self, r: Reading) -> None:
+        self.stats["readings"] += 1
+        dev = self._device(r.kind, r.site, r.device)
+        self._seen(dev, r.ts_ms)
+        if dev.watermark >= 0 and r.ts_ms < dev.watermark - self._late_ms:
+            self.stats["late_dropped"] += 1
+            return
+        advanced = r.ts_ms > dev.watermark
+        todo: dict[str, Rule] = {}
+        for f, v in r.values.items():
+            if f in r.quality:  # flagged data is stored but never judged
+                continue
+            rules = self._by_field.get((r.kind, f))
+            if rules is None:
+                continue
+            s = dev.series.get(f)
+            if s is None:
+                s = dev.series[f] = self._new_series(dev, f)
+            s.add(r.ts_ms, float(v))
+            dev.dirty.add(f)
+            if advanced:
+                for rule in rules:
+                    todo[rule.id] = rule
+        if not advanced:
+            return  # late or duplicate: windows updated, time does not go back
+        dev.watermark = r.ts_ms
+        dev.meta_dirty = True
+        for rule in todo.values():
+            self.stats["evaluations"] += 1
+            if isinstance(rule, StuckRule):
+                self._eval_stuck(rule, dev, r.ts_ms)
+            else:
+                self._eval_threshold(rule, dev, r.ts_ms)
+
+    # ------------------------------------------------------------------ conditions
+    def _threshold(self, spec: Threshold, dev: _Device, t: int, series: Series | None) -> float | None:
+        if spec.value is not None:
+            return spec.value + spec.offset
+        if spec.param:
+            p = self._params(dev.device).get(spec.param)
+            if isinstance(p, (int, float)) and not isinstance(p, bool):
+                return float(p) + spec.offset
+        if spec.baseline is not None and series is not None:
+            b = spec.baseline
+            ts, v = series.window(t - int(b.window * 1000), t)
+            if self._covered(ts, b.window, b.min_coverage):
+                base = aggregate(b.agg, ts, v) * b.factor
+                if spec.floor is not None:
+                    base = max(base, spec.floor)
+                return base + spec.offset
+            if spec.default is None:
+                return None
+        if spec.default is None:
+            return None
+        return spec.default + spec.offset
+
+    @staticmethod
+    def _covered(ts: Any, window_s: float, min_coverage: float) -> bool:
+        n = len(ts)
+        if n < 2:
+            return False
+        span = int(ts[-1]) - int(ts[0])
+        typical = span / (n - 1)
+        return span + typical >= min_coverage * window_s * 1000
+
+    def _cond(self, c: Cond, dev: _Device, t: int, shift: float, schedule: str | None) -> _Result:
+        s = dev.series.get(c.field)
+        if s is None or not len(s):
+            return _Result(None)
+        if c.agg == "last":
+            last = s.last()
+            assert last is not None
+            value: float = last[1]
+        else:
+            start = t - int((c.window or 0) * 1000)
+            if schedule is not None:
+                start = max(start, self._period_start(schedule, t) - 1)
+            ts, v = s.window(start, t)
+            if c.agg != "count" and not self._covered(ts, c.window or 0, c.min_coverage):
+                return _Result(None)
+            value = aggregate(c.agg, ts, v) if len(v) else 0.0
+        return self._compare(c, value, dev, t, s, shift)
+
+    def _compare(self, c: Cond, value: Any, dev: _Device, t: int, s: Series | None, shift: float) -> _Result:
+        if c.op == "is":
+            got = bool(value >= 0.5) if not isinstance(value, bool) else value
+            return _Result(got == c.want, got, c.want)
+        value = float(value)
+        if c.op == "outside":
+            assert c.low is not None and c.high is not None
+            lo, hi = self._threshold(c.low, dev, t, s), self._threshold(c.high, dev, t, s)
+            if lo is None or hi is None:
+                return _Result(None, value)
+            bound = lo if value < (lo + hi) / 2 else hi
+            return _Result(value < lo + shift or value > hi - shift, value, bound)
+        assert c.threshold is not None
+        thr = self._threshold(c.threshold, dev, t, s)
+        if thr is None:
+            return _Result(None, value)
+        active = {"above": value > thr - shift, "below": value < thr + shift,
+                  "at_least": value >= thr - shift, "at_most": value <= thr + shift}[c.op]
+        return _Result(active, value, thr)
+
+    def _all(self, conds: Sequence[Cond], dev: _Device, t: int, shift: float, schedule: str | None) -> _Result:
+        results = [self._cond(c, dev, t, shift, schedule) for c in conds]
+        first = results[0]
+        if any(r.active is False for r in results):
+            return _Result(False, first.value, first.threshold)
+        if any(r.active is None for r in results):
+            return _Result(None, first.value, first.threshold)
+        return _Result(True, first.value, first.threshold)
+
+    # ------------------------------------------------------------------ rule kinds
+    def _eval_threshold(self, rule: ThresholdRule, dev: _Device, t: int) -> None:
+        if rule.schedule and not self._schedule_active(rule.schedule, t):
+            st = self._rstate.get((rule.id, dev.device))
+            if st is not None and (st.alert_id or st.pending_since is not None):
+                # Out of its schedule the rule does not hold: drop pending, resolve firing.
+                self._step(rule, dev, t, _Result(False), still=False, keep_s=0.0)
+            return
+        res = self._all(rule.when, dev, t, 0.0, rule.schedule)
+        if res.active is None:
+            return
+        if rule.clear:
+            clr = self._all(rule.clear, dev, t, 0.0, rule.schedule)
+            still = None if clr.active is None else not clr.active
+        elif rule.hysteresis:
+            still = self._all(rule.when, dev, t, rule.hysteresis, rule.schedule).active
+        else:
+            still = res.active
+        self._step(rule, dev, t, res, still=still, keep_s=rule.keep_firing_for,
+                   for_s=rule.for_, consecutive=rule.consecutive)
+
+    def _eval_stuck(self, rule: StuckRule, dev: _Device, t: int) -> None:
+        s = dev.series.get(rule.field)
+        if s is None:
+            return
+        ts, v = s.window(t - int(rule.window * 1000), t)
+        if len(v) < rule.min_samples or not self._covered(ts, rule.window, rule.min_coverage):
+            return
+        flat = float(v.max() - v.min()) <= rule.tolerance
+        self._step(rule, dev, t, _Result(flat, float(v[-1]), rule.tolerance), still=flat, keep_s=0.0)
+
+    def _attr(self, c: Cond, attrs: dict[str, Any], dev: _Device, t: int) -> _Result:
+        v = attrs.get(c.field)
+        if v is None or isinstance(v, str):
+            return _Result(None)
+        if c.op == "is":
+            return _Result(bool(v) == c.want, bool(v), c.want)
+        return self._compare(c, float(v), dev, t, None, 0.0)
+
+    def _event(self, e: Event) -> None:
+        self.stats["events"] += 1
+        dev = self._device(e.kind, e.site, e.device)
+        self._seen(dev, e.ts_ms)
+        for rule in self._by_event.get((e.kind, e.type), ()):
+            self.stats["evaluations"] += 1
+            st = self._state(rule.id, dev.device)
+            alert = self._active.get(st.alert_id) if st.alert_id else None
+            if isinstance(rule, EventRule):
+                results = [self._attr(c, e.attributes, dev, e.ts_ms) for c in rule.when]
+                if rule.match == "any":
+                    hit = next((r for r in results if r.active), None)
+                else:
+                    hit = results[0] if results and all(r.active for r in results) else None
+                if hit is not None:
+                    st.last_violation = e.ts_ms
+                    self._dirty_rstate.add((rule.id, dev.device))
+                    if alert is not None:
+                        alert["count"] += 1
+                        alert["value"] = self._round(rule, hit.value)
+                        self._touch(alert)
+                    else:
+                        self._fire(rule, dev, st, e.ts_ms, hit)
+                elif alert is not None:
+                    self._resolve(rule, dev, st, e.ts_ms, value=None)
+            elif isinstance(rule, DailyRatioRule):
+                day = self._local_day(e.ts_ms)
+                if st.ratio_day is not None and day < st.ratio_day:
+                    continue  # a late event of a past day does not change today's ratio
+                if st.ratio_day != day:
+                    st.ratio_day, st.num, st.den = day, 0, 0
+                st.den += 1
+                if all(self._attr(c, e.attributes, dev, e.ts_ms).active is not False for c in rule.numerator):
+                    st.num += 1
+                self._dirty_rstate.add((rule.id, dev.device))
+                ratio = 100.0 * st.num / st.den
+                limit = self._threshold(rule.below, dev, e.ts_ms, None)
+                active = limit is not None and st.den >= rule.min_events and ratio < limit
+                res = _Result(active, ratio, limit)
+                if alert is not None:
+                    if active:
+                        alert["value"] = self._round(rule, ratio)
+                        self._touch(alert)
+                    else:
+                        self._resolve(rule, dev, st, e.ts_ms, value=ratio)
+                elif active:
+                    self._fire(rule, dev, st, e.ts_ms, res)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _state(self, rule_id: str, device: str) -> _RState:
+        key = (rule_id, device)
+        st = self._rstate.get(key)
+        if st is None:
+            st = self._rstate[key] = _RState()
+        return st
+
+    def _step(self, rule: Rule, dev: _Device, t: int, res: _Result, *, still: bool | None, keep_s: float,
+              for_s: float = 0.0, consecutive: int = 1) -> None:
+        key = (rule.id, dev.device)
+        st = self._state(rule.id, dev.device)
+        alert = self._active.get(st.alert_id) if st.alert_id else None
+        if alert is not None and alert["state"] == "firing":
+            if still is None:
+                return
+            if still:
+                if st.clear_since is not None:
+                    st.clear_since = None
+                    self._dirty_rstate.add(key)
+                return
+            if st.clear_since is None:
+                st.clear_since = t
+                self._dirty_rstate.add(key)
+            if t - st.clear_since >= keep_s * 1000:
+                self._resolve(rule, dev, st, t, value=res.value)
+            return
+        if res.active:
+            if st.pending_since is None:
+                st.pending_since = t
+            st.consecutive += 1
+            self._dirty_rstate.add(key)
+            if t - st.pending_since >= for_s * 1000 and st.consecutive >= consecutive:
+                self._fire(rule, dev, st, t, res)
+            elif alert is None:
+                row = self._new_alert(rule, dev, st, st.pending_since, res, severity=rule.severity,
+                                      state="pending", occurrence=st.episodes + 1)
+                st.alert_id = row["id"]
+                self._publish_live("pending", row)
+        elif st.pending_since is not None or st.consecutive or alert is not None:
+            st.pending_since, st.consecutive = None, 0
+            self._dirty_rstate.add(key)
+            if alert is not None:  # pending that did not last: it never existed for anyone
+                self._active.pop(alert["id"], None)
+                self._dirty_alerts.pop(alert["id"], None)
+                self._deleted_alerts.add(alert["id"])
+                st.alert_id = None
+
+    def _fire(self, rule: Rule, dev: _Device, st: _RState, t: int, res: _Result) -> None:
+        day = self._local_day(t)
+        if st.day != day:
+            st.day, st.episodes = day, 0
+        st.episodes += 1
+        severity, message, action = rule.severity, rule.message, rule.action
+        per_day = getattr(rule, "per_day", None)
+        if per_day is not None and st.episodes >= per_day.nth:
+            severity = per_day.severity
+            message = per_day.message or message
+            action = per_day.action or action
+        started = st.pending_since if st.pending_since is not None else t
+        old = self._active.get(st.alert_id) if st.alert_id else None
+        row = self._new_alert(rule, dev, st, started, res, severity=severity, state="firing",
+                              occurrence=st.episodes, message=message, action=action)
+        if old is not None and old["id"] != row["id"]:
+            self._active.pop(old["id"], None)
+            self._deleted_alerts.add(old["id"])
+        row["fired_ms"] = t
+        st.alert_id = row["id"]
+        st.pending_since, st.consecutive, st.clear_since = None, 0, None
+        self._dirty_rstate.add((rule.id, dev.device))
+        silenced = self._silenced(row, self.now_ms())
+        row["notified"] = 0 if silenced else 1
+        row["last_notified_ms"] = None if silenced else self.now_ms()
+        self._notify("firing", row, t, external=not silenced)
+
+    def _resolve(self, rule: Rule, dev: _Device, st: _RState, t: int, *, value: Any) -> None:
+        row = self._active.pop(st.alert_id, None) if st.alert_id else None
+        st.alert_id, st.clear_since, st.pending_since, st.consecutive = None, None, None, 0
+        st.last_violation = None
+        self._dirty_rstate.add((rule.id, dev.device))
+        if row is None:
+            return
+        if row["state"] == "pending":
+            self._deleted_alerts.add(row["id"])
+            return
+        row["state"] = "resolved"
+        row["resolved_ms"] = max(t, row["started_ms"])
+        if value is not None:
+            row["value"] = self._round(rule, value)
+        self._notify("resolved", row, row["resolved_ms"], external=bool(row["notified"]))
+
+    def _new_alert(self, rule: Rule, dev: _Device, st: _RState, started: int, res: _Result, *, severity: str,
+                   state: str, occurrence: int, message: Text | None = None, action: Text | None = None) -> dict[str, Any]:
+        aid = alert_id(rule.id, dev.device, started)
+        value = self._round(rule, res.value)
+        threshold = self._round(rule, res.threshold)
+        zh, en = self._render(rule, dev, message or rule.message, action or rule.action, value, threshold, occurrence)
+        row = {"id": aid, "rule": rule.id, "kind": dev.kind, "site": dev.site, "device": dev.device,
+               "field": rule.primary_field, "severity": severity, "state": state, "acked": 0,
+               "acked_by": None, "acked_ms": None, "ack_note": None, "value": value, "threshold": threshold,
+               "started_ms": started, "fired_ms": None, "resolved_ms": None, "message": zh, "message_en": en,
+               "notified": 0, "escalated": 0, "last_notified_ms": None, "occurrence": occurrence, "count": 1,
+               "updated_ms": self._wall_ms()}
+        self._active[aid] = row
+        self._touch(row)
+        return row
+
+    # ------------------------------------------------------------------ messages
+    def _unit(self, rule: Rule) -> str:
+        if rule.unit is not None:
+            return rule.unit
+        spec = self._kinds.get(rule.kind)
+        f = rule.primary_field
+        if spec is None or f is None:
+            return ""
+        if isinstance(rule, EventRule):
+            attrs = spec.events.get(rule.event, {})
+            return attrs[f].unit if f in attrs else ""
+        return spec.fields[f].unit if f in spec.fields else ""
+
+    @staticmethod
+    def _round(rule: Rule, v: Any) -> Any:
+        if v is None or isinstance(v, bool):
+            return v
+        return round(float(v), rule.decimals)
+
+    @staticmethod
+    def _fmt(v: Any, decimals: int, zh: bool) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, bool):
+            return ("是" if v else "否") if zh else ("true" if v else "false")
+        return f"{float(v):.{decimals}f}"
+
+    @classmethod
+    def _fmt_limit(cls, v: Any, decimals: int, zh: bool) -> str:
+        text = cls._fmt(v, decimals, zh)
+        return text.rstrip("0").rstrip(".") if isinstance(v, float) and "." in text else text
+
+    @staticmethod
+    def _duration(seconds: float, zh: bool) -> str:
+        if seconds >= 3600 and seconds % 3600 == 0:
+            return f"{int(seconds // 3600)}小时" if zh else f"{int(seconds // 3600)} h"
+        return f"{round(seconds / 60)}分钟" if zh else f"{round(seconds / 60)} min"
+
+    def _render(self, rule: Rule, dev: _Device, message: Text, action: Text, value: Any, threshold: Any,
+                count: int) -> tuple[str, str]:
+        window = getattr(rule, "window", None) or getattr(rule, "for_", 0.0) or 0.0
+        out = []
+        for lang in ("zh", "en"):
+            zh = lang == "zh"
+            ctx = {"value": self._fmt(value, rule.decimals, zh), "unit": self._unit(rule),
+                   "limit": self._fmt_limit(threshold, rule.decimals, zh), "site": dev.site, "device": dev.device,
+                   "field": rule.primary_field or "", "rule": rule.id, "count": count, "kind": dev.kind,
+                   "duration": self._duration(window, zh)}
+            act = getattr(action, lang).format_map(ctx)
+            out.append(getattr(message, lang).format_map({**ctx, "action": act}))
+        return out[0], out[1]
+
+    # ------------------------------------------------------------------ notifications
+    def payload(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The CONTRACT §3 alert payload (plus a few documented extras)."""
+        return {
+            "id": row["id"], "rule": row["rule"], "severity": row["severity"], "state": row["state"],
+            "acked": bool(row["acked"]), "kind": row["kind"], "site": row["site"], "device": row["device"],
+            "field": row["field"], "value": row["value"], "threshold": _plain(row["threshold"]),
+            "started_at": self._iso(row["started_ms"]), "resolved_at": self._iso(row["resolved_ms"]),
+            "message": row["message"], "message_en": row["message_en"],
+            # extras beyond the contract
+            "fired_at": self._iso(row["fired_ms"]), "acked_by": row["acked_by"], "acked_at": self._iso(row["acked_ms"]),
+            "ack_note": row["ack_note"], "occurrence": row["occurrence"], "count": row["count"],
+        }
+
+    def _touch(self, row: dict[str, Any]) -> None:
+        row["updated_ms"] = self._wall_ms()
+        self._dirty_alerts[row["id"]] = row
+
+    def _notify(self, event: str, row: dict[str, Any], t: int, *, external: bool) -> None:
+        self._touch(row)
+        payload = self.payload(row)
+        for n in self._notifiers:
+            if external or n.name == "history":
+                self._outbox.append((n.name, event, row["id"], payload, t))
+        self._publish_live(event, row, payload)
+        self.stats["notifications"] += 1
+
+    def _publish_live(self, event: str, row: dict[str, Any], payload: dict[str, Any] | None = None) -> None:
+        self._hub_seq += 1
+        self._live.append(Notification(self._hub_seq, event, payload or self.payload(row), self._wall_ms()))
+
+    def _flush(self) -> None:
+        """Commit everything this batch changed in one transaction, then wake delivery."""
+        if not (self._dirty_alerts or self._deleted_alerts or self._dirty_rstate or self._outbox):
+            self._emit_live()
+            return
+        with self.store.transaction() as tx:
+            for aid in self._deleted_alerts:
+                if aid not in self._dirty_alerts:
+                    tx.delete_alert(aid)
+            for row in self._dirty_alerts.values():
+                tx.upsert_alert({**row, "value": json.dumps(row["value"]), "threshold": json.dumps(row["threshold"])})
+            for key in self._dirty_rstate:
+                st = self._rstate.get(key)
+                if st is not None and st.is_idle():
+                    self._rstate.pop(key, None)
+                    st = None
+                tx.put_rstate(key[0], key[1], asdict(st) if st is not None else None)
+            for name, event, aid, payload, t in self._outbox:
+                tx.enqueue(name, event, aid, payload, t)
+        had_outbox = bool(self._outbox)
+        self._dirty_alerts, self._deleted_alerts, self._dirty_rstate, self._outbox = {}, set(), set(), []
+        if had_outbox:
+            self._wake()
+        self._emit_live()
+
+    def _emit_live(self) -> None:
+        live, self._live = self._live, []
+        for n in live:
+            self._hub.publish(n)
+
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def wake_all() -> None:
+            for d in self._dispatchers:
+                d.wake.set()
+
+        try:
+            if asyncio.get_running_loop() is loop:
+                wake_all()
+                return
+        except RuntimeError:
+            pass
+        loop.call_soon_threadsafe(wake_all)
+
+    def subscribe_notifications(self) -> HubSubscription:
+        """Live notifications (every state change, including pending) for the API's SSE."""
+        return self._hub.subscribe()
+
+    # ------------------------------------------------------------------ silences
+    def _silenced(self, row: dict[str, Any], now: int) -> bool:
+        for s in self._silences:
+            if s["starts_ms"] <= now < s["ends_ms"] and all(
+                    s[k] is None or s[k] == row[k] for k in ("site", "device", "rule")):
+                return True
+        return False
+
+    def silence(self, *, by: str, ends_at: float | datetime, starts_at: float | datetime | None = None,
+                site: str | None = None, device: str | None = None, rule: str | None = None,
+                comment: str = "") -> dict[str, Any]:
+        """A time-bounded silence / maintenance window for a site, device and/or rule.
+        Alerts still change state (and are recorded), but no external notification goes
+        out while silenced; a still-firing alert is notified when the silence ends."""
+        if not (site or device or rule):
+            raise AlertError("a silence needs at least one of site, device, rule")
+
+        def ms(v: float | datetime) -> int:
+            return int((v.timestamp() if isinstance(v, datetime) else float(v)) * 1000)
+
+        start = ms(starts_at) if starts_at is not None else self._wall_ms()
+        end = ms(ends_at)
+        if end <= start:
+            raise AlertError("a silence must end after it starts")
+        s = {"id": uuid.uuid4().hex[:16], "site": site, "device": device, "rule": rule, "starts_ms": start,
+             "ends_ms": end, "created_by": by, "comment": comment, "created_ms": self._wall_ms()}
+        with self._mu:
+            self.store.execute("INSERT INTO silences (id, site, device, rule, starts_ms, ends_ms, created_by, "
+                               "comment, created_ms) VALUES (:id,:site,:device,:rule,:starts_ms,:ends_ms,"
+                               ":created_by,:comment,:created_ms)", s)
+            self._silences.append(s)
+        return self._silence_view(s)
+
+    def unsilence(self, silence_id: str) -> None:
+        with self._mu:
+            now = self._wall_ms()
+            for s in self._silences:
+                if s["id"] == silence_id:
+                    s["ends_ms"] = min(s["ends_ms"], now)
+                    self.store.execute("UPDATE silences SET ends_ms=? WHERE id=?", (s["ends_ms"], silence_id))
+                    return
+        raise AlertNotFound(f"no silence {silence_id}")
+
+    def list_silences(self, *, active_only: bool = True) -> list[dict[str, Any]]:
+        now = self._wall_ms()
+        return [self._silence_view(s) for s in self._silences if not active_only or s["ends_ms"] > now]
+
+    def _silence_view(self, s: dict[str, Any]) -> dict[str, Any]:
+        return {"id": s["id"], "site": s["site"], "device": s["device"], "rule": s["rule"],
+                "starts_at": self._iso(s["starts_ms"]), "ends_at": self._iso(s["ends_ms"]),
+                "created_by": s["created_by"], "comment": s["comment"]}
+
+    # ------------------------------------------------------------------ API queries
+    def _row(self, r: Any) -> dict[str, Any]:
+        row = dict(r)
+        row["value"] = json.loads(row["value"]) if row["value"] is not None else None
+        row["threshold"] = json.loads(row["threshold"]) if row["threshold"] is not None else None
+        return row
+
+    def list_alerts(self, *, state: str | None = None, site: str | None = None, severity: str | None = None,
+                    device: str | None = None, rule: str | None = None, limit: int = 100,
+                    offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first. `state` is pending | firing | resolved | active (pending+firing)."""
+        where, args = [], []
+        if state == "active":
+            where.append("state IN ('pending','firing')")
+        elif state:
+            where.append("state=?")
+            args.append(state)
+        for col, val in (("site", site), ("severity", severity), ("device", device), ("rule", rule)):
+            if val:
+                where.append(f"{col}=?")
+                args.append(val)
+        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY started_ms DESC, id LIMIT ? OFFSET ?"
+        args += [max(0, min(int(limit), 10000)), max(0, int(offset))]
+        return [self.payload(self._row(r)) for r in self.store.query(sql, args)]
+
+    def get(self, alert_id: str) -> dict[str, Any] | None:
+        rows = self.store.query("SELECT * FROM alerts WHERE id=?", (alert_id,))
+        return self.payload(self._row(rows[0])) if rows else None
+
+    def ack(self, alert_id: str, *, by: str, note: str = "") -> dict[str, Any]:
+        """Acknowledge (idempotent). Stops re-notification and escalation of this alert."""
+        with self._mu:
+            row = self._active.get(alert_id)
+            if row is None:
+                rows = self.store.query("SELECT * FROM alerts WHERE id=?", (alert_id,))
+                if not rows:
+                    raise AlertNotFound(f"no alert {alert_id}")
+                row = self._row(rows[0])
+            if row["acked"]:
+                return self.payload(row)
+            row.update(acked=1, acked_by=by, acked_ms=self._wall_ms(), ack_note=note)
+            external = bool(row["notified"]) and not self._silenced(row, self.now_ms())
+            if row["state"] == "pending":
+                self._touch(row)
+            else:
+                self._notify("acked", row, self._wall_ms(), external=external)
+            self._flush()
+            return self.payload(row)
+
+    def backlog(self) -> dict[str, int]:
+        return self.store.outbox_backlog()
+
+    # ------------------------------------------------------------------ timer
+    def tick(self) -> None:
+        """Timer-driven evaluation (deadman, expiry, escalation, re-notify, silences)."""
+        with self._mu:
+            now = self.now_ms()
+            self._tick_deadman(now)
+            for aid, row in list(self._active.items()):
+                rule = self.rules.get(row["rule"])
+                dev = self._devices.get(row["device"])
+                if rule is None or dev is None:
+                    continue
+                st = self._state(rule.id, dev.device)
+                if row["state"] != "firing":
+                    continue
+                keep = getattr(rule, "keep_firing_for", None)
+                if isinstance(rule, ThresholdRule) and st.clear_since is not None and keep is not None \
+                        and now - st.clear_since >= keep * 1000:
+                    self._resolve(rule, dev, st, max(now, st.clear_since), value=None)
+                    continue
+                if isinstance(rule, EventRule) and st.last_violation is not None \
+                        and now - st.last_violation >= rule.resolve_after * 1000:
+                    self._resolve(rule, dev, st, now, value=None)
+                    continue
+                if isinstance(rule, DailyRatioRule) and st.ratio_day and self._local_day(now) > st.ratio_day:
+                    self._resolve(rule, dev, st, now, value=None)
+                    continue
+                silenced = self._silenced(row, now)
+                if not row["notified"]:
+                    if not silenced:
+                        row["notified"], row["last_notified_ms"] = 1, now
+                        self._notify("firing", row, now, external=True)
+                    continue
+                if row["acked"] or silenced:
+                    continue
+                if rule.escalate_after is not None and not row["escalated"] and row["fired_ms"] is not None \
+                        and now - row["fired_ms"] >= rule.escalate_after * 1000:
+                    row["escalated"] = 1
+                    row["severity"] = rule.escalate_to or _NEXT_SEVERITY[row["severity"]]
+                    row["last_notified_ms"] = now
+                    self._notify("escalated", row, now, external=True)
+                    continue
+                repeat = (rule.repeat_interval * 1000) if rule.repeat_interval else self._repeat_ms
+                if row["last_notified_ms"] is not None and now - row["last_notified_ms"] >= repeat:
+                    row["last_notified_ms"] = now
+                    self._notify("repeat", row, now, external=True)
+            self._flush()
+
+    def _tick_deadman(self, now: int) -> None:
+        if not self._deadman:
+            return
+        if self._registry is not None:
+            for d in getattr(self._registry, "devices", {}).values():
+                if d.kind in self._deadman and d.id not in self._devices:
+                    # Registered but never heard from: the silence counts from now.
+                    self._devices[d.id] = _Device(d.kind, d.site, d.id, last_seen=now)
+        for dev in list(self._devices.values()):
+            rules = self._deadman.get(dev.kind)
+            if not rules:
+                continue
+            silent_s = max(0.0, (now - dev.last_seen) / 1000.0)
+            for rule in rules:
+                interval = self._device_interval(dev.device, dev.kind) or rule.default_interval
+                limit = rule.factor * interval
+                active = silent_s > limit
+                st = self._rstate.get((rule.id, dev.device))
+                firing = st is not None and st.alert_id in self._active
+                if active and not firing:
+                    self._step(rule, dev, now, _Result(True, silent_s, limit), still=True, keep_s=0.0)
+                elif firing and not active:
+                    assert st is not None
+                    self._resolve(rule, dev, st, now, value=silent_s)
+
+    def snapshot(self) -> None:
+        """Persist device watermarks and window contents (periodically and on close)."""
+        with self._mu:
+            devs = [d for d in self._devices.values() if d.meta_dirty or d.dirty]
+            if not devs:
+                return
+            with self.store.transaction() as tx:
+                for d in devs:
+                    if d.meta_dirty:
+                        tx.execute("INSERT OR REPLACE INTO devices (device, kind, site, watermark_ms, last_seen_ms) "
+                                   "VALUES (?,?,?,?,?)", (d.device, d.kind, d.site, d.watermark, d.last_seen))
+                        d.meta_dirty = False
+                    for f in d.dirty:
+                        ts, v = d.series[f].dump()
+                        tx.execute("INSERT OR REPLACE INTO series (device, field, ts, v) VALUES (?,?,?,?)",
+                                   (d.device, f, ts, v))
+                    d.dirty.clear()
+
+    # ------------------------------------------------------------------ running
+    async def run(self, source: Any = None) -> None:
+        """Consume Batches from a ValidatedStream / Subscription / async iterable and run
+        the timer and the delivery stages, until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        for d in self._dispatchers:
+            d.wake = asyncio.Event()  # bound to this loop
+        sub = source.subscribe() if hasattr(source, "subscribe") else source
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for d in self._dispatchers:
+                    d.wake.set()
+                    tg.create_task(d.run(), name=f"alerts-deliver-{d.notifier.name}")
+                tg.create_task(self._timer(), name="alerts-timer")
+                if sub is not None:
+                    tg.create_task(self._consume(sub), name="alerts-consume")
+        finally:
+            self.snapshot()
+            if sub is not None and hasattr(sub, "close"):
+                sub.close()
+
+    async def _consume(self, sub: AsyncIterable[Any]) -> None:
+        async for batch in sub:
+            self.process(batch)
+            await asyncio.sleep(0)
+
+    async def _timer(self) -> None:
+        last_snapshot = last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                self.tick()
+                mono = time.monotonic()
+                if mono - last_snapshot >= self._snapshot_s:
+                    self.snapshot()
+                    last_snapshot = mono
+                if mono - last_prune >= 3600:
+                    self.store.prune(self._wall_ms() - self._retention_ms)
+                    last_prune = mono
+            except Exception:  # keep the timer alive; the error is logged with its traceback
+                log.exception("alert timer failed")
+
+    async def drain(self, timeout: float = 10.0) -> bool:
+        """Deliver queued notifications now (tests, shutdown); True when the outbox is empty."""
+        self._loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not any(self.store.outbox_backlog().values()):
+                return True
+            progressed = False
+            for d in self._dispatchers:
+                row = self.store.next_outbox(d.notifier.name)
+                if row is not None and row.next_ms <= self._wall_ms():
+                    await d.step()
+                    progressed = True
+            if not progressed:
+                await asyncio.sleep(0.02)
+        return not any(self.store.outbox_backlog().values())
+
+    async def aclose(self) -> None:
+        self.snapshot()
+        for n in self._notifiers:
+            close = getattr(n, "aclose", None) or getattr(n, "close", None)
+            if close is not None:
+                r = close()
+                if asyncio.iscoroutine(r):
+                    await r
+        self.store.close()
+
+    def close(self) -> None:
+        self.snapshot()
+        self.store.close()

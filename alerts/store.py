@@ -1,0 +1,204 @@
+"""Durable alert state in one SQLite file (`settings.alert_state_path`).
+
+Tables: `alerts` (every alert, active and resolved), `rstate` (per rule x device
+evaluation state: pending since, consecutive count, clear since, per-day episodes),
+`devices` (watermark, last seen), `series` (window snapshots), `outbox` (one row per
+notification per notifier, delivered in `seq` order), `silences`, `rule_overrides`.
+
+Lifecycle promise: a state transition and the outbox rows it causes are written in the
+same transaction, so after a crash (SIGKILL) a notification is either queued or its
+transition never happened — never a transition without its notification, never two.
+WAL with synchronous=FULL; one connection guarded by a lock (the API may call from a
+worker thread).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+  id TEXT PRIMARY KEY, rule TEXT NOT NULL, kind TEXT NOT NULL, site TEXT NOT NULL,
+  device TEXT NOT NULL, field TEXT, severity TEXT NOT NULL, state TEXT NOT NULL,
+  acked INTEGER NOT NULL DEFAULT 0, acked_by TEXT, acked_ms INTEGER, ack_note TEXT,
+  value TEXT, threshold TEXT, started_ms INTEGER NOT NULL, fired_ms INTEGER,
+  resolved_ms INTEGER, message TEXT NOT NULL DEFAULT '', message_en TEXT NOT NULL DEFAULT '',
+  notified INTEGER NOT NULL DEFAULT 0, escalated INTEGER NOT NULL DEFAULT 0,
+  last_notified_ms INTEGER, occurrence INTEGER NOT NULL DEFAULT 1,
+  count INTEGER NOT NULL DEFAULT 1, updated_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state, started_ms);
+CREATE INDEX IF NOT EXISTS alerts_rule_device ON alerts(rule, device);
+CREATE TABLE IF NOT EXISTS rstate (
+  rule TEXT NOT NULL, device TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (rule, device)
+);
+CREATE TABLE IF NOT EXISTS devices (
+  device TEXT PRIMARY KEY, kind TEXT NOT NULL, site TEXT NOT NULL,
+  watermark_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS series (
+  device TEXT NOT NULL, field TEXT NOT NULL, ts BLOB NOT NULL, v BLOB NOT NULL,
+  PRIMARY KEY (device, field)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, notifier TEXT NOT NULL, event TEXT NOT NULL,
+  alert_id TEXT NOT NULL, payload TEXT NOT NULL, created_ms INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, next_ms INTEGER NOT NULL DEFAULT 0,
+  delivered_ms INTEGER, failed INTEGER NOT NULL DEFAULT 0, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(notifier, delivered_ms, failed, seq);
+CREATE TABLE IF NOT EXISTS silences (
+  id TEXT PRIMARY KEY, site TEXT, device TEXT, rule TEXT, starts_ms INTEGER NOT NULL,
+  ends_ms INTEGER NOT NULL, created_by TEXT NOT NULL, comment TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rule_overrides (
+  id TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_ms INTEGER NOT NULL
+);
+"""
+
+ALERT_COLUMNS = ("id", "rule", "kind", "site", "device", "field", "severity", "state", "acked", "acked_by",
+                 "acked_ms", "ack_note", "value", "threshold", "started_ms", "fired_ms", "resolved_ms",
+                 "message", "message_en", "notified", "escalated", "last_notified_ms", "occurrence", "count",
+                 "updated_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    notifier: str
+    event: str
+    alert_id: str
+    payload: dict[str, Any]
+    created_ms: int
+    attempts: int
+    next_ms: int
+
+
+class AlertStore:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self.lock = threading.RLock()
+        with self.lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self.lock:
+            self._db.close()
+
+    # -- transactions --------------------------------------------------------------------
+    def transaction(self) -> "_Tx":
+        return _Tx(self)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self.lock:
+            return self._db.execute(sql, params)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self.lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- loading at start ----------------------------------------------------------------
+    def load_rstate(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(r["rule"], r["device"]): json.loads(r["data"]) for r in self.query("SELECT * FROM rstate")}
+
+    def load_active_alerts(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.query("SELECT * FROM alerts WHERE state IN ('pending','firing')")]
+
+    def load_devices(self) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM devices")
+
+    def load_series(self) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM series")
+
+    # -- outbox ------------------------------------------------------------------------
+    def next_outbox(self, notifier: str) -> OutboxRow | None:
+        rows = self.query(
+            "SELECT * FROM outbox WHERE notifier=? AND delivered_ms IS NULL AND failed=0 ORDER BY seq LIMIT 1",
+            (notifier,))
+        if not rows:
+            return None
+        r = rows[0]
+        return OutboxRow(r["seq"], r["notifier"], r["event"], r["alert_id"], json.loads(r["payload"]),
+                         r["created_ms"], r["attempts"], r["next_ms"])
+
+    def outbox_delivered(self, seq: int, now_ms: int, detail: str = "") -> None:
+        self.execute("UPDATE outbox SET delivered_ms=?, attempts=attempts+1, detail=? WHERE seq=?",
+                     (now_ms, detail[:500], seq))
+
+    def outbox_retry(self, seq: int, next_ms: int, detail: str) -> None:
+        self.execute("UPDATE outbox SET attempts=attempts+1, next_ms=?, detail=? WHERE seq=?",
+                     (next_ms, detail[:500], seq))
+
+    def outbox_failed(self, seq: int, detail: str) -> None:
+        self.execute("UPDATE outbox SET attempts=attempts+1, failed=1, detail=? WHERE seq=?", (detail[:500], seq))
+
+    def outbox_backlog(self) -> dict[str, int]:
+        rows = self.query("SELECT notifier, COUNT(*) AS n FROM outbox WHERE delivered_ms IS NULL AND failed=0 "
+                          "GROUP BY notifier")
+        return {r["notifier"]: r["n"] for r in rows}
+
+    def prune(self, before_ms: int) -> None:
+        """Drop delivered outbox rows and resolved alerts older than `before_ms`."""
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM outbox WHERE (delivered_ms IS NOT NULL OR failed=1) AND created_ms < ?",
+                       (before_ms,))
+            tx.execute("DELETE FROM alerts WHERE state='resolved' AND resolved_ms < ?", (before_ms,))
+            tx.execute("DELETE FROM silences WHERE ends_ms < ?", (before_ms,))
+
+
+class _Tx:
+    """`with store.transaction() as tx:` — BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
+
+    def __init__(self, store: AlertStore):
+        self.store = store
+
+    def __enter__(self) -> "_Tx":
+        self.store.lock.acquire()
+        self.store._db.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.store.lock.release()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.store._db.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.store._db.executemany(sql, rows)
+
+    def upsert_alert(self, row: dict[str, Any]) -> None:
+        cols = ",".join(ALERT_COLUMNS)
+        marks = ",".join("?" for _ in ALERT_COLUMNS)
+        self.execute(f"INSERT OR REPLACE INTO alerts ({cols}) VALUES ({marks})",
+                     [row.get(c) for c in ALERT_COLUMNS])
+
+    def delete_alert(self, alert_id: str) -> None:
+        self.execute("DELETE FROM alerts WHERE id=?", (alert_id,))
+
+    def put_rstate(self, rule: str, device: str, data: dict[str, Any] | None) -> None:
+        if data is None:
+            self.execute("DELETE FROM rstate WHERE rule=? AND device=?", (rule, device))
+        else:
+            self.execute("INSERT OR REPLACE INTO rstate (rule, device, data) VALUES (?,?,?)",
+                         (rule, device, json.dumps(data, separators=(",", ":"))))
+
+    def enqueue(self, notifier: str, event: str, alert_id: str, payload: dict[str, Any], now_ms: int) -> None:
+        self.execute("INSERT INTO outbox (notifier, event, alert_id, payload, created_ms, next_ms) "
+                     "VALUES (?,?,?,?,?,?)",
+                     (notifier, event, alert_id, json.dumps(payload, ensure_ascii=False), now_ms, 0))

@@ -7,6 +7,7 @@ data, so tests can take a server away and bring it back.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -119,6 +120,9 @@ class Mosquitto(_Server):
         conf = self.root / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # Started as root, mosquitto drops to user "mosquitto", which cannot write our
+            # temp dir; keep the current user (ignored when not root).
+            f"user {getpass.getuser()}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.root / 'data'}/\n"

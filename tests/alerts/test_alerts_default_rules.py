@@ -75,9 +75,12 @@ CASES = [
     ("heating_makeup_tank_low", "major", "补水箱液位 15%", heating(4, makeup_tank_level=15.0), []),
     # leak sensor → critical at once
     ("heating_leak", "critical", "漏水", heating(2, leak_detected=True), []),
-    # make-up flow 5 m³/h vs a 13 h baseline of 0.5 (limit max(3x0.5, 1.0))
+    # make-up flow 5 m³/h vs a 4 h baseline of 0.5 (limit max(3x0.5, 1.0))
     ("heating_makeup_flow_high", "major", "补水流量",
-     heating(13 * 60) + heating(25, start=T0 + 13 * 60 * MIN, makeup_flow=5.0), []),
+     heating(4 * 60) + heating(25, start=T0 + 4 * 60 * MIN, makeup_flow=5.0), []),
+    # return pressure 0.22 vs a learned set point 0.30 (4 h median) - 0.05
+    ("heating_return_pressure_low", "major", "低于设定值下限 0.25",
+     heating(4 * 60, secondary_return_pressure=0.30) + heating(4, start=T0 + 4 * 60 * MIN, secondary_return_pressure=0.22), []),
     # secondary supply temperature flat for 2 h
     ("heating_supply_temp_stuck", "warning", "无变化", series("H1", T0, 130, {"secondary_supply_temp": 55.0}, jitter=False), []),
     # turbidity 1.5 > 1 NTU for 5 min

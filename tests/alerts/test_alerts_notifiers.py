@@ -173,3 +173,33 @@ def test_mqtt_retained_while_firing_cleared_on_resolve(tmp_path, broker):
     finally:
         notifier.close()
         engine.close()
+
+
+def test_run_consumes_validated_stream_and_delivers(tmp_path):
+    # the service path: readings published on the ValidatedStream from another thread are
+    # evaluated by run(), and the outbox is delivered by its stage without drain()
+    from alerts.testing import RecordingNotifier
+    from citywatch.stream import ValidatedStream
+
+    rec = RecordingNotifier()
+    engine = AlertEngine(state_path=tmp_path / "a.sqlite3", notifiers=[rec], time_mode="event",
+                         tick_interval_s=0.05)
+    stream = ValidatedStream()
+
+    async def go():
+        task = asyncio.create_task(engine.run(stream))
+        while not stream.has_subscribers:
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(stream.publish, series("H1", T0, 2, {"leak_detected": True}))
+        deadline = time.monotonic() + 5
+        while not rec.sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(go())
+    assert rec.events() == [("firing", "heating_leak", "critical")]
+    engine.close()

@@ -47,8 +47,9 @@ def run(h: Harness, scenario: str, sites: int) -> None:
     ("dust-episode", 2, {"dust_pm10_10min"}),                          # PM10 > 150 for 15 min, spray off
     ("noise-night", 1, {"dust_noise_night", "dust_noise_night_lmax"}),  # LAeq 62 / Lmax 80 at 23:30
     ("night-transport", 1, {"dust_vehicle_unwashed", "dust_vehicle_uncovered", "dust_wash_rate"}),
-    ("monitor-silent", 1, {"dust_no_data"}),                           # 2 h power cut
-    ("substation-leak", 2, {"heating_return_pressure_low", "heating_makeup_flow_high", "heating_makeup_tank_low"}),
+    ("monitor-silent", 2, {"dust_no_data"}),  # 2 h power cut (event time advances with the 2nd site)
+    # return pressure -0.09 MPa vs its learned set point, make-up flow x13 vs its baseline
+    ("substation-leak", 2, {"heating_return_pressure_low", "heating_makeup_flow_high"}),
     ("water-turbidity", 2, {"water_turbidity_high"}),                  # 1.6 NTU for 90 min
 ])
 def test_scenario_fires_expected_rules(tmp_path, scenario, sites, expect):

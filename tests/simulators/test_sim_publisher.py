@@ -72,7 +72,8 @@ def test_every_message_is_acked_and_received(mosquitto):
         sub.close()
 
 
-def test_broker_restart_loses_nothing(mosquitto):
+def test_broker_restart_loses_nothing(persistent_mosquitto):
+    mosquitto = persistent_mosquitto
     messages = list(generate("normal-day", sites=6, seed=2, duration_s=3600))
     assert len(messages) > 1500
     sub = Subscriber(mosquitto.port)

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-import time
+from pathlib import Path
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -63,6 +63,22 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return sim_cli.run(args, settings.mqtt_url.get_secret_value())
 
 
+def _cmd_hj212(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.service import run_service
+
+    # On its own, the gateway keeps a spool of its own so it can run beside `citywatch run`.
+    own = settings.model_copy(update={"data_dir": args.data_dir or settings.data_dir / "hj212-gateway"})
+    asyncio.run(run_service(own, hj212_listen=args.listen, mqtt=False, alerts=False, api=False))
+    return 0
+
+
+def _cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.rules import rules_check
+
+    args.dir = args.dir or settings.rules_dir
+    return rules_check(args)
+
+
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from citywatch.bench import run_bench
 
@@ -96,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - the simulators package is part of the install
         pass
     sim.set_defaults(func=_cmd_simulate)
+
+    hj = sub.add_parser("hj212", help="run the HJ 212 TCP gateway on its own (spool + InfluxDB writer)")
+    hj.add_argument("--listen", required=True, metavar="HOST:PORT", help="e.g. 0.0.0.0:9212")
+    hj.add_argument("--data-dir", type=Path, default=None, help="its spool (default CW_DATA_DIR/hj212-gateway)")
+    hj.set_defaults(func=_cmd_hj212)
+
+    rules = sub.add_parser("rules", help="alert rules")
+    rules_sub = rules.add_subparsers(dest="action", required=True)
+    check = rules_sub.add_parser("check", help="validate the shipped rule packs and CW_RULES_DIR")
+    check.add_argument("--dir", type=Path, default=None, help="an extra rules directory to check")
+    check.set_defaults(func=_cmd_rules_check)
 
     bench = sub.add_parser("bench", help="measure ingest throughput, latency and cost against a baseline")
     bench.add_argument("--quick", action="store_true", help="finish within 60 s")

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     devices_file: Path | None = None
     rules_dir: Path | None = None
     hj212_listen: str | None = None
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None
 
     # Tuning knobs beyond the contract; the defaults suit a 2-core machine.
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)

@@ -17,6 +17,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from citywatch.errors import ConfigError
 from citywatch.influx import InfluxClient
 from citywatch.registry import Registry
 from citywatch.settings import Settings
@@ -107,11 +108,55 @@ async def _report(ingest: Ingest, every_s: float = 30.0) -> None:
         last = summary
 
 
-async def run_service(settings: Settings, *, ingest: Ingest | None = None,
-                      started: asyncio.Event | None = None) -> None:
+def _parse_listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"listen address {text!r} must be host:port")
+    return host.strip("[]"), int(port)
+
+
+def _hj212_gateway(settings: Settings, ingest: Ingest, listen: str):
+    from ingest.hj212 import Hj212Gateway
+
+    host, port = _parse_listen(listen)
+    return Hj212Gateway(registry=ingest.registry, sink=ingest.committer, tz=settings.tz, host=host, port=port,
+                        max_future_s=settings.max_future_s)
+
+
+def _api_server(settings: Settings, ingest: Ingest, engine):
+    """The HTTP API and dashboard under uvicorn, or None with a log line saying how to enable it."""
+    if settings.api_tokens is None or not settings.api_tokens.get_secret_value().strip():
+        log.info("HTTP API not served: set CW_API_TOKENS='token=admin,...' (roles viewer, operator, admin)")
+        return None
+    import uvicorn
+
+    from api.app import create_app
+
+    app = create_app(settings=settings, ingest=ingest, engine=engine)
+    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
+                            access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours stop everything in order
+    return server
+
+
+async def run_service(settings: Settings, *, ingest: Ingest | None = None, started: asyncio.Event | None = None,
+                      alerts: bool = True, api: bool = True, hj212_listen: str | None = None,
+                      mqtt: bool = True) -> None:
     """Run until SIGTERM/SIGINT (or cancellation), then shut down in order:
     stop intake → commit and ack what is pending → flush the spool to InfluxDB (bounded)."""
-    ingest = ingest or build_ingest(settings)
+    ingest = ingest or build_ingest(settings, mqtt=mqtt)
+    engine = None
+    alert_tasks: list = []
+    if alerts:
+        from alerts import build_alerting
+
+        # Subscribe before the first commit so that the engine sees every reading.
+        engine, alert_tasks = build_alerting(settings, registry=ingest.registry, sink=ingest.committer,
+                                             stream=ingest.stream.subscribe(max_batches=1024))
+    listen = hj212_listen or settings.hj212_listen
+    gateway = _hj212_gateway(settings, ingest, listen) if listen else None
+    server = _api_server(settings, ingest, engine) if api else None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -132,12 +177,29 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None,
             tasks = [tg.create_task(_watch_disk(ingest), name="disk"),
                      tg.create_task(_report(ingest), name="report")]
             tasks += [tg.create_task(factory()) for factory in ingest.extra_tasks]
+            tasks += [tg.create_task(coro, name="alerts") for coro in alert_tasks]
+            if gateway is not None:
+                tasks.append(tg.create_task(gateway.serve(), name="hj212"))
+                await gateway.wait_ready()
+                log.info("HJ 212 gateway listening on %s (port %s)", listen, gateway.bound_port)
+            if server is not None:
+                api_task = tg.create_task(server.serve(), name="api")
+                log.info("HTTP API and dashboard on http://%s:%s/", settings.api_host, settings.api_port)
             if started is not None:
                 started.set()
             await stop.wait()
             log.info("shutting down: committing and acknowledging pending messages")
+            if server is not None:
+                server.should_exit = True
+                await api_task
             if ingest.consumer is not None:
                 ingest.consumer.drain()
+            if gateway is not None:
+                for t in tasks:
+                    if t.get_name() == "hj212":
+                        t.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await t
             await asyncio.to_thread(ingest.committer.stop)
             if ingest.consumer is not None:
                 await asyncio.to_thread(ingest.consumer.stop)
@@ -149,5 +211,7 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None,
         flushed = await ingest.writer.flush(timeout_s=10.0)
         log.info("stopped; %s", "spool drained" if flushed else
                  f"{ingest.spool.backlog_lines} lines stay spooled for the next start")
+        if engine is not None:
+            await engine.aclose()
         await ingest.influx.aclose()
         ingest.close()

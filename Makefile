@@ -1,0 +1,38 @@
+# citywatch — the two set-up commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SERVER_DEBS := mosquitto influxdb
+# Browser test (dashboard) and CJK fonts for its screenshot.
+TEST_DEBS   := chromium fonts-noto-cjk
+
+.PHONY: demo test venv servers test-debs bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip >/dev/null
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+servers:
+	@scripts/ensure-debs.sh $(SERVER_DEBS)
+
+test-debs:
+	@scripts/ensure-debs.sh $(TEST_DEBS)
+
+## demo: servers under ./var/, the service with API and dashboard, simulators; Ctrl-C stops all
+demo: venv servers
+	$(BIN)/python -m citywatch.demo
+
+## test: real mosquitto and influxd on ephemeral ports, the whole suite
+test: venv servers test-debs
+	$(BIN)/python -m pytest -q
+
+bench: venv servers
+	$(BIN)/citywatch bench --json var/bench.json
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

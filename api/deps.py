@@ -1,0 +1,170 @@
+"""Dependencies as `Annotated` aliases (FastAPI full-stack template style).
+
+    async def handler(ctx: CtxDep, who: OperatorDep, kind: KindQuery): ...
+
+Every identifier that may end up in InfluxQL (kind, site, device, field) is checked here
+twice: by the query parameter's anchored pattern (which also documents it in OpenAPI), and
+again against `citywatch.topics.is_identifier` and the kinds schema, before any handler runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.auth import Principal, Role, TokenStore
+from citywatch.schema import KindSpec, kinds
+from citywatch.topics import is_identifier
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+@dataclass
+class Limits:
+    max_range_days: float = 31.0
+    max_points: int = 5000  # per series of /v1/series
+    max_series: int = 50  # devices per /v1/series answer
+    max_page: int = 500
+    heartbeat_s: float = 15.0  # SSE comment interval
+    compliance_max_sites: int = 500
+
+
+@dataclass
+class AppContext:
+    """Everything the handlers use, built once in `create_app`."""
+
+    settings: Any
+    ingest: Any
+    engine: Any
+    tokens: TokenStore
+    tz: ZoneInfo
+    kinds: dict[str, KindSpec]
+    limits: Limits = field(default_factory=Limits)
+
+    def local_iso(self, ms: int | None) -> str | None:
+        if ms is None:
+            return None
+        return datetime.fromtimestamp(ms / 1000, self.tz).isoformat(timespec="seconds")
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+CtxDep = Annotated[AppContext, Depends(get_ctx)]
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` from CW_API_TOKENS")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="citywatch"'}
+
+
+def current_principal(ctx: CtxDep,
+                      creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers=_CHALLENGE)
+    who = ctx.tokens.lookup(creds.credentials)
+    if who is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token",
+                            headers={"WWW-Authenticate": 'Bearer realm="citywatch", error="invalid_token"'})
+    return who
+
+
+def require(role: Role):
+    def check(who: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if who.role < role:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role.name} role or higher")
+        return who
+
+    check.__name__ = f"require_{role.name}"
+    return check
+
+
+ViewerDep = Annotated[Principal, Depends(require(Role.viewer))]
+OperatorDep = Annotated[Principal, Depends(require(Role.operator))]
+AdminDep = Annotated[Principal, Depends(require(Role.admin))]
+
+
+def engine_of(ctx: CtxDep) -> Any:
+    if ctx.engine is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "alerting is not running in this process")
+    return ctx.engine
+
+
+EngineDep = Annotated[Any, Depends(engine_of)]
+
+
+# -- validated identifiers ------------------------------------------------------------------
+def invalid(loc: str, msg: str, value: Any = None) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors. The offending value is not echoed
+    (it may be an injection attempt or a secret pasted by mistake)."""
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                         [{"loc": ["query", loc], "msg": msg, "type": "value_error"}])
+
+
+def _id_query(description: str, example: str, required: bool = False):
+    return Query(... if required else None, description=description, pattern=ID_PATTERN, min_length=1,
+                 max_length=64, examples=[example])
+
+
+def checked_id(name: str, value: str | None) -> str | None:
+    if value is not None and not is_identifier(value):
+        raise invalid(name, "must match [A-Za-z0-9_-]{1,64}")
+    return value
+
+
+def kind_of(ctx: CtxDep, kind: Annotated[str, _id_query("device kind, from citywatch/kinds.yaml", "dust",
+                                                           required=True)]) -> KindSpec:
+    checked_id("kind", kind)
+    spec = ctx.kinds.get(kind)
+    if spec is None:
+        raise invalid("kind", f"unknown kind; known: {', '.join(sorted(ctx.kinds))}")
+    return spec
+
+
+def optional_kind(ctx: CtxDep, kind: Annotated[str | None, _id_query("device kind (all when omitted)",
+                                                                    "dust")] = None) -> KindSpec | None:
+    if kind is None:
+        return None
+    return kind_of(ctx, kind)
+
+
+def site_param(site: Annotated[str | None, _id_query("site id", "S0001")] = None) -> str | None:
+    return checked_id("site", site)
+
+
+def device_param(device: Annotated[str | None, _id_query("device id", "D00001")] = None) -> str | None:
+    return checked_id("device", device)
+
+
+KindDep = Annotated[KindSpec, Depends(kind_of)]
+OptionalKindDep = Annotated[KindSpec | None, Depends(optional_kind)]
+SiteDep = Annotated[str | None, Depends(site_param)]
+DeviceDep = Annotated[str | None, Depends(device_param)]
+
+
+def parse_time(name: str, text: str) -> datetime:
+    """RFC 3339 with an explicit offset (or Z), strictly; returns an aware UTC datetime."""
+    import re
+
+    if len(text) > 40 or not re.fullmatch(
+            r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}:\d{2})", text):
+        raise invalid(name, "must be RFC 3339 with an offset, e.g. 2026-11-27T08:00:00+08:00")
+    try:
+        t = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise invalid(name, "is not a valid date-time") from None
+    if t.year < 2000 or t.year > 2200:
+        raise invalid(name, "is out of range (2000-2200)")
+    return t.astimezone(timezone.utc)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+__all__ = ["AdminDep", "AppContext", "CtxDep", "DeviceDep", "EngineDep", "KindDep", "Limits", "OperatorDep",
+           "OptionalKindDep", "SiteDep", "ViewerDep", "invalid", "parse_time", "timedelta", "utc_now"]

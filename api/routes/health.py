@@ -1,0 +1,28 @@
+"""`GET /health` (no auth): is the pipeline able to take and store data?"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import CtxDep
+from api.models import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health, summary="Liveness and dependencies (no auth)",
+            description="`degraded` when the broker is disconnected, InfluxDB does not answer its ping, or "
+                        "the writer is retrying. Readings keep being spooled while degraded.")
+async def health(ctx: CtxDep) -> Health:
+    ingest = ctx.ingest
+    consumer = getattr(ingest, "consumer", None)
+    if consumer is None:
+        mqtt = "disabled"
+    else:
+        mqtt = "connected" if consumer.connected.is_set() else "disconnected"
+    influx_ok = await ingest.influx.ping()
+    writer_ok = bool(getattr(ingest.writer, "healthy", True))
+    ok = influx_ok and writer_ok and mqtt != "disconnected"
+    return Health(status="ok" if ok else "degraded", mqtt=mqtt, influx="ok" if influx_ok else "unreachable",
+                  spool_backlog=int(ingest.spool.backlog_lines), writer="ok" if writer_ok else "retrying",
+                  alerts="running" if ctx.engine is not None else "disabled")

@@ -4,8 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SERVER_DEBS := mosquitto influxdb
-# Browser test (dashboard) and CJK fonts for its screenshot.
-TEST_DEBS   := chromium fonts-noto-cjk
+# Browser test (dashboard), CJK fonts for its screenshot, compose checker, a v2-dialect server.
+TEST_DEBS   := chromium fonts-noto-cjk docker-compose victoria-metrics
 
 .PHONY: demo test venv servers test-debs bench clean
 

@@ -9,6 +9,7 @@ again against `citywatch.topics.is_identifier` and the kinds schema, before any 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
@@ -45,6 +46,8 @@ class AppContext:
     tz: ZoneInfo
     kinds: dict[str, KindSpec]
     limits: Limits = field(default_factory=Limits)
+    api_metrics: Any = None
+    closing: threading.Event = field(default_factory=threading.Event)  # set → SSE streams end
 
     def local_iso(self, ms: int | None) -> str | None:
         if ms is None:

@@ -61,7 +61,8 @@ def _classify(status: int, body: str, headers: httpx.Headers) -> WriteResult:
 class InfluxClient:
     """One InfluxDB endpoint in either dialect; async, one connection pool."""
 
-    def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
+    def __init__(self, settings: Settings, *, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         if not is_identifier(settings.influx_database):
             raise ConfigError("CW_INFLUX_DATABASE must match [A-Za-z0-9_-]{1,64}")
         self.settings = settings
@@ -85,7 +86,7 @@ class InfluxClient:
             self._write_path = "/write"
             self._write_params = {"db": self.database, "precision": "ms"}
         self._http = httpx.AsyncClient(base_url=settings.influx_url.rstrip("/"), headers=headers, auth=auth,
-                                       timeout=timeout)
+                                       timeout=timeout, transport=transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -178,3 +178,49 @@ class Influxd(_Server):
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"influxd did not answer /ping within {timeout}s")
+
+
+@dataclass
+class VictoriaMetrics(_Server):
+    """Debian's `victoria-metrics`: accepts InfluxDB line protocol on `/api/v2/write`
+    (org and token ignored), so the v2 write dialect is exercised against a real server.
+    What arrived is read back from `/api/v1/export` (series named `measurement_field`)."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [find_binary("victoria-metrics", ("/usr/bin/victoria-metrics",)),
+                f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.root / 'data'}",
+                "-retentionPeriod=100y", "-dedup.minScrapeInterval=1ms", "-search.latencyOffset=0s",
+                "-loggerLevel=WARN"]
+
+    def _ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"victoria-metrics exited: {self.log_path.read_text(errors='replace')[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"victoria-metrics did not answer /health within {timeout}s")
+
+    def count(self, series: str) -> int:
+        """Samples stored for `series` (e.g. dust_pm10), duplicates removed by timestamp."""
+        httpx.get(f"{self.url}/internal/force_flush", timeout=5)
+        r = httpx.get(f"{self.url}/api/v1/export", params={"match[]": series, "start": "0"}, timeout=30)
+        r.raise_for_status()
+        stamps: set[tuple[str, int]] = set()
+        for line in r.text.splitlines():
+            if line.strip():
+                import json
+
+                doc = json.loads(line)
+                key = json.dumps(doc["metric"], sort_keys=True)
+                stamps.update((key, t) for t in doc["timestamps"])
+        return len(stamps)

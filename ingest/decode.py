@@ -91,7 +91,9 @@ class Decoder:
         for i, item in enumerate(items):
             where = f"[{i}]." if isinstance(parsed, list) else ""
             ts_ms = self._timestamp(item.ts, now, where, reasons)
-            values = {k: getattr(item.values, k) for k in item.values.model_fields_set}
+            # Defaults are None and an explicit null is rejected, so None means "not sent";
+            # __dict__ keeps the kind's field order, which keeps lines deterministic.
+            values = {k: v for k, v in item.values.__dict__.items() if v is not None}
             if not values:
                 reasons.append(f"empty_values: {where}values has no fields")
             if ts_ms is not None and values:
@@ -114,7 +116,7 @@ class Decoder:
         for i, item in enumerate(items):
             where = f"[{i}]." if isinstance(parsed, list) else ""
             ts_ms = self._timestamp(item.ts, now, where, reasons)
-            attrs = {k: getattr(item, k) for k in item.model_fields_set if k not in ("ts", "type")}
+            attrs = {k: v for k, v in item.__dict__.items() if v is not None and k not in ("ts", "type")}
             if ts_ms is not None:
                 events.append(Event(topic.kind, topic.site, topic.device, ts_ms, item.type, attrs))
         if not items:

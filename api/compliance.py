@@ -120,7 +120,7 @@ def _monitoring(minutes: dict[str, list], start_ms: int, end_ms: int, interval_s
     for t in [*times, end_ms]:
         gap = t - prev
         if gap > allowed:
-            offline += gap - 60_000 if t != end_ms else gap
+            offline += gap
         prev = t + 60_000
     pct = max(0.0, min(100.0, (span - offline) / span * 100))
     return _item("monitoring", pct, pct >= MONITORING_PASS_PERCENT,

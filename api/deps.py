@@ -109,8 +109,7 @@ def invalid(loc: str, msg: str, value: Any = None) -> HTTPException:
 
 
 def _id_query(description: str, example: str, required: bool = False):
-    return Query(... if required else None, description=description, pattern=ID_PATTERN, min_length=1,
-                 max_length=64, examples=[example])
+    return Query(description=description, pattern=ID_PATTERN, min_length=1, max_length=64, examples=[example])
 
 
 def checked_id(name: str, value: str | None) -> str | None:

@@ -44,8 +44,17 @@ class DeadLetter:
     def raw(self) -> RawMessage:
         return RawMessage(self.topic, self.payload, self.received_ms, self.source)
 
+    def shown_payload(self) -> bytes:
+        """The payload as people may see it: HJ 212 passwords masked (the stored bytes stay
+        whole so that a replay can check the password again)."""
+        if self.source == "hj212":
+            from ingest.hj212.redact import redact_pw
+
+            return redact_pw(self.payload)
+        return self.payload
+
     def to_json(self, *, max_payload: int = 4096) -> dict:
-        text = self.payload[:max_payload].decode("utf-8", errors="backslashreplace")
+        text = self.shown_payload()[:max_payload].decode("utf-8", errors="backslashreplace")
         return {
             "id": self.id,
             "received_ms": self.received_ms,

@@ -26,7 +26,24 @@ class ReplayResult:
     still_rejected: int
 
 
-def replay_into(store: DeadLetterStore, decoder: Decoder, append_lines, *, dry_run: bool = False) -> ReplayResult:
+def redecoder(settings: Settings, registry: Registry):
+    """A `decode(raw) -> Outcome` that sends each dead letter back through the stage that
+    first judged it: HJ 212 frames to the HJ 212 decoder, everything else to MQTT's."""
+    from zoneinfo import ZoneInfo
+
+    from ingest.hj212 import DecodeContext, decode_raw
+
+    mqtt_decoder = Decoder(registry=registry, max_payload_bytes=settings.max_payload_bytes,
+                           max_future_s=settings.max_future_s)
+    hj212_ctx = DecodeContext(registry=registry, tz=ZoneInfo(settings.tz), max_future_s=settings.max_future_s)
+
+    def decode(raw):
+        return decode_raw(raw, hj212_ctx) if raw.source == "hj212" else mqtt_decoder.decode(raw)
+
+    return decode
+
+
+def replay_into(store: DeadLetterStore, decode, append_lines, *, dry_run: bool = False) -> ReplayResult:
     accepted_ids: list[int] = []
     lines: list[str] = []
     still = 0
@@ -34,7 +51,7 @@ def replay_into(store: DeadLetterStore, decoder: Decoder, append_lines, *, dry_r
         if letter.source == "influx":
             still += 1  # refused by InfluxDB itself: nothing in our validation to re-run
             continue
-        outcome = decoder.decode(letter.raw)
+        outcome = decode(letter.raw)
         if isinstance(outcome, Accepted):
             accepted_ids.append(letter.id)
             lines.extend(outcome.lines)
@@ -55,11 +72,10 @@ def replay_deadletters(settings: Settings, *, dry_run: bool = False) -> ReplayRe
         raise CitywatchError(
             "citywatch run is using this data dir; replay through the API (POST /v1/deadletters/replay) "
             "or stop the service first") from exc
-    decoder = Decoder(registry=Registry.load(settings.devices_file), max_payload_bytes=settings.max_payload_bytes,
-                      max_future_s=settings.max_future_s)
+    decode = redecoder(settings, Registry.load(settings.devices_file))
     store = DeadLetterStore(settings.deadletter_path)
     try:
-        return replay_into(store, decoder, spool.append, dry_run=dry_run)
+        return replay_into(store, decode, spool.append, dry_run=dry_run)
     finally:
         spool.close()
         store.close()

@@ -1,0 +1,713 @@
+"""`citywatch bench`: capacity, loss, latency and cost of the service against the tutorial
+pipeline (citywatch/baseline.py), on one machine, with real servers.
+
+Everything it starts lives in one temp dir and is stopped in `finally` (Ctrl-C too):
+a mosquitto and an influxd on ephemeral ports, `citywatch run` and the baseline as
+subprocesses, publisher worker processes. How each figure is measured is in
+docs/benchmarks.md; the short version:
+
+capacity  Create the subscriber's persistent session (start it, wait for "connected to
+          broker", SIGTERM), queue N readings in the broker (QoS 1, every one PUBACKed),
+          start the subscriber and time from process start until InfluxDB counts all N.
+          The service and the baseline get the same N messages (both sessions are
+          created before publishing, so the broker queues one copy for each).
+lost      N minus what InfluxDB counts once it stops growing (extra = the reverse).
+live      Offered load at a fixed rate while probe readings (one device) and alert
+          probes (heating leak_detected, a new device each) measure publish → queryable
+          and publish → alert message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from citywatch.servers import Influxd, Mosquitto
+
+ROOT = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# One field each reading of a kind always carries: count() of it counts readings once.
+COUNT_FIELDS = {"dust": "pm10", "heating": "primary_supply_temp", "water": "turbidity"}
+SCENARIO = "normal-day"
+SITES = 200                 # capacity fleet: 140 dust (10 s), 40 heating + 20 water (60 s)
+PROBE_SITE = "SBENCH"
+ALERT_RULE = "heating_leak"  # fires on one reading (leak_detected is true), no `for`, no window
+
+QUICK = {"readings": 100_000, "repeats": 1, "live_s": 10.0, "rate": 5000.0, "scaling": ()}
+FULL = {"readings": 500_000, "repeats": 3, "live_s": 60.0, "rate": 5000.0,
+        "scaling": ((1_000, 200_000), (10_000, 200_000), (100_000, 200_000))}
+
+_T0 = time.monotonic()
+
+
+def progress(msg: str) -> None:
+    print(f"[bench {time.monotonic() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- /proc
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of one process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_peak_rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------- processes
+@dataclass
+class Child:
+    """A subprocess with its output in a log file; stopped with SIGTERM, then SIGKILL."""
+
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    log_offset: int = 0
+
+    def start(self) -> "Child":
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log(self, since_start: bool = False) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                if since_start:
+                    f.seek(self.log_offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log()[-2000:]}")
+
+    def wait_log(self, text: str, timeout: float = 60.0, count: int = 1) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log(since_start=True).count(text) >= count:
+                return time.monotonic()
+            self.check_alive()
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.name}: {text!r} not logged within {timeout}s: {self.log()[-2000:]}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                progress(f"{self.name} did not stop on SIGTERM within {timeout:.0f}s; killing it")
+                self.proc.kill()
+                self.proc.wait(5)
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+
+def _clean_env() -> dict[str, str]:
+    """The caller's environment without any CW_* setting: the bench defines its own."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CW_")}
+
+
+def service_child(root: Path, *, mqtt_url: str, influx_url: str, database: str, client_id: str,
+                  extra: dict[str, str] | None = None) -> Child:
+    root.mkdir(parents=True, exist_ok=True)
+    env = _clean_env() | {"CW_MQTT_URL": mqtt_url, "CW_INFLUX_URL": influx_url, "CW_INFLUX_DATABASE": database,
+                          "CW_DATA_DIR": str(root / "data"), "CW_MQTT_CLIENT_ID": client_id,
+                          "CW_LOG_FORMAT": "text", "CW_LOG_LEVEL": "INFO"} | (extra or {})
+    return Child("service", [sys.executable, "-m", "citywatch.cli", "run"], env, root / "service.log")
+
+
+def baseline_child(root: Path, *, mqtt_url: str, influx_url: str, database: str, client_id: str) -> Child:
+    root.mkdir(parents=True, exist_ok=True)
+    return Child("baseline", [sys.executable, "-m", "citywatch.baseline", "--mqtt-url", mqtt_url,
+                              "--influx-url", influx_url, "--database", database, "--client-id", client_id],
+                 _clean_env(), root / "baseline.log")
+
+
+def create_session(child: Child) -> None:
+    """Start a subscriber once so the broker keeps its persistent session, then stop it."""
+    child.start()
+    try:
+        child.wait_log("connected to broker")
+        time.sleep(1.0)  # SUBSCRIBE is sent right after CONNACK; give it time to be processed
+    finally:
+        child.stop()
+
+
+# --------------------------------------------------------------------------- messages
+@dataclass(frozen=True, slots=True)
+class Msg:
+    topic: str
+    payload: bytes
+
+
+def _local_iso(dt: datetime) -> str:
+    return dt.astimezone(timezone(timedelta(hours=8))).isoformat(timespec="seconds")
+
+
+def sim_source(*, sites: int, seed: int, start_iso: str, part: tuple[int, int]):
+    """Telemetry (not events) of the normal-day scenario, one part of the fleet."""
+    from simulators import generate
+
+    for m in generate(SCENARIO, sites=sites, seed=seed, start=start_iso, part=part):
+        if m.topic.startswith("telemetry/"):
+            yield m
+
+
+def _payload_pool(seed: int) -> dict[str, list[dict]]:
+    pool: dict[str, list[dict]] = {"dust": [], "heating": [], "water": []}
+    for m in itertools.islice(sim_source(sites=40, seed=seed, start_iso="2026-01-05T00:00:00", part=(0, 1)), 4000):
+        pool[m.topic.split("/")[1]].append(json.loads(m.payload)["values"])
+    return pool
+
+
+def synthetic_source(*, devices: int, seed: int, start_ms: int, part: tuple[int, int]):
+    """Many distinct devices fast: values sampled from simulator payloads of the same kind,
+    the mix of normal-day (70 % dust, 20 % heating, 10 % water), one reading per device per
+    round, 10 s apart. Building 100k simulator device models takes over a minute."""
+    pool = _payload_pool(seed)
+    kinds = ["dust"] * 7 + ["heating"] * 2 + ["water"]
+    k, p = part
+    mine = [d for d in range(devices) if d % p == k]
+    for r in itertools.count():
+        ts = start_ms + r * 10_000
+        for d in mine:
+            kind = kinds[d % 10]
+            values = pool[kind][(d * 7 + r) % len(pool[kind])]
+            yield Msg(f"telemetry/{kind}/S{d:06d}/D{d:06d}",
+                      json.dumps({"ts": ts + d % 10_000, "seq": r, "values": values}).encode())
+
+
+def _publish_worker(url: str, client_id: str, source: dict, part: tuple[int, int], count: int,
+                    rate: float | None, result) -> None:
+    """Publish `count` messages of one part (QoS 1) and wait for every PUBACK."""
+    try:
+        from simulators.publisher import Publisher
+
+        src = dict(source)
+        kind = src.pop("type")
+        gen = sim_source(part=part, **src) if kind == "sim" else synthetic_source(part=part, **src)
+        pub = Publisher(url=url, client_id=client_id, max_inflight=20_000, stall_timeout_s=120)
+        pub.connect()
+        t0 = time.monotonic()
+        sent = 0
+        for m in itertools.islice(gen, count):
+            if rate:
+                while sent >= (time.monotonic() - t0) * rate:
+                    pub.idle(0.002)
+            pub.publish(m)
+            sent += 1
+        pub.flush()
+        pub.close()
+        result.put((part[0], pub.acked, time.monotonic() - t0, None))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        result.put((part[0], 0, 0.0, f"{type(exc).__name__}: {exc}"))
+
+
+class PublishJob:
+    """`processes` worker processes publishing `total` messages between them."""
+
+    def __init__(self, url: str, prefix: str, source: dict, total: int, *, processes: int = 2,
+                 rate: float | None = None) -> None:
+        ctx = mp.get_context("spawn")
+        self.result = ctx.Queue()
+        self.total = total
+        shares = [total // processes + (1 if k < total % processes else 0) for k in range(processes)]
+        self.workers = [ctx.Process(target=_publish_worker, daemon=True, name=f"bench-pub-{k}",
+                                    args=(url, f"{prefix}-{k}", source, (k, processes), shares[k],
+                                          rate / processes if rate else None, self.result))
+                        for k in range(processes)]
+
+    def start(self) -> "PublishJob":
+        for w in self.workers:
+            w.start()
+        return self
+
+    def wait(self, timeout: float = 600.0) -> tuple[int, float]:
+        acked, seconds, errors = 0, 0.0, []
+        deadline = time.monotonic() + timeout
+        for _ in self.workers:
+            _, n, s, err = self.result.get(timeout=max(1.0, deadline - time.monotonic()))
+            acked += n
+            seconds = max(seconds, s)
+            if err:
+                errors.append(err)
+        self.stop()
+        if errors:
+            raise RuntimeError("publisher failed: " + "; ".join(errors))
+        return acked, seconds
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.join(timeout=2)
+            if w.is_alive():
+                w.terminate()
+                w.join(timeout=5)
+
+
+# --------------------------------------------------------------------------- InfluxDB
+class Influx:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(timeout=30)
+
+    def query(self, db: str, q: str, **params: str) -> list[dict]:
+        r = self.http.get(f"{self.url}/query", params={"db": db, "q": q, **params})
+        r.raise_for_status()
+        return r.json().get("results", [])
+
+    def count_readings(self, db: str) -> int:
+        q = ";".join(f'SELECT count("{f}") FROM "{k}" WHERE site != \'{PROBE_SITE}\''
+                     for k, f in COUNT_FIELDS.items())
+        total = 0
+        for res in self.query(db, q):
+            for s in res.get("series") or []:
+                total += int(s["values"][0][1])
+        return total
+
+    def close(self) -> None:
+        self.http.close()
+
+
+# --------------------------------------------------------------------------- capacity
+@dataclass
+class Capacity:
+    who: str
+    n: int
+    counted: int = 0
+    seconds: float | None = None           # process start → all N queryable
+    drain_seconds: float | None = None     # "connected to broker" → all N queryable
+    cpu_s: float | None = None
+    peak_rss_mb: float | None = None
+    broker_cpu_s: float | None = None
+    influx_cpu_s: float | None = None
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.n - self.counted)
+
+    @property
+    def extra(self) -> int:
+        return max(0, self.counted - self.n)
+
+    @property
+    def per_s(self) -> float | None:
+        return self.n / self.seconds if self.seconds else None
+
+    def as_dict(self) -> dict[str, Any]:
+        per100k = (lambda v: round(v * 100_000 / self.n, 3) if v is not None and self.n else None)
+        return {"who": self.who, "n": self.n, "counted": self.counted, "lost": self.lost, "extra": self.extra,
+                "seconds": _r(self.seconds, 3), "readings_per_s": _r(self.per_s, 0),
+                "drain_readings_per_s": _r(self.n / self.drain_seconds if self.drain_seconds else None, 0),
+                "cpu_s_per_100k": per100k(self.cpu_s), "peak_rss_mb": _r(self.peak_rss_mb, 1),
+                "broker_cpu_s_per_100k": per100k(self.broker_cpu_s),
+                "influx_cpu_s_per_100k": per100k(self.influx_cpu_s)}
+
+
+def _r(v: float | None, nd: int) -> float | None:
+    return None if v is None else round(v, nd) if nd else round(v)
+
+
+def measure_drain(child: Child, influx: Influx, db: str, n: int, servers: tuple[int, int],
+                  stall_s: float = 60.0, keep_running: bool = False) -> Capacity:
+    """Start `child` (its queue already waits in the broker) and time until InfluxDB holds N."""
+    cap = Capacity(child.name, n)
+    cpu0 = [proc_cpu_s(pid) for pid in servers]
+    child.start()
+    connected_at = None
+    last_change, last = time.monotonic(), -1
+    try:
+        while True:
+            child.check_alive()
+            if connected_at is None and "connected to broker" in child.log(since_start=True):
+                connected_at = time.monotonic()
+            try:
+                counted = influx.count_readings(db)
+            except httpx.HTTPError:
+                counted = last
+            now = time.monotonic()
+            if counted >= n:
+                cap.seconds = now - child.started_at
+                cap.drain_seconds = now - connected_at if connected_at else None
+                cap.cpu_s = proc_cpu_s(child.pid)
+                cap.peak_rss_mb = proc_peak_rss_mb(child.pid)
+                cpu1 = [proc_cpu_s(pid) for pid in servers]
+                cap.broker_cpu_s, cap.influx_cpu_s = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+                cap.counted = counted
+                break
+            if counted != last:
+                last, last_change = counted, now
+            elif now - last_change > stall_s:
+                progress(f"{child.name}: stuck at {counted}/{n} for {stall_s:.0f}s; giving up")
+                cap.counted = max(counted, 0)
+                cap.cpu_s = proc_cpu_s(child.pid)
+                cap.peak_rss_mb = proc_peak_rss_mb(child.pid)
+                break
+            time.sleep(0.2)
+    finally:
+        if not keep_running:
+            child.stop()
+    # Anything beyond N (duplicates with new timestamps) shows up after a moment.
+    time.sleep(0.5)
+    cap.counted = max(cap.counted, influx.count_readings(db))
+    return cap
+
+
+@dataclass
+class Env:
+    root: Path
+    mosquitto: Mosquitto
+    influxd: Influxd
+    influx: Influx
+    children: list[Child] = field(default_factory=list)
+    jobs: list[PublishJob] = field(default_factory=list)
+
+    @property
+    def server_pids(self) -> tuple[int, int]:
+        return self.mosquitto.proc.pid, self.influxd.proc.pid  # type: ignore[union-attr]
+
+    def track(self, child: Child) -> Child:
+        self.children.append(child)
+        return child
+
+
+def capacity_run(env: Env, tag: str, n: int, source: dict, *, baseline: bool = True,
+                 keep_service: bool = False) -> tuple[Capacity, Capacity | None, Child | None]:
+    """One capacity measurement of the service (and the baseline on the same queued N)."""
+    mqtt_url, influx_url = env.mosquitto.url, env.influxd.url
+    db_svc, db_base = f"cw_{tag}", f"base_{tag}"
+    svc = env.track(service_child(env.root / tag / "service", mqtt_url=mqtt_url, influx_url=influx_url,
+                                  database=db_svc, client_id=f"bench-svc-{tag}"))
+    base = env.track(baseline_child(env.root / tag / "baseline", mqtt_url=mqtt_url, influx_url=influx_url,
+                                    database=db_base, client_id=f"bench-base-{tag}")) if baseline else None
+    progress(f"{tag}: creating the persistent sessions")
+    create_session(svc)
+    if base is not None:
+        create_session(base)
+    progress(f"{tag}: queueing {n:,} readings in the broker (QoS 1)")
+    job = PublishJob(mqtt_url, f"bench-pub-{tag}", source, n)
+    env.jobs.append(job)
+    acked, secs = job.start().wait()
+    progress(f"{tag}: {acked:,} PUBACKed in {secs:.1f}s ({acked / max(secs, 1e-9):,.0f}/s); starting the service")
+    svc_cap = measure_drain(svc, env.influx, db_svc, acked, env.server_pids, keep_running=keep_service)
+    progress(f"{tag}: service {svc_cap.per_s or 0:,.0f} readings/s ({svc_cap.seconds or 0:.1f}s), "
+             f"counted {svc_cap.counted:,}/{acked:,}")
+    base_cap = None
+    if base is not None:
+        base_cap = measure_drain(base, env.influx, db_base, acked, env.server_pids)
+        progress(f"{tag}: baseline {base_cap.per_s or 0:,.0f} readings/s ({base_cap.seconds or 0:.1f}s), "
+                 f"counted {base_cap.counted:,}/{acked:,}")
+    return svc_cap, base_cap, (svc if keep_service else None)
+
+
+# --------------------------------------------------------------------------- live latency
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))], 1)
+
+
+def live_latency(env: Env, db: str, *, seconds: float, rate: float, tag: str) -> dict[str, Any]:
+    """Offered load at `rate` readings/s; ingest probes and alert probes on the side."""
+    import paho.mqtt.client as mqtt
+
+    # Background load: the simulated fleet, timestamps three days back (no overlap).
+    start_iso = _local_iso(datetime.now(timezone.utc) - timedelta(days=3))
+    total = int(rate * seconds)
+    job = PublishJob(env.mosquitto.url, f"bench-live-{tag}",
+                     {"type": "sim", "sites": 500, "seed": 7, "start_iso": start_iso}, total,
+                     processes=1, rate=rate)
+    env.jobs.append(job)
+
+    probe_sent: dict[int, float] = {}       # ts_ms -> publish time
+    probe_seen: dict[int, float] = {}
+    alert_sent: dict[str, float] = {}       # device -> publish time
+    alert_seen: dict[str, float] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    run_id = f"{int(time.time()) % 100000:05d}"
+
+    def on_message(client, userdata, msg) -> None:
+        now = time.monotonic()
+        if msg.retain or not msg.payload:
+            return
+        device = msg.topic.split("/")[2]
+        with lock:
+            if device in alert_sent and device not in alert_seen:
+                alert_seen[device] = now
+
+    subscribed = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-probe-{tag}", protocol=mqtt.MQTTv311)
+    client.on_message = on_message
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_connect = lambda c, *a: c.subscribe(f"alerts/{PROBE_SITE}/+/{ALERT_RULE}", qos=1)
+    client.connect("127.0.0.1", env.mosquitto.port, keepalive=30)
+    client.loop_start()
+    if not subscribed.wait(10):
+        raise RuntimeError("probe client could not subscribe to alerts")
+
+    def poll_influx() -> None:
+        http = httpx.Client(timeout=10)
+        since = int(time.time() * 1000) - 60_000
+        while not stop.is_set():
+            try:
+                r = http.get(f"{env.influxd.url}/query", params={
+                    "db": db, "epoch": "ms",
+                    "q": f"SELECT pm25 FROM dust WHERE device = 'PROBE{run_id}' AND time > {since}ms"})
+                now = time.monotonic()
+                for res in r.json().get("results", []):
+                    for s in res.get("series") or []:
+                        for ts, _ in s["values"]:
+                            with lock:
+                                if ts in probe_sent and ts not in probe_seen:
+                                    probe_seen[ts] = now
+                            since = max(since, ts)
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.01)
+        http.close()
+
+    poller = threading.Thread(target=poll_influx, name="bench-poll", daemon=True)
+    poller.start()
+    progress(f"live: {rate:,.0f} readings/s offered for {seconds:.0f}s with ingest and alert probes")
+    job.start()
+    t_end = time.monotonic() + seconds
+    i = 0
+    last_ts = 0
+    try:
+        while time.monotonic() < t_end:
+            ts = max(int(time.time() * 1000), last_ts + 1)
+            last_ts = ts
+            payload = json.dumps({"ts": ts, "values": {"pm10": 40.0, "pm25": 20.0}}).encode()
+            with lock:
+                probe_sent[ts] = time.monotonic()
+            client.publish(f"telemetry/dust/{PROBE_SITE}/PROBE{run_id}", payload, qos=1)
+            if i % 5 == 0:  # an alert probe every 250 ms, each on a new device
+                device = f"LEAK{run_id}{i // 5:05d}"
+                payload = json.dumps({"ts": ts, "values": {"leak_detected": True}}).encode()
+                with lock:
+                    alert_sent[device] = time.monotonic()
+                client.publish(f"telemetry/heating/{PROBE_SITE}/{device}", payload, qos=1)
+            i += 1
+            time.sleep(0.05)
+        offered_acked, offered_s = job.wait(timeout=seconds + 120)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with lock:
+                if len(probe_seen) == len(probe_sent) and len(alert_seen) == len(alert_sent):
+                    break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        poller.join(5)
+        client.disconnect()
+        client.loop_stop()
+    ingest = [(probe_seen[k] - probe_sent[k]) * 1000 for k in probe_seen]
+    alerts = [(alert_seen[k] - alert_sent[k]) * 1000 for k in alert_seen]
+    progress(f"live: {len(ingest)}/{len(probe_sent)} ingest probes, {len(alerts)}/{len(alert_sent)} alerts seen")
+    return {"live_seconds": seconds, "live_offered_per_s": round(offered_acked / offered_s) if offered_s else None,
+            "live_offered_target_per_s": rate,
+            "ingest_probes_sent": len(probe_sent), "ingest_probes_seen": len(ingest),
+            "alert_probes_sent": len(alert_sent), "alert_probes_seen": len(alerts),
+            "p50_ingest_ms": _pct(ingest, 0.50), "p99_ingest_ms": _pct(ingest, 0.99),
+            "max_ingest_ms": _pct(ingest, 1.0),
+            "p50_alert_ms": _pct(alerts, 0.50), "p99_alert_ms": _pct(alerts, 0.99),
+            "max_alert_ms": _pct(alerts, 1.0)}
+
+
+# --------------------------------------------------------------------------- report
+def machine_info() -> dict[str, Any]:
+    def version(cmd: list[str]) -> str | None:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (out.stdout or out.stderr).strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            return None
+
+    cpu = None
+    try:
+        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None)
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "platform": platform.platform(), "mosquitto": version([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-h"]),
+            "influxd": version([shutil.which("influxd") or "/usr/bin/influxd", "version"])}
+
+
+def git_commit() -> str | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (head + ("-dirty" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def markdown(res: dict[str, Any]) -> str:
+    def f(v, unit=""):
+        if v is None:
+            return "n/a"
+        if isinstance(v, float) and not v.is_integer():
+            return f"{v:,.1f}{unit}"
+        return f"{int(v):,}{unit}"
+
+    rows = [
+        ("readings/s (capacity, queued backlog → queryable)", f(res["readings_per_s"]), f(res["baseline_readings_per_s"])),
+        ("readings/s after 'connected to broker'", f(res.get("drain_readings_per_s")),
+         f(res.get("baseline_drain_readings_per_s"))),
+        ("lost (PUBACKed, not in InfluxDB)", f(res["lost"]), f(res.get("baseline_lost"))),
+        ("CPU s per 100k readings", f(res["cpu_s_per_100k"]), f(res["baseline_cpu_s_per_100k"])),
+        ("peak RSS MB", f(res["peak_rss_mb"]), f(res["baseline_peak_rss_mb"])),
+        (f"p50 / p99 ingest ms at {f(res.get('live_offered_target_per_s'))}/s",
+         f"{f(res['p50_ingest_ms'])} / {f(res['p99_ingest_ms'])}", "—"),
+        ("p50 / p99 alert ms", f"{f(res['p50_alert_ms'])} / {f(res['p99_alert_ms'])}", "—"),
+    ]
+    out = [f"citywatch bench ({res['mode']}, N = {res['n_readings']:,}, {res['machine']['nproc']} cores, "
+           f"commit {res['git_commit']})", "",
+           "| figure | citywatch | tutorial baseline |", "|---|---:|---:|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    out.append(f"| vs baseline | {res['vs_baseline']}× | 1× |" if res["vs_baseline"] is not None
+               else "| vs baseline | n/a | 1× |")
+    if len(res.get("runs", [])) > 1:
+        out += ["", "Capacity runs (service / baseline readings/s): " + "; ".join(
+            f"{r['service']['readings_per_s']:,} / {r['baseline']['readings_per_s']:,}" for r in res["runs"])]
+    if res.get("scaling"):
+        out += ["", "| devices | readings | citywatch readings/s | CPU s/100k | peak RSS MB | lost |",
+                "|---:|---:|---:|---:|---:|---:|"]
+        out += [f"| {s['devices']:,} | {s['n']:,} | {f(s['readings_per_s'])} | {f(s['cpu_s_per_100k'])} | "
+                f"{f(s['peak_rss_mb'])} | {s['lost']} |" for s in res["scaling"]]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    ordered = sorted(runs, key=lambda r: r[key]["readings_per_s"] or 0)
+    return ordered[len(ordered) // 2][key]
+
+
+def run_bench(args, settings) -> int:
+    plan = dict(QUICK if args.quick else FULL)
+    n = int(getattr(args, "readings", None) or plan["readings"])
+    mode = "quick" if args.quick else "full"
+    live_s = float(os.environ.get("CW_BENCH_LIVE_S", plan["live_s"]))
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="citywatch-bench-"))
+    progress(f"{mode} mode, N = {n:,}; servers and data in {root}")
+    env: Env | None = None
+    mosq, infl = Mosquitto(root / "mosquitto"), Influxd(root / "influxd")
+    try:
+        mosq.start()
+        infl.start()
+        env = Env(root, mosq, infl, Influx(infl.url))
+        # Capacity fleet: normal-day, 200 sites, timestamps ending an hour before now.
+        per_s = SITES * (0.7 / 10 + 0.3 / 60)
+        start = datetime.now(timezone.utc) - timedelta(seconds=n / per_s * 1.2 + 3600)
+        runs = []
+        svc_child = None
+        for k in range(plan["repeats"]):
+            last = k == plan["repeats"] - 1
+            source = {"type": "sim", "sites": SITES, "seed": 1 + k, "start_iso": _local_iso(start)}
+            svc_cap, base_cap, child = capacity_run(env, f"run{k + 1}", n, source, keep_service=last)
+            if last:
+                svc_child = child
+            runs.append({"service": svc_cap.as_dict(), "baseline": base_cap.as_dict() if base_cap else None})
+        svc = _median_run(runs, "service")
+        base = _median_run(runs, "baseline")
+        assert svc_child is not None
+        live = live_latency(env, f"cw_run{plan['repeats']}", seconds=live_s, rate=plan["rate"], tag="live")
+        svc_child.stop()
+        scaling = []
+        for devices, n_scale in plan["scaling"]:
+            progress(f"scaling: {devices:,} devices, {n_scale:,} readings")
+            source = {"type": "synthetic", "devices": devices, "seed": 3,
+                      "start_ms": int((time.time() - 30 * 86400) * 1000)}
+            cap, _, _ = capacity_run(env, f"scale{devices}", n_scale, source, baseline=False)
+            d = cap.as_dict()
+            scaling.append({"devices": devices, **{k: d[k] for k in ("n", "readings_per_s", "drain_readings_per_s",
+                                                                     "cpu_s_per_100k", "peak_rss_mb", "lost",
+                                                                     "extra")}})
+        lost = max(r["service"]["lost"] + r["service"]["extra"] for r in runs)
+        result: dict[str, Any] = {
+            "mode": mode, "n_readings": n, "repeats": plan["repeats"],
+            "readings_per_s": svc["readings_per_s"], "drain_readings_per_s": svc["drain_readings_per_s"],
+            "lost": max(r["service"]["lost"] for r in runs), "extra": max(r["service"]["extra"] for r in runs),
+            "baseline_readings_per_s": base["readings_per_s"],
+            "baseline_drain_readings_per_s": base["drain_readings_per_s"],
+            "baseline_lost": max(r["baseline"]["lost"] for r in runs),
+            "vs_baseline": (round(svc["readings_per_s"] / base["readings_per_s"], 2)
+                            if svc["readings_per_s"] and base["readings_per_s"] else None),
+            "cpu_s_per_100k": svc["cpu_s_per_100k"], "peak_rss_mb": svc["peak_rss_mb"],
+            "baseline_cpu_s_per_100k": base["cpu_s_per_100k"], "baseline_peak_rss_mb": base["peak_rss_mb"],
+            "broker_cpu_s_per_100k": svc["broker_cpu_s_per_100k"], "influx_cpu_s_per_100k": svc["influx_cpu_s_per_100k"],
+            **live,
+            "runs": runs, "scaling": scaling,
+            "scenario": f"{SCENARIO}, {SITES} sites (140 dust every 10 s, 40 heating + 20 water every 60 s)",
+            "machine": machine_info(), "git_commit": git_commit(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "bench_seconds": round(time.monotonic() - started, 1),
+        }
+        del lost
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+            progress(f"wrote {args.json}")
+        print(markdown(result))
+        progress(f"done in {result['bench_seconds']:.0f}s")
+        return 0 if result["lost"] == 0 and result["extra"] == 0 else 1
+    finally:
+        if env is not None:
+            for job in env.jobs:
+                job.stop()
+            for child in env.children:
+                child.stop(timeout=15)
+            env.influx.close()
+        infl.stop()
+        mosq.stop()
+        if os.environ.get("CW_BENCH_KEEP") != "1":
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            progress(f"kept {root}")

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.auth import TokenStore
 from api.deps import AppContext, Limits
-from api.routes import alerts, compliance, dashboard, deadletters, health, metrics, readings, rules, series
+from api.routes import alerts, compliance, dashboard, deadletters, health, me, metrics, readings, rules, series
 from api.routes.dashboard import STATIC
 from api.routes.metrics import ApiMetrics, MetricsMiddleware
 from citywatch.schema import kinds
@@ -101,7 +101,7 @@ def create_app(*, settings: Any, ingest: Any, engine: Any, limits: Limits | None
                   for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    for module in (health, metrics, readings, series, alerts, rules, compliance, deadletters, dashboard):
+    for module in (health, metrics, me, readings, series, alerts, rules, compliance, deadletters, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(MetricsMiddleware, metrics=api_metrics)

@@ -142,3 +142,20 @@ def feed(engine, readings, events=(), chunk: int = 200) -> None:
         engine.process_readings([x for x in part if isinstance(x, Reading)],
                                 [x for x in part if not isinstance(x, Reading)])
     engine.tick()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("filterwarnings", "ignore:Using `httpx` with `starlette.testclient`")
+
+
+def episode_until(minute: str = "10:45"):
+    """The dust-episode scenario's readings up to a local time on its day: the PM10 alert is
+    firing (not yet resolved) at the end."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    readings, events, lines = decode_scenario("dust-episode")
+    cut = int(datetime.fromisoformat(f"2026-11-27T{minute}:00").replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+              .timestamp() * 1000)
+    return ([r for r in readings if r.ts_ms < cut], [e for e in events if e.ts_ms < cut],
+            lines)

@@ -53,8 +53,8 @@ _SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
     (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
-     b"frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+     (b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+      b"frame-ancestors 'none'; base-uri 'none'; form-action 'none'")),
 ]
 
 
@@ -89,8 +89,10 @@ def create_app(*, settings: Any, ingest: Any, engine: Any, limits: Limits | None
         yield
         ctx.closing.set()
 
+    # No /docs or /redoc: FastAPI's pages load Swagger/ReDoc from a CDN, which neither works
+    # offline nor passes our Content-Security-Policy. The document is at /openapi.json.
     app = FastAPI(title="citywatch", version="0.1.0", description=DESCRIPTION, openapi_tags=TAGS,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     app.state.shutdown_streams = ctx.closing.set
 

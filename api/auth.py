@@ -51,7 +51,7 @@ class TokenStore:
         self._entries = tuple(entries)
 
     @classmethod
-    def parse(cls, text: str) -> "TokenStore":
+    def parse(cls, text: str) -> TokenStore:
         """Parse `token=role[:name],...`. Error messages name the pair's position, never its token."""
         entries: list[_Entry] = []
         seen: set[bytes] = set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -19,7 +19,7 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import Principal, Role, TokenStore
-from citywatch.schema import KindSpec, kinds
+from citywatch.schema import KindSpec
 from citywatch.topics import is_identifier
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -161,11 +161,11 @@ def parse_time(name: str, text: str) -> datetime:
         raise invalid(name, "is not a valid date-time") from None
     if t.year < 2000 or t.year > 2200:
         raise invalid(name, "is out of range (2000-2200)")
-    return t.astimezone(timezone.utc)
+    return t.astimezone(UTC)
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 __all__ = ["AdminDep", "AppContext", "CtxDep", "DeviceDep", "EngineDep", "KindDep", "Limits", "OperatorDep",

@@ -5,7 +5,7 @@ submits every now-valid outcome through `ingest.committer.submit`, exactly like 
 input: the lines are spooled with one fsync, the readings reach the alert engine, and
 only after the committer reports them durable are the letters marked replayed (a crash in
 between replays them twice, harmlessly: InfluxDB points are idempotent). HJ 212 frames are
-re-decoded by the HJ 212 decoder, everything else by the MQTT decoder.
+re-decoded by the HJ 212 decoder, everything else by the MQTT decoder (`ingest.replay.redecoder`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
-from zoneinfo import ZoneInfo
-
+from ingest.replay import redecoder
 from ingest.types import Accepted
 
 _lock = threading.Lock()  # one replay at a time per process
@@ -45,19 +44,9 @@ def replay(ingest: Any, *, tz: str, dry_run: bool = False, timeout_s: float = 60
         _lock.release()
 
 
-def _decoders(ingest: Any, tz: str):
-    def hj212(raw):
-        from ingest.hj212 import DecodeContext, decode_raw
-
-        ctx = DecodeContext(registry=ingest.registry, tz=ZoneInfo(tz), max_future_s=ingest.settings.max_future_s)
-        return decode_raw(raw, ctx)
-
-    return {"hj212": hj212}
-
-
 def _replay(ingest: Any, *, tz: str, dry_run: bool, timeout_s: float) -> Result:
     store = ingest.deadletters
-    special = _decoders(ingest, tz)
+    decode = redecoder(ingest.settings, ingest.registry)  # HJ 212 letters to their decoder, others to MQTT's
     ok_ids: list[int] = []
     outcomes: list[Accepted] = []
     still = 0
@@ -65,9 +54,7 @@ def _replay(ingest: Any, *, tz: str, dry_run: bool, timeout_s: float) -> Result:
         if letter.source == "influx":
             still += 1  # refused by InfluxDB itself: our validation has nothing to re-run
             continue
-        raw = letter.raw
-        decode = special.get(letter.source, ingest.decoder.decode)
-        outcome = decode(raw)
+        outcome = decode(letter.raw)
         if isinstance(outcome, Accepted):
             ok_ids.append(letter.id)
             outcomes.append(replace(outcome, raw=replace(outcome.raw, source="replay")))

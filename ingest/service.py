@@ -134,7 +134,7 @@ def _api_server(settings: Settings, ingest: Ingest, engine):
 
     app = create_app(settings=settings, ingest=ingest, engine=engine)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                            access_log=False, lifespan="on")
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours stop everything in order
     return server
@@ -190,6 +190,8 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
             await stop.wait()
             log.info("shutting down: committing and acknowledging pending messages")
             if server is not None:
+                # Open SSE streams would keep uvicorn waiting: end them first.
+                server.config.app.state.shutdown_streams()
                 server.should_exit = True
                 await api_task
             if ingest.consumer is not None:

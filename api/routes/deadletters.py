@@ -6,7 +6,6 @@ operations work and the passwords are redacted. Replaying changes stored data: a
 
 from __future__ import annotations
 
-
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query, status

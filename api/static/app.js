@@ -20,7 +20,7 @@
       severity: {info: '提示', warning: '一般', major: '严重', critical: '紧急'},
       state: {pending: '待定', firing: '告警中', resolved: '已恢复'},
       kind: {dust: '扬尘', heating: '换热站', water: '水厂'}, role: {viewer: '查看', operator: '值班员', admin: '管理员'},
-      last_seen: '最新数据',
+      last_seen: '最新数据', time: '时间',
     },
     en: {
       title: 'City monitoring', live_on: 'live', live_off: 'live stream down', logout: 'Log out',
@@ -36,7 +36,7 @@
       severity: {info: 'info', warning: 'warning', major: 'major', critical: 'critical'},
       state: {pending: 'pending', firing: 'firing', resolved: 'resolved'},
       kind: {dust: 'dust', heating: 'substation', water: 'water plant'}, role: {viewer: 'viewer', operator: 'operator', admin: 'admin'},
-      last_seen: 'latest',
+      last_seen: 'latest', time: 'time',
     },
   };
   const ITEMS = ['hoarding', 'cover', 'wash', 'hardened', 'wet_operation', 'muck_covered', 'monitoring'];
@@ -72,6 +72,11 @@
     return new Intl.DateTimeFormat(lang === 'zh' ? 'zh-CN' : 'en-GB', {
       timeZone: tz, month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false,
     }).format(d);
+  }
+  function fmtAxis(ms) {
+    const p = Object.fromEntries(new Intl.DateTimeFormat('en-GB', {timeZone: tz, month: '2-digit', day: '2-digit',
+      hour: '2-digit', minute: '2-digit', hour12: false}).formatToParts(new Date(ms)).map((x) => [x.type, x.value]));
+    return p.hour === '00' && p.minute === '00' ? `${p.month}-${p.day}` : `${p.hour}:${p.minute}`;
   }
   function todayLocal() { return new Intl.DateTimeFormat('en-CA', {timeZone: tz}).format(new Date()); }
 
@@ -259,9 +264,9 @@
     const opts = {
       width: Math.max(300, box.clientWidth || 500), height: 220, ms: 1,
       tzDate: (ts) => uPlot.tzDate(new Date(ts), tz),
-      series: [{}, {label, stroke: color, width: 1.5},
+      series: [{label: t('time'), value: (u, v) => (v == null ? '--' : fmtTime(v))}, {label, stroke: color, width: 1.5},
         ...limits.map(([, l, c]) => ({label: l, stroke: c, dash: [6, 4], width: 1, points: {show: false}}))],
-      axes: [{}, {size: 50}],
+      axes: [{values: (u, splits) => splits.map((v) => fmtAxis(v))}, {size: 50}],
     };
     charts[name] = new uPlot(opts, data, box);
   }

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     devices_file: Path | None = None
     rules_dir: Path | None = None
     hj212_listen: str | None = None
+    alerts_enabled: bool = True  # CW_ALERTS_ENABLED=false: ingest only (e.g. a second ingest node)
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
 

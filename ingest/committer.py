@@ -147,6 +147,9 @@ class Committer:
                 except Exception:  # an input's ack failing must not stop the committer
                     log.exception("acknowledgement callback failed")
         m = self._metrics
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("commit: %d items, %d lines, %d rejected in %.1f ms", len(items), len(lines), len(rejected),
+                      (time.perf_counter() - started) * 1000)
         m.commits.inc()
         m.commit_latency.observe(time.perf_counter() - started)
         for source, n in by_source.items():

@@ -148,7 +148,7 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
     ingest = ingest or build_ingest(settings, mqtt=mqtt)
     engine = None
     alert_tasks: list = []
-    if alerts:
+    if alerts and settings.alerts_enabled:
         from alerts import build_alerting
 
         # Subscribe before the first commit so that the engine sees every reading.

@@ -902,8 +902,11 @@ class AlertEngine:
                     continue
                 if row["acked"] or silenced:
                     continue
-                if rule.escalate_after is not None and not row["escalated"] and row["fired_ms"] is not None \
-                        and now - row["fired_ms"] >= rule.escalate_after * 1000:
+                # "Unacknowledged for N minutes" counts from when people were told, on the
+                # timer's clock: fired_ms is event time, which in a replay of the past lies
+                # hours behind the wall clock and would escalate at once.
+                if rule.escalate_after is not None and not row["escalated"] and row["last_notified_ms"] is not None \
+                        and now - row["last_notified_ms"] >= rule.escalate_after * 1000:
                     row["escalated"] = 1
                     row["severity"] = rule.escalate_to or _NEXT_SEVERITY[row["severity"]]
                     row["last_notified_ms"] = now

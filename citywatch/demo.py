@@ -85,7 +85,7 @@ def main() -> int:
         print(f"""
   citywatch is running.
     dashboard   {url}/          (token below; zh-CN, English toggle at the top)
-    API docs    {url}/docs
+    OpenAPI     {url}/openapi.json
     tokens      admin={tokens['admin']}
                 operator={tokens['operator']}
                 viewer={tokens['viewer']}

@@ -140,12 +140,7 @@ class Committer:
             self._spool.append(lines)
         if rejected:
             self._deadletters.add_many(rejected)
-        for _, cb in items:
-            if cb is not None:
-                try:
-                    cb(True)
-                except Exception:  # an input's ack failing must not stop the committer
-                    log.exception("acknowledgement callback failed")
+        _acknowledge(items)
         m = self._metrics
         if log.isEnabledFor(logging.DEBUG):
             log.debug("commit: %d items, %d lines, %d rejected in %.1f ms", len(items), len(lines), len(rejected),
@@ -165,6 +160,28 @@ class Committer:
             self._on_commit(len(lines))
         if self._stream is not None and (readings or events) and self._stream.has_subscribers:
             self._stream.publish(readings, events)
+
+
+def _acknowledge(items: list[tuple[Outcome, DurableCallback | None]]) -> None:
+    """Call each callback once, in order; callbacks of one group (an MQTT connection's
+    `AckToken`s) are handed over together so that their acks go out in one write."""
+    groups: dict[int, tuple[object, list]] = {}
+    for _, cb in items:
+        if cb is None:
+            continue
+        group = getattr(cb, "ack_group", None)
+        if group is not None:
+            groups.setdefault(id(group), (group, []))[1].append(cb)
+            continue
+        try:
+            cb(True)
+        except Exception:  # an input's ack failing must not stop the committer
+            log.exception("acknowledgement callback failed")
+    for group, tokens in groups.values():
+        try:
+            group.ack_many(tokens, True)  # type: ignore[attr-defined]
+        except Exception:
+            log.exception("acknowledgement callback failed")
 
 
 class MemorySink:

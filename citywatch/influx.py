@@ -183,8 +183,3 @@ class InfluxClient:
             raise ValueError("measurement and field must be identifiers")
         series = await self.query(f'SELECT count("{field}") FROM "{measurement}"')
         return int(series[0]["values"][0][1]) if series else 0
-
-
-def gzip_body(lines: list[bytes]) -> bytes:
-    # Level 1: most of gzip's saving for a fraction of its CPU; the body is repetitive text.
-    return gzip.compress(b"\n".join(lines) + b"\n", compresslevel=1)

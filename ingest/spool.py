@@ -42,9 +42,15 @@ class Position:
 
 @dataclass(frozen=True, slots=True)
 class SpoolBatch:
-    lines: list[bytes]  # each without the trailing newline
+    body: bytes  # newline-terminated line protocol, as it goes to InfluxDB
+    count: int  # lines in body
     start: Position
     end: Position  # commit(end) acknowledges every line of this batch
+
+    @property
+    def lines(self) -> list[bytes]:
+        """Each line without its newline (split only when a batch must be bisected)."""
+        return self.body.rstrip(b"\n").split(b"\n") if self.body else []
 
 
 class Spool:
@@ -193,18 +199,20 @@ class Spool:
     def read_batch(self, max_lines: int, max_bytes: int = 8 * 1024 * 1024) -> SpoolBatch | None:
         """Up to about `max_lines` lines after the checkpoint (whole records), or None."""
         start = self._checkpoint
-        lines: list[bytes] = []
-        size = 0
+        parts: list[bytes] = []
+        count = size = 0
         end = start
         for pos, payload in self._iter_records(start):
-            if lines and (len(lines) + payload.count(b"\n") > max_lines or size + len(payload) > max_bytes):
+            n = payload.count(b"\n")
+            if parts and (count + n > max_lines or size + len(payload) > max_bytes):
                 break
-            lines.extend(payload.rstrip(b"\n").split(b"\n"))
+            parts.append(payload)
+            count += n
             size += len(payload)
             end = pos
-        if not lines:
+        if not parts:
             return None
-        return SpoolBatch(lines, start, end)
+        return SpoolBatch(b"".join(parts), count, start, end)
 
     def commit(self, batch: SpoolBatch) -> None:
         """The writer stored `batch`: move the checkpoint past it, drop finished segments."""
@@ -218,7 +226,7 @@ class Spool:
         os.replace(tmp, self.dir / "checkpoint")
         self._checkpoint = batch.end
         with self._lock:
-            self._backlog_lines -= len(batch.lines)
+            self._backlog_lines -= batch.count
             self._backlog_bytes = max(0, self._backlog_bytes - _span(batch, self))
             current = self._current
         for segment in self._segments():

@@ -12,12 +12,13 @@ the checkpoint only when every line is either stored or dead-lettered:
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import random
 import time
 
 from citywatch.errors import CitywatchError
-from citywatch.influx import InfluxClient, Outcome, WriteResult, gzip_body
+from citywatch.influx import InfluxClient, Outcome, WriteResult
 from citywatch.model import RawMessage
 from ingest.deadletters import DeadLetterStore
 from ingest.metrics import IngestMetrics
@@ -85,7 +86,7 @@ class InfluxWriter:
         batch = await asyncio.to_thread(self._spool.read_batch, self._batch_lines)
         if batch is None:
             return 0
-        rejected = await self._deliver(batch.lines)
+        rejected = await self._deliver_body(batch.body, batch.count)
         if rejected:
             now = time.time_ns() // 1_000_000
             await asyncio.to_thread(self._deadletters.add_many, [
@@ -95,10 +96,10 @@ class InfluxWriter:
             self._metrics.write_rejected.inc(len(rejected))
             log.warning("InfluxDB refused %d line(s); dead-lettered, e.g. %s", len(rejected), rejected[0][1][:300])
         await asyncio.to_thread(self._spool.commit, batch)
-        self._metrics.stored.inc(len(batch.lines) - len(rejected))
+        self._metrics.stored.inc(batch.count - len(rejected))
         self._metrics.backlog.set(self._spool.backlog_lines)
         self._metrics.backlog_bytes.set(self._spool.backlog_bytes)
-        return len(batch.lines)
+        return batch.count
 
     async def flush(self, timeout_s: float) -> bool:
         """After `run` returned: deliver the backlog, giving up after `timeout_s` (the
@@ -113,25 +114,28 @@ class InfluxWriter:
         except _Stopping:
             return False
 
-    async def _deliver(self, lines: list[bytes]) -> list[tuple[bytes, str]]:
-        """Store `lines`; return the (line, reason) pairs InfluxDB refused as bad data."""
+    async def _deliver_body(self, body: bytes, count: int) -> list[tuple[bytes, str]]:
+        """The common case without splitting the body into lines: send it whole; only a
+        refusal (400/413) splits it and goes down the bisecting path."""
+        result = await self._send(body, count)
+        if result is None:
+            return []
+        return await self._deliver(body.rstrip(b"\n").split(b"\n"), first=result)
+
+    async def _send(self, body: bytes, count: int) -> WriteResult | None:
+        """Send until stored (None) or refused as bad data / too large (that result)."""
         attempt = 0
         while True:
-            body = await asyncio.to_thread(gzip_body, lines) if len(lines) > 200 else gzip_body(lines)
+            compressed = await asyncio.to_thread(gzip.compress, body, 1) if count > 200 else gzip.compress(body, 1)
             started = time.perf_counter()
-            result = await self._client.write(body)
+            result = await self._client.write(compressed)
             self._metrics.write_latency.observe(time.perf_counter() - started)
             if result.outcome is Outcome.OK:
                 self._recovered()
-                return []
+                return None
             if result.outcome in (Outcome.REJECTED, Outcome.TOO_LARGE):
                 self._recovered()
-                if len(lines) == 1:
-                    if result.outcome is Outcome.TOO_LARGE:
-                        return [(lines[0], f"413 line too large for InfluxDB: {result.detail}")]
-                    return [(lines[0], f"{result.status} {result.detail}")]
-                mid = len(lines) // 2
-                return await self._deliver(lines[:mid]) + await self._deliver(lines[mid:])
+                return result
             if result.outcome is Outcome.NO_DATABASE:
                 try:
                     await self._client.ensure_database()
@@ -140,7 +144,19 @@ class InfluxWriter:
                 except CitywatchError as exc:
                     result = WriteResult(Outcome.RETRY, result.status, str(exc))
             attempt += 1
-            await self._backoff(attempt, result, len(lines))
+            await self._backoff(attempt, result, count)
+
+    async def _deliver(self, lines: list[bytes], first: WriteResult | None = None) -> list[tuple[bytes, str]]:
+        """Store `lines`; return the (line, reason) pairs InfluxDB refused as bad data."""
+        result = first if first is not None else await self._send(b"\n".join(lines) + b"\n", len(lines))
+        if result is None:
+            return []
+        if len(lines) == 1:
+            if result.outcome is Outcome.TOO_LARGE:
+                return [(lines[0], f"413 line too large for InfluxDB: {result.detail}")]
+            return [(lines[0], f"{result.status} {result.detail}")]
+        mid = len(lines) // 2
+        return await self._deliver(lines[:mid]) + await self._deliver(lines[mid:])
 
     def _recovered(self) -> None:
         if self._failing_since is not None:

@@ -39,7 +39,7 @@ from alerts.notify import Backoff, HubSubscription, Notification, NotificationHu
 from alerts.rules import (SEVERITIES, Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, Text,
                           Threshold, ThresholdRule, load_rules, parse_rule, parse_schedule, rule_to_dict)
 from alerts.store import AlertStore
-from alerts.window import Series, aggregate
+from alerts.window import Series
 
 log = logging.getLogger("citywatch.alerts")
 
@@ -97,6 +97,59 @@ class _Result:
 
 
 _NEXT_SEVERITY = {s: SEVERITIES[min(i + 1, len(SEVERITIES) - 1)] for i, s in enumerate(SEVERITIES)}
+_UNKNOWN = (None, None, None)
+
+
+class _CCond:
+    """A threshold-rule condition prepared for the per-reading hot path."""
+
+    __slots__ = ("c", "field", "agg", "approx", "win_ms", "need", "op", "want", "const", "param", "offset",
+                 "plain", "rkey")
+
+    def __init__(self, c: Cond, schedule: str | None):
+        self.c = c
+        self.field = c.field
+        self.agg = c.agg
+        # The rolling mean / energy mean is exact; numpy's (what alerts have always shown)
+        # can differ in the last bits, so it is only trusted for decisions far from the bound.
+        self.approx = c.agg in ("mean", "energy_mean")
+        self.win_ms = int((c.window or 0) * 1000)
+        # `_covered`: the samples must span min_coverage x the window (ms), same arithmetic
+        self.need = c.min_coverage * (c.window or 0) * 1000
+        self.op = c.op
+        self.want = c.want
+        t = c.threshold
+        self.const = t.value + t.offset if t is not None and t.value is not None else None
+        self.param = t.param if t is not None and t.param else None
+        self.offset = t.offset if t is not None else 0.0
+        # a {param, default} threshold without a baseline: the default when the param is unset
+        self.plain = (t.default + t.offset if t is not None and t.value is None and t.baseline is None
+                      and t.default is not None else None)
+        self.rkey = (c.agg, self.win_ms, schedule)  # one rolling cursor per window shape
+
+
+class _CRule:
+    """A threshold or stuck rule prepared for the hot path."""
+
+    __slots__ = ("rule", "id", "stuck", "schedule", "when", "clear", "approx", "win_ms", "need", "rkey")
+
+    def __init__(self, rule: ThresholdRule | StuckRule):
+        self.rule = rule
+        self.id = rule.id
+        self.stuck = isinstance(rule, StuckRule)
+        if isinstance(rule, StuckRule):
+            self.schedule = None
+            self.when = self.clear = ()
+            self.approx = False
+            self.win_ms = int(rule.window * 1000)
+            self.need = rule.min_coverage * rule.window * 1000
+            self.rkey = ("stuck", self.win_ms, None)
+        else:
+            self.schedule = rule.schedule or None
+            self.when = tuple(_CCond(c, self.schedule) for c in rule.when)
+            self.clear = tuple(_CCond(c, self.schedule) for c in rule.clear) if rule.clear else ()
+            self.approx = any(c.approx for c in (*self.when, *self.clear))
+            self.win_ms, self.need, self.rkey = 0, 0.0, None
 
 
 def _plain(v: Any) -> Any:
@@ -159,6 +212,8 @@ class AlertEngine:
                 rule_map[r.id] = r
             except CitywatchError as exc:
                 log.error("ignoring stored rule override: %s", exc)
+        self._sched_cache: dict[str, tuple[int, bool]] = {}
+        self._pstart_cache: dict[str, tuple[int, int]] = {}
         self._install_rules(rule_map)
 
         # Pending transaction (flushed at the end of each batch / tick / API call).
@@ -188,8 +243,17 @@ class AlertEngine:
                 by_event.setdefault((r.kind, r.event), []).append(r)
             elif isinstance(r, DeadmanRule):
                 deadman.setdefault(r.kind, []).append(r)
+        compiled = {r.id: _CRule(r) for rs in by_field.values() for r in rs}
+        index: dict[str, dict[str, list[_CRule]]] = {}
+        for (kind, f), rs in by_field.items():
+            index.setdefault(kind, {})[f] = [compiled[r.id] for r in rs]
         self.rules = dict(rules)
         self._by_field, self._by_event, self._deadman, self._windows = by_field, by_event, deadman, windows
+        self._field_index = index
+        self._todo: dict[tuple[str, tuple[str, ...]], list[_CRule]] = {}
+        for dev in getattr(self, "_devices", {}).values():  # cursors are per window shape
+            for s in dev.series.values():
+                s.rolls.clear()
 
     def list_rules(self) -> list[dict[str, Any]]:
         return [rule_to_dict(r) for r in sorted(self.rules.values(), key=lambda r: r.id)]
@@ -251,18 +315,40 @@ class AlertEngine:
     def _iso(self, ms: int | None) -> str | None:
         return None if ms is None else self._local(ms).isoformat(timespec="seconds")
 
+    def _minute_cacheable(self, minute: int) -> bool:
+        """Schedules switch at whole local minutes: within one UTC minute whose UTC offset is
+        constant and a whole number of minutes, every instant has the same local minute, so
+        schedule answers computed for one instant hold for the whole minute."""
+        a = self._local(minute * 60000).utcoffset()
+        b = self._local(minute * 60000 + 59999).utcoffset()
+        return a == b and a is not None and a.total_seconds() % 60 == 0
+
     def _schedule_active(self, schedule: str, ms: int) -> bool:
+        minute = ms // 60000
+        hit = self._sched_cache.get(schedule)
+        if hit is not None and hit[0] == minute:
+            return hit[1]
         start, end = parse_schedule(schedule)
         t = self._local(ms).time()
-        return start <= t < end if start < end else (t >= start or t < end)
+        active = start <= t < end if start < end else (t >= start or t < end)
+        if self._minute_cacheable(minute):
+            self._sched_cache[schedule] = (minute, active)
+        return active
 
     def _period_start(self, schedule: str, ms: int) -> int:
+        minute = ms // 60000
+        hit = self._pstart_cache.get(schedule)
+        if hit is not None and hit[0] == minute:
+            return hit[1]
         start, _ = parse_schedule(schedule)
         local = self._local(ms)
         cand = datetime.combine(local.date(), start, self._tz)
         if cand > local:
             cand = datetime.combine(local.date() - timedelta(days=1), start, self._tz)
-        return int(cand.timestamp() * 1000)
+        out = int(cand.timestamp() * 1000)
+        if self._minute_cacheable(minute):
+            self._pstart_cache[schedule] = (minute, out)
+        return out
 
     # ------------------------------------------------------------------ devices
     def _device_interval(self, device: str, kind: str) -> float | None:
@@ -324,38 +410,59 @@ class AlertEngine:
                 self._resolve(rule, dev, st, seen, value=0.0)
 
     def _reading(self, r: Reading) -> None:
-        self.stats["readings"] += 1
+        stats = self.stats
+        stats["readings"] += 1
+        ts = r.ts_ms
         dev = self._device(r.kind, r.site, r.device)
-        self._seen(dev, r.ts_ms)
-        if dev.watermark >= 0 and r.ts_ms < dev.watermark - self._late_ms:
-            self.stats["late_dropped"] += 1
+        self._seen(dev, ts)
+        wm = dev.watermark
+        if wm >= 0 and ts < wm - self._late_ms:
+            stats["late_dropped"] += 1
             return
-        advanced = r.ts_ms > dev.watermark
-        todo: dict[str, Rule] = {}
-        for f, v in r.values.items():
-            if f in r.quality:  # flagged data is stored but never judged
-                continue
-            rules = self._by_field.get((r.kind, f))
-            if rules is None:
-                continue
-            s = dev.series.get(f)
-            if s is None:
-                s = dev.series[f] = self._new_series(dev, f)
-            s.add(r.ts_ms, float(v))
-            dev.dirty.add(f)
-            if advanced:
-                for rule in rules:
-                    todo[rule.id] = rule
+        advanced = ts > wm
+        index = self._field_index.get(r.kind)
+        hit: list[str] = []
+        if index:
+            quality = r.quality
+            series = dev.series
+            for f, v in r.values.items():
+                if f not in index or (quality and f in quality):  # flagged data is never judged
+                    continue
+                s = series.get(f)
+                if s is None:
+                    s = series[f] = self._new_series(dev, f)
+                s.add(ts, float(v))
+                hit.append(f)
+            if hit:
+                dev.dirty.update(hit)
         if not advanced:
             return  # late or duplicate: windows updated, time does not go back
-        dev.watermark = r.ts_ms
+        dev.watermark = ts
         dev.meta_dirty = True
-        for rule in todo.values():
-            self.stats["evaluations"] += 1
-            if isinstance(rule, StuckRule):
-                self._eval_stuck(rule, dev, r.ts_ms)
+        if not hit:
+            return
+        key = (r.kind, tuple(hit))
+        todo = self._todo.get(key)
+        if todo is None:
+            todo = self._plan(key)
+        stats["evaluations"] += len(todo)
+        for cr in todo:
+            if cr.stuck:
+                self._eval_stuck(cr, dev, ts)
             else:
-                self._eval_threshold(rule, dev, r.ts_ms)
+                self._eval_threshold(cr, dev, ts)
+
+    def _plan(self, key: tuple[str, tuple[str, ...]]) -> list[_CRule]:
+        """The rules a reading with these (rule-indexed) fields evaluates, in index order."""
+        index = self._field_index[key[0]]
+        todo: dict[str, _CRule] = {}
+        for f in key[1]:
+            for cr in index[f]:
+                todo.setdefault(cr.id, cr)
+        if len(self._todo) >= 4096:
+            self._todo.clear()
+        out = self._todo[key] = list(todo.values())
+        return out
 
     # ------------------------------------------------------------------ conditions
     def _threshold(self, spec: Threshold, dev: _Device, t: int, series: Series | None) -> float | None:
@@ -367,9 +474,13 @@ class AlertEngine:
                 return float(p) + spec.offset
         if spec.baseline is not None and series is not None:
             b = spec.baseline
-            ts, v = series.window(t - int(b.window * 1000), t)
-            if self._covered(ts, b.window, b.min_coverage):
-                base = aggregate(b.agg, ts, v) * b.factor
+            wms = int(b.window * 1000)
+            roll = series.rolling((b.agg, wms, None), b.agg)
+            agg = roll.query(t - wms, t, b.min_coverage * b.window * 1000)
+            if agg is not None:
+                if b.agg == "mean":
+                    agg = roll.numpy_value()  # a threshold is shown in alerts: numpy's mean, as always
+                base = agg * b.factor
                 if spec.floor is not None:
                     base = max(base, spec.floor)
                 return base + spec.offset
@@ -388,23 +499,64 @@ class AlertEngine:
         typical = span / (n - 1)
         return span + typical >= min_coverage * window_s * 1000
 
-    def _cond(self, c: Cond, dev: _Device, t: int, shift: float, schedule: str | None) -> _Result:
+    def _cond(self, c: _CCond, dev: _Device, t: int, shift: float, schedule: str | None,
+              exact: bool = False) -> tuple[bool | None, Any, Any]:
+        """(active, value, threshold) of one condition at time t. The decision is always the
+        one numpy's aggregate gives; with `exact` the value is numpy's too (it goes into
+        alerts), otherwise a mean may be the (last-bits different) rolling one."""
         s = dev.series.get(c.field)
-        if s is None or not len(s):
-            return _Result(None)
-        if c.agg == "last":
-            last = s.last()
-            assert last is not None
-            value: float = last[1]
+        if s is None or len(s._ts) == s._lo:  # no samples
+            return _UNKNOWN
+        agg = c.agg
+        roll = None
+        if agg == "last":
+            value = s._v[-1]
         else:
-            start = t - int((c.window or 0) * 1000)
+            start = t - c.win_ms
             if schedule is not None:
                 start = max(start, self._period_start(schedule, t) - 1)
-            ts, v = s.window(start, t)
-            if c.agg != "count" and not self._covered(ts, c.window or 0, c.min_coverage):
-                return _Result(None)
-            value = aggregate(c.agg, ts, v) if len(v) else 0.0
-        return self._compare(c, value, dev, t, s, shift)
+            roll = s.rolls.get(c.rkey) or s.rolling(c.rkey, agg)
+            value = roll.query(start, t, c.need)
+            if value is None:
+                return _UNKNOWN
+            if c.approx and (exact or c.op == "outside" or roll.unsure()):
+                value = roll.numpy_value()
+                roll = None
+        op = c.op
+        if op == "is":
+            got = bool(value >= 0.5) if not isinstance(value, bool) else value
+            return (got == c.want, got, c.want)
+        if op == "outside":
+            res = self._compare(c.c, value, dev, t, s, shift)
+            return (res.active, res.value, res.threshold)
+        thr = c.const
+        if thr is None:  # `_threshold`, with its common cases inlined
+            p = None
+            if c.param is not None and self._registry is not None:
+                d = self._registry.get(dev.device)
+                if d is not None:
+                    p = d.params.get(c.param)
+            if p is not None and isinstance(p, (int, float)) and not isinstance(p, bool):
+                thr = float(p) + c.offset
+            elif c.plain is not None:
+                thr = c.plain
+            else:
+                assert c.c.threshold is not None
+                thr = self._threshold(c.c.threshold, dev, t, s)
+                if thr is None:
+                    return (None, value, None)
+        bound = thr - shift if op == "above" or op == "at_least" else thr + shift
+        if roll is not None and c.approx and abs(value - bound) <= (abs(value) + 1.0) * 1e-9:
+            value = roll.numpy_value()  # too close to call with the rolling value
+        if op == "above":
+            active = value > bound
+        elif op == "below":
+            active = value < bound
+        elif op == "at_least":
+            active = value >= bound
+        else:
+            active = value <= bound
+        return (active, value, thr)
 
     def _compare(self, c: Cond, value: Any, dev: _Device, t: int, s: Series | None, shift: float) -> _Result:
         if c.op == "is":
@@ -426,45 +578,76 @@ class AlertEngine:
                   "at_least": value >= thr - shift, "at_most": value <= thr + shift}[c.op]
         return _Result(active, value, thr)
 
-    def _all(self, conds: Sequence[Cond], dev: _Device, t: int, shift: float, schedule: str | None) -> _Result:
-        results = [self._cond(c, dev, t, shift, schedule) for c in conds]
-        first = results[0]
-        if any(r.active is False for r in results):
-            return _Result(False, first.value, first.threshold)
-        if any(r.active is None for r in results):
-            return _Result(None, first.value, first.threshold)
-        return _Result(True, first.value, first.threshold)
+    def _all(self, conds: Sequence[_CCond], dev: _Device, t: int, shift: float,
+             schedule: str | None, exact: bool = False) -> tuple[bool | None, Any, Any]:
+        """All conditions hold: False if any is False, else None if any is unknown; value and
+        threshold are the first condition's. Conditions have no side effects, so the first
+        False decides."""
+        first = None
+        unknown = False
+        for c in conds:
+            r = self._cond(c, dev, t, shift, schedule, exact)
+            if first is None:
+                first = r
+            if r[0] is False:
+                return (False, first[1], first[2])
+            if r[0] is None:
+                unknown = True
+        assert first is not None
+        return (None if unknown else True, first[1], first[2])
 
     # ------------------------------------------------------------------ rule kinds
-    def _eval_threshold(self, rule: ThresholdRule, dev: _Device, t: int) -> None:
-        if rule.schedule and not self._schedule_active(rule.schedule, t):
+    def _eval_threshold(self, cr: _CRule, dev: _Device, t: int) -> None:
+        rule: ThresholdRule = cr.rule  # type: ignore[assignment]
+        schedule = cr.schedule
+        if schedule and not self._schedule_active(schedule, t):
             st = self._rstate.get((rule.id, dev.device))
             if st is not None and (st.alert_id or st.pending_since is not None):
                 # Out of its schedule the rule does not hold: drop pending, resolve firing.
                 self._step(rule, dev, t, _Result(False), still=False, keep_s=0.0)
             return
-        res = self._all(rule.when, dev, t, 0.0, rule.schedule)
-        if res.active is None:
-            return
-        if rule.clear:
-            clr = self._all(rule.clear, dev, t, 0.0, rule.schedule)
-            still = None if clr.active is None else not clr.active
-        elif rule.hysteresis:
-            still = self._all(rule.when, dev, t, rule.hysteresis, rule.schedule).active
+        when = cr.when
+        if len(when) == 1:
+            active, value, thr = self._cond(when[0], dev, t, 0.0, schedule)
         else:
-            still = res.active
-        self._step(rule, dev, t, res, still=still, keep_s=rule.keep_firing_for,
+            active, value, thr = self._all(when, dev, t, 0.0, schedule)
+        if active is None:
+            return
+        st = self._rstate.get((rule.id, dev.device))
+        if not active and (st is None or (st.alert_id is None and st.pending_since is None and not st.consecutive)):
+            return  # idle and the condition does not hold: `_step` would change nothing
+        if cr.approx:  # something may happen: the values that go into alerts are numpy's
+            active, value, thr = self._all(when, dev, t, 0.0, schedule, True)
+            if active is None:
+                return
+        still: bool | None = active
+        if st is not None and st.alert_id and (cr.clear or rule.hysteresis):
+            # `still` only matters to a firing alert: evaluate clear / hysteresis just then
+            alert = self._active.get(st.alert_id)
+            if alert is not None and alert["state"] == "firing":
+                if cr.clear:
+                    clr = self._all(cr.clear, dev, t, 0.0, schedule, True)[0]
+                    still = None if clr is None else not clr
+                else:
+                    still = self._all(cr.when, dev, t, rule.hysteresis, schedule, True)[0]
+        self._step(rule, dev, t, _Result(active, value, thr), still=still, keep_s=rule.keep_firing_for,
                    for_s=rule.for_, consecutive=rule.consecutive)
 
-    def _eval_stuck(self, rule: StuckRule, dev: _Device, t: int) -> None:
+    def _eval_stuck(self, cr: _CRule, dev: _Device, t: int) -> None:
+        rule: StuckRule = cr.rule  # type: ignore[assignment]
         s = dev.series.get(rule.field)
         if s is None:
             return
-        ts, v = s.window(t - int(rule.window * 1000), t)
-        if len(v) < rule.min_samples or not self._covered(ts, rule.window, rule.min_coverage):
+        roll = s.rolls.get(cr.rkey) or s.rolling(cr.rkey, "stuck")
+        n = roll.sync(t - cr.win_ms, t)
+        if n < rule.min_samples or not roll.covered(cr.need):
             return
-        flat = float(v.max() - v.min()) <= rule.tolerance
-        self._step(rule, dev, t, _Result(flat, float(v[-1]), rule.tolerance), still=flat, keep_s=0.0)
+        flat = roll.max_minus_min() <= rule.tolerance  # type: ignore[attr-defined]
+        if not flat:
+            st = self._rstate.get((rule.id, dev.device))
+            if st is None or (st.alert_id is None and st.pending_since is None and not st.consecutive):
+                return  # idle and not flat: `_step` would change nothing
+        self._step(rule, dev, t, _Result(flat, roll.value("last"), rule.tolerance), still=flat, keep_s=0.0)
 
     def _attr(self, c: Cond, attrs: dict[str, Any], dev: _Device, t: int) -> _Result:
         v = attrs.get(c.field)

@@ -1,100 +1,122 @@
-"""Per-(device, field) sample buffers: fixed-capacity numpy rings kept in time order.
+"""Per-(device, field) sample buffers kept in time order, and incremental window aggregates.
 
-The arrays are twice the capacity so the live part is always one contiguous slice
-(`_ts[_lo:_hi]`): appends are O(1) amortised, a window is a `searchsorted` away, and
-memory per device is bounded by the capacity (oldest samples fall off).
+`Series` holds the samples in two flat `array.array`s (int64 timestamps, float64 values):
+the live part is `[_lo:]`; appends are O(1), the oldest samples fall off past the
+capacity and the dead head is cut off once it is as long as the capacity, so memory per
+series is bounded by about twice the capacity (16 bytes a sample). Samples have absolute
+indexes (`base` + position) that survive that compaction.
+
+`Rolling` is a cursor over one series for one sliding window `(start, end]`: it keeps
+running aggregates (exact sums, monotonic max/min deques, a sorted list for the median)
+and is moved forward in O(samples entering + leaving) per evaluation instead of searching
+and reducing the whole window each time. Anything that is not an append at the newest end
+(a late sample inserted in the middle, a re-delivered duplicate replacing a value) bumps
+the series' `epoch`, and every cursor on it recomputes from scratch on its next use.
+
+Sums are exact (samples scaled by 2**128 to Python ints), so a window mean is the
+correctly rounded mean of its samples whatever the order they came and went in - no
+drift. A sample that cannot be represented that way (NaN, inf, or a tiny value with bits
+below 2**-128) makes the cursor fall back to the numpy computation while it is in the
+window.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
+from bisect import bisect_left, bisect_right, insort
+from collections import deque
+from typing import Any
 
 import numpy as np
 
+_SCALE = 2.0 ** 128  # exact fixed-point scale for running sums
+_SHIFT = 128
+_DEN = [n << _SHIFT for n in range(8192)]  # the denominators of exact means, precomputed
+_MAX_DB = 3000.0  # 10 ** (L / 10) overflows a double beyond ~3083 dB
+
 
 class Series:
-    __slots__ = ("cap", "span_ms", "max_cap", "_ts", "_v", "_lo", "_hi")
+    __slots__ = ("cap", "span_ms", "max_cap", "_ts", "_v", "_lo", "base", "epoch", "rolls")
 
     def __init__(self, cap: int, *, span_ms: int = 0, max_cap: int | None = None):
         self.cap = max(4, int(cap))
         self.span_ms = span_ms  # the longest window asked of this series
         self.max_cap = max(self.cap, max_cap or self.cap)
-        self._ts = np.zeros(2 * self.cap, dtype=np.int64)
-        self._v = np.zeros(2 * self.cap, dtype=np.float64)
-        self._lo = 0
-        self._hi = 0
+        self._ts = array("q")
+        self._v = array("d")
+        self._lo = 0  # live samples are _ts[_lo:], _v[_lo:]
+        self.base = 0  # absolute index of _ts[0]
+        self.epoch = 0  # bumped on any change other than an append / dropping the oldest
+        self.rolls: dict[Any, Rolling] = {}
 
     def __len__(self) -> int:
-        return self._hi - self._lo
+        return len(self._ts) - self._lo
 
     @property
     def ts(self) -> np.ndarray:
-        return self._ts[self._lo:self._hi]
+        return np.frombuffer(self._ts[self._lo:], dtype=np.int64)
 
     @property
     def values(self) -> np.ndarray:
-        return self._v[self._lo:self._hi]
-
-    def _compact(self) -> None:
-        n = self._hi - self._lo
-        self._ts[:n] = self._ts[self._lo:self._hi]
-        self._v[:n] = self._v[self._lo:self._hi]
-        self._lo, self._hi = 0, n
+        return np.frombuffer(self._v[self._lo:], dtype=np.float64)
 
     def add(self, ts: int, value: float) -> bool:
         """Insert in time order; a sample with an existing timestamp replaces it (re-delivery
         is idempotent). Returns True when the sample is the newest."""
-        n = self._hi - self._lo
-        if n and ts <= self._ts[self._hi - 1]:
-            live_ts = self.ts
-            i = int(np.searchsorted(live_ts, ts))
-            if i < n and live_ts[i] == ts:
-                self._v[self._lo + i] = value
-                return i == n - 1
-            if n >= self.cap and i == 0:
+        tsa = self._ts
+        lo = self._lo
+        hi = len(tsa)
+        if hi > lo and ts <= tsa[-1]:
+            i = bisect_left(tsa, ts, lo, hi)
+            if tsa[i] == ts:
+                self._v[i] = value
+                self.epoch += 1
+                return i == hi - 1
+            if hi - lo >= self.cap and i == lo:
                 return False  # older than everything we keep
-            if self._hi == 2 * self.cap:
-                self._compact()
-            pos = self._lo + i
-            self._ts[pos + 1:self._hi + 1] = self._ts[pos:self._hi].copy()
-            self._v[pos + 1:self._hi + 1] = self._v[pos:self._hi].copy()
-            self._ts[pos], self._v[pos] = ts, value
-            self._hi += 1
-            if self._hi - self._lo > self.cap:
-                self._lo += 1
+            tsa.insert(i, ts)
+            self._v.insert(i, value)
+            self.epoch += 1
+            if hi + 1 - lo > self.cap:
+                self._lo = lo + 1
             return False
-        if n >= self.cap and self.cap < self.max_cap and ts - int(self._ts[self._lo]) < self.span_ms:
-            self._grow()
-        if self._hi == 2 * self.cap:
-            self._compact()
-        self._ts[self._hi], self._v[self._hi] = ts, value
-        self._hi += 1
-        if self._hi - self._lo > self.cap:
-            self._lo += 1
+        if hi - lo >= self.cap and self.cap < self.max_cap and ts - tsa[lo] < self.span_ms:
+            self.cap = min(self.max_cap, self.cap * 2)
+        tsa.append(ts)
+        self._v.append(value)
+        if hi + 1 - lo > self.cap:
+            lo += 1
+            if lo >= self.cap:  # cut the dead head off; absolute indexes stay valid
+                del tsa[:lo]
+                del self._v[:lo]
+                self.base += lo
+                lo = 0
+            self._lo = lo
         return True
 
-    def _grow(self) -> None:
-        n = self._hi - self._lo
-        cap = min(self.max_cap, self.cap * 2)
-        ts, v = np.zeros(2 * cap, dtype=np.int64), np.zeros(2 * cap, dtype=np.float64)
-        ts[:n], v[:n] = self.ts, self.values
-        self._ts, self._v, self._lo, self._hi, self.cap = ts, v, 0, n, cap
-
     def last(self) -> tuple[int, float] | None:
-        if self._hi == self._lo:
+        if len(self._ts) == self._lo:
             return None
-        return int(self._ts[self._hi - 1]), float(self._v[self._hi - 1])
+        return self._ts[-1], self._v[-1]
 
     def window(self, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        """Samples with start < ts <= end."""
-        ts = self.ts
-        a = int(np.searchsorted(ts, start_ms, side="right"))
-        b = int(np.searchsorted(ts, end_ms, side="right"))
-        return ts[a:b], self._v[self._lo + a:self._lo + b]
+        """Samples with start < ts <= end (numpy copies)."""
+        tsa = self._ts
+        a = bisect_right(tsa, start_ms, self._lo, len(tsa))
+        b = bisect_right(tsa, end_ms, a, len(tsa))
+        return np.frombuffer(tsa[a:b], dtype=np.int64), np.frombuffer(self._v[a:b], dtype=np.float64)
 
-    # -- persistence -------------------------------------------------------------------
+    def rolling(self, key: Any, agg: str) -> "Rolling":
+        """The cursor for `key` (one per window shape), made for aggregate `agg`."""
+        r = self.rolls.get(key)
+        if r is None:
+            r = self.rolls[key] = ROLLING[agg](self, agg)
+        return r
+
+    # -- persistence (the bytes of int64 / float64 arrays, oldest first) ----------------
     def dump(self) -> tuple[bytes, bytes]:
-        return self.ts.tobytes(), self.values.tobytes()
+        return self._ts[self._lo:].tobytes(), self._v[self._lo:].tobytes()
 
     @classmethod
     def load(cls, cap: int, ts: bytes, values: bytes, *, span_ms: int = 0, max_cap: int | None = None) -> "Series":
@@ -102,9 +124,382 @@ class Series:
         t = np.frombuffer(ts, dtype=np.int64)[-s.cap:]
         v = np.frombuffer(values, dtype=np.float64)[-s.cap:]
         n = min(len(t), len(v))
-        s._ts[:n], s._v[:n] = t[:n], v[:n]
-        s._hi = n
+        s._ts = array("q", t[:n].tobytes())
+        s._v = array("d", v[:n].tobytes())
         return s
+
+
+# ---------------------------------------------------------------------- rolling windows
+class Rolling:
+    """Samples with absolute index in [a, b) of one series: those with start < ts <= end at
+    the last `sync`. Subclasses keep the aggregates their `agg` needs."""
+
+    __slots__ = ("s", "agg", "a", "b", "start", "end", "epoch", "bad")
+
+    def __init__(self, s: Series, agg: str = "count"):
+        self.s = s
+        self.agg = agg
+        self.epoch = -1  # forces a recompute on first use
+        self.a = self.b = 0
+        self.start = self.end = 0
+        self.bad = 0  # samples in the window the fast aggregates cannot represent
+
+    def sync(self, start: int, end: int) -> int:
+        """Move the window to (start, end]; returns the number of samples in it."""
+        s = self.s
+        base = s.base
+        if self.epoch != s.epoch or start < self.start or end < self.end or self.a < base:
+            return self._reset(start, end)
+        tsa, va = s._ts, s._v
+        b = self.b
+        hi = base + len(tsa)
+        while b < hi and tsa[b - base] <= end:
+            self._add(va[b - base], b)
+            b += 1
+        a = self.a
+        lo = base + s._lo
+        if a < b and (a < lo or tsa[a - base] <= start):
+            while a < b and (a < lo or tsa[a - base] <= start):
+                self._rem(va[a - base])
+                a += 1
+            self.a = a
+            self._trimmed(a)
+        self.b = b
+        self.start, self.end = start, end
+        return b - a
+
+    def query(self, start: int, end: int, need: float) -> float | None:
+        """`self.agg` over (start, end], or None when the samples do not cover `need` ms
+        (`count` needs no coverage and is 0.0 on an empty window)."""
+        n = self.sync(start, end)
+        agg = self.agg
+        if agg == "count":
+            return float(n)
+        if not self.covered(need):
+            return None
+        return self.value(agg)
+
+    def _reset(self, start: int, end: int) -> int:
+        s = self.s
+        tsa, va, base = s._ts, s._v, s.base
+        i = bisect_right(tsa, start, s._lo, len(tsa))
+        j = bisect_right(tsa, end, i, len(tsa))
+        self._clear()
+        self.bad = 0
+        for k in range(i, j):
+            self._add(va[k], base + k)
+        self.a, self.b = base + i, base + j
+        self.start, self.end, self.epoch = start, end, s.epoch
+        return j - i
+
+    # hooks
+    def _clear(self) -> None:
+        pass
+
+    def _add(self, x: float, i: int) -> None:
+        pass
+
+    def _rem(self, x: float) -> None:
+        pass
+
+    def _trimmed(self, a: int) -> None:
+        pass
+
+    # window facts (valid after sync)
+    def first_ts(self) -> int:
+        return self.s._ts[self.a - self.s.base]
+
+    def last_ts(self) -> int:
+        return self.s._ts[self.b - 1 - self.s.base]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        s = self.s
+        i, j = self.a - s.base, self.b - s.base
+        return np.frombuffer(s._ts[i:j], dtype=np.int64), np.frombuffer(s._v[i:j], dtype=np.float64)
+
+    def covered(self, need: float) -> bool:
+        """The window's samples span at least `need` ms (see engine `_covered`)."""
+        n = self.b - self.a
+        if n < 2:
+            return False
+        s = self.s
+        base = s.base
+        span = s._ts[self.b - 1 - base] - s._ts[self.a - base]
+        typical = span / (n - 1)
+        return span + typical >= need
+
+    def value(self, agg: str) -> float:
+        """`agg` of the (non-empty) window; the same as `aggregate(agg, *self.arrays())`."""
+        s = self.s
+        base = s.base
+        if agg == "last":
+            return s._v[self.b - 1 - base]
+        if agg == "count":
+            return float(self.b - self.a)
+        if agg == "rate":
+            va, tsa = s._v, s._ts
+            span = (tsa[self.b - 1 - base] - tsa[self.a - base]) / 60000.0
+            return float((va[self.b - 1 - base] - va[self.a - base]) / span) if span > 0 else 0.0
+        if self.bad or agg not in self.fast:
+            return aggregate(agg, *self.arrays())
+        return self._value(agg)
+
+    fast: frozenset[str] = frozenset()
+
+    def numpy_value(self) -> float:
+        """The aggregate computed exactly as `aggregate` does (numpy, bit for bit)."""
+        return aggregate(self.agg, *self.arrays())
+
+    def unsure(self) -> bool:
+        """True when the fast value may be far from numpy's (see `_Sum`)."""
+        return False
+
+    def _value(self, agg: str) -> float:
+        raise NotImplementedError
+
+
+class _Sum(Rolling):
+    """Exact running sum. The mean it gives is the correctly rounded mean; numpy's pairwise
+    sum may differ in the last bits, by at most ~1e-14 of the mean when no sample is
+    negative (`unsure` otherwise)."""
+
+    __slots__ = ("sum", "neg")
+    fast = frozenset({"mean"})
+
+    def _clear(self) -> None:
+        self.sum = 0
+        self.neg = 0
+
+    def _add(self, x: float, i: int) -> None:
+        y = x * _SCALE
+        if y.is_integer():
+            self.sum += int(y)
+            if y < 0:
+                self.neg += 1
+        else:
+            self.bad += 1
+
+    def _rem(self, x: float) -> None:
+        y = x * _SCALE
+        if y.is_integer():
+            self.sum -= int(y)
+            if y < 0:
+                self.neg -= 1
+        else:
+            self.bad -= 1
+
+    def unsure(self) -> bool:
+        return self.neg > 0
+
+    def _value(self, agg: str) -> float:
+        return self.sum / ((self.b - self.a) << _SHIFT)
+
+    def query(self, start: int, end: int, need: float) -> float | None:
+        # `sync` + `covered` + `value` with the per-sample work inlined (the hot path)
+        s = self.s
+        base = s.base
+        tsa = s._ts
+        if self.epoch != s.epoch or start < self.start or end < self.end or self.a < base:
+            self._reset(start, end)
+            a, b = self.a, self.b
+        else:
+            va = s._v
+            b = self.b
+            hi = base + len(tsa)
+            total = self.sum
+            while b < hi and tsa[b - base] <= end:
+                y = va[b - base] * _SCALE
+                if y.is_integer():
+                    total += int(y)
+                    if y < 0:
+                        self.neg += 1
+                else:
+                    self.bad += 1
+                b += 1
+            a = self.a
+            lo = base + s._lo
+            while a < b and (a < lo or tsa[a - base] <= start):
+                y = va[a - base] * _SCALE
+                if y.is_integer():
+                    total -= int(y)
+                    if y < 0:
+                        self.neg -= 1
+                else:
+                    self.bad -= 1
+                a += 1
+            self.sum = total
+            self.a, self.b = a, b
+            self.start, self.end = start, end
+        n = b - a
+        if n < 2:
+            return None
+        span = tsa[b - 1 - base] - tsa[a - base]
+        if span + span / (n - 1) < need:
+            return None
+        if self.bad:
+            return aggregate(self.agg, *self.arrays())
+        return self.sum / _DEN[n] if n < 8192 else self.sum / (n << _SHIFT)
+
+
+class _Energy(Rolling):
+    """Running sum of 10 ** (L / 10) for the dB energy mean."""
+
+    __slots__ = ("sum",)
+    fast = frozenset({"energy_mean"})
+
+    def _clear(self) -> None:
+        self.sum = 0
+
+    def _add(self, x: float, i: int) -> None:
+        if x < _MAX_DB:
+            y = 10.0 ** (x / 10.0) * _SCALE
+            if y.is_integer():
+                self.sum += int(y)
+                return
+        self.bad += 1
+
+    def _rem(self, x: float) -> None:
+        if x < _MAX_DB:
+            y = 10.0 ** (x / 10.0) * _SCALE
+            if y.is_integer():
+                self.sum -= int(y)
+                return
+        self.bad -= 1
+
+    def _value(self, agg: str) -> float:
+        return float(10.0 * math.log10(self.sum / ((self.b - self.a) << _SHIFT)))
+
+    def query(self, start: int, end: int, need: float) -> float | None:
+        # `sync` + `covered` + `value` with the per-sample work inlined (the hot path)
+        s = self.s
+        base = s.base
+        tsa = s._ts
+        if self.epoch != s.epoch or start < self.start or end < self.end or self.a < base:
+            self._reset(start, end)
+            a, b = self.a, self.b
+        else:
+            va = s._v
+            b = self.b
+            hi = base + len(tsa)
+            total = self.sum
+            while b < hi and tsa[b - base] <= end:
+                x = va[b - base]
+                y = 10.0 ** (x / 10.0) * _SCALE if x < _MAX_DB else 0.5
+                if y.is_integer():
+                    total += int(y)
+                else:
+                    self.bad += 1
+                b += 1
+            a = self.a
+            lo = base + s._lo
+            while a < b and (a < lo or tsa[a - base] <= start):
+                x = va[a - base]
+                y = 10.0 ** (x / 10.0) * _SCALE if x < _MAX_DB else 0.5
+                if y.is_integer():
+                    total -= int(y)
+                else:
+                    self.bad -= 1
+                a += 1
+            self.sum = total
+            self.a, self.b = a, b
+            self.start, self.end = start, end
+        n = b - a
+        if n < 2:
+            return None
+        span = tsa[b - 1 - base] - tsa[a - base]
+        if span + span / (n - 1) < need:
+            return None
+        if self.bad:
+            return aggregate(self.agg, *self.arrays())
+        return float(10.0 * math.log10(self.sum / _DEN[n] if n < 8192 else self.sum / (n << _SHIFT)))
+
+
+class _MaxMin(Rolling):
+    """Monotonic deques of absolute indexes: the window max / min in O(1) amortised."""
+
+    __slots__ = ("mx", "mn")
+    fast = frozenset({"max", "min"})
+
+    def _clear(self) -> None:
+        self.mx: deque[int] = deque()
+        self.mn: deque[int] = deque()
+
+    def _add(self, x: float, i: int) -> None:
+        if x != x:  # NaN: numpy propagates it; leave that to the fallback
+            self.bad += 1
+            return
+        s = self.s
+        va, base = s._v, s.base
+        mx, mn = self.mx, self.mn
+        while mx and va[mx[-1] - base] <= x:
+            mx.pop()
+        mx.append(i)
+        while mn and va[mn[-1] - base] >= x:
+            mn.pop()
+        mn.append(i)
+
+    def _rem(self, x: float) -> None:
+        if x != x:
+            self.bad -= 1
+
+    def _trimmed(self, a: int) -> None:
+        mx, mn = self.mx, self.mn
+        while mx and mx[0] < a:
+            mx.popleft()
+        while mn and mn[0] < a:
+            mn.popleft()
+
+    def _value(self, agg: str) -> float:
+        s = self.s
+        return s._v[(self.mx[0] if agg == "max" else self.mn[0]) - s.base]
+
+    def max_minus_min(self) -> float:
+        """max - min of the (non-empty) window."""
+        if self.bad:
+            v = self.arrays()[1]
+            return float(v.max() - v.min())
+        s = self.s
+        va, base = s._v, s.base
+        return va[self.mx[0] - base] - va[self.mn[0] - base]
+
+
+class _Median(Rolling):
+    """A sorted copy of the window (bisect insert / delete)."""
+
+    __slots__ = ("srt",)
+    fast = frozenset({"median", "max", "min"})
+
+    def _clear(self) -> None:
+        self.srt: list[float] = []
+
+    def _add(self, x: float, i: int) -> None:
+        if x != x:
+            self.bad += 1
+        else:
+            insort(self.srt, x)
+
+    def _rem(self, x: float) -> None:
+        if x != x:
+            self.bad -= 1
+        else:
+            srt = self.srt
+            del srt[bisect_left(srt, x)]
+
+    def _value(self, agg: str) -> float:
+        srt = self.srt
+        if agg == "max":
+            return srt[-1]
+        if agg == "min":
+            return srt[0]
+        n = len(srt)
+        h = n // 2
+        return srt[h] if n % 2 else (srt[h - 1] + srt[h]) / 2
+
+
+ROLLING: dict[str, type[Rolling]] = {
+    "mean": _Sum, "energy_mean": _Energy, "max": _MaxMin, "min": _MaxMin, "stuck": _MaxMin,
+    "median": _Median, "count": Rolling, "rate": Rolling, "last": Rolling,
+}
 
 
 def aggregate(agg: str, ts: np.ndarray, v: np.ndarray) -> float:

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     devices_file: Path | None = None
     rules_dir: Path | None = None
     hj212_listen: str | None = None
+    # MQTT ingest processes sharing one subscription ($share/citywatch/...): paho parses
+    # packets in Python, so one process is one core. Opt-in: mosquitto 2.0 does not restore
+    # shared subscriptions from persistence, so after a broker restart it drops what is
+    # published before the workers subscribe again (see docs/scaling.md). 0 = one per core.
+    ingest_workers: int = Field(default=1, ge=0, le=64)
+    worker_index: int | None = None  # set inside an ingest worker process; not for users
     alerts_enabled: bool = True  # CW_ALERTS_ENABLED=false: ingest only (e.g. a second ingest node)
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
@@ -88,7 +94,16 @@ class Settings(BaseSettings):
 
     @property
     def spool_dir(self) -> Path:
+        """The main process's spool; each ingest worker has its own beside it."""
+        if self.worker_index is not None:
+            return self.data_dir / f"spool-mqtt-{self.worker_index}"
         return self.data_dir / "spool"
+
+    @property
+    def effective_ingest_workers(self) -> int:
+        import os
+
+        return self.ingest_workers or max(1, min(os.cpu_count() or 1, 4))
 
     @property
     def deadletter_path(self) -> Path:

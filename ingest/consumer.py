@@ -31,6 +31,10 @@ from ingest.types import Rejected, Sink
 log = logging.getLogger("citywatch.ingest.mqtt")
 
 SUBSCRIPTIONS = ("telemetry/#", "events/#")
+# With several ingest workers, one shared subscription: the broker splits the stream
+# between the workers' sessions. One worker subscribes plainly, because mosquitto 2.0
+# restores plain subscriptions from persistence after a restart but not shared ones.
+SHARE_GROUP = "citywatch"
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue for a week of downtime
 _PUBACK = struct.Struct("!BBH")  # fixed header 0x40, remaining length 2, packet id (MQTT 5: success)
 
@@ -51,13 +55,14 @@ class AckToken:
 
 class MqttConsumer:
     def __init__(self, *, settings: Settings, decoder: Decoder, sink: Sink, metrics: IngestMetrics,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, shared: bool = False) -> None:
         self._settings = settings
         self._decoder = decoder
         self._sink = sink
         self._metrics = metrics
         self._address = settings.mqtt
         self._client_id = client_id or settings.mqtt_client_id
+        self._filters = [f"$share/{SHARE_GROUP}/{t}" if shared else t for t in SUBSCRIPTIONS]
         self._generation = 0  # bumped on every disconnect: acks never cross connections
         self._draining = False
         self.connected = threading.Event()
@@ -107,7 +112,7 @@ class MqttConsumer:
             log.error("broker refused the connection: %s", reason_code)
             return
         # Subscribing again is harmless with a present session and needed without one.
-        client.subscribe([(t, SubscribeOptions(qos=1)) for t in SUBSCRIPTIONS])
+        client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._filters])
         self.connected.set()
         self._metrics.mqtt_connected.set(1)
         log.info("connected to broker (session present: %s)", flags.session_present)

@@ -28,6 +28,7 @@ from ingest.deadletters import DeadLetterStore
 from ingest.decode import Decoder
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
+from ingest.workers import PoolCollector, WorkerPool, worker_count
 from ingest.writer import InfluxWriter
 
 log = logging.getLogger("citywatch.service")
@@ -47,6 +48,22 @@ class Ingest:
     writer: InfluxWriter
     consumer: MqttConsumer | None
     extra_tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    workers: "WorkerPool | None" = None  # MQTT ingest in worker processes instead of `consumer`
+
+    @property
+    def mqtt_connected(self) -> bool | None:
+        """None when this process takes no MQTT input."""
+        if self.workers is not None:
+            return self.workers.connected
+        return None if self.consumer is None else self.consumer.connected.is_set()
+
+    @property
+    def backlog_lines(self) -> int:
+        return self.spool.backlog_lines + (self.workers.backlog_lines if self.workers is not None else 0)
+
+    @property
+    def writers_ok(self) -> bool:
+        return self.writer.healthy and (self.workers is None or self.workers.writers_ok)
 
     def close(self) -> None:
         self.spool.close()
@@ -68,7 +85,12 @@ def build_ingest(settings: Settings, *, mqtt: bool = True) -> Ingest:
     committer = Committer(spool=spool, deadletters=deadletters, stream=stream, metrics=metrics,
                           interval_s=settings.commit_interval_ms / 1000, max_items=settings.commit_max_messages,
                           on_commit=writer.notify)
-    consumer = MqttConsumer(settings=settings, decoder=decoder, sink=committer, metrics=metrics) if mqtt else None
+    # A worker process has its own session in the shared subscription; a single process
+    # keeps the plain session named by CW_MQTT_CLIENT_ID.
+    worker = settings.worker_index
+    client_id = settings.mqtt_client_id if worker is None else f"{settings.mqtt_client_id}-{worker}"
+    consumer = MqttConsumer(settings=settings, decoder=decoder, sink=committer, metrics=metrics,
+                            client_id=client_id, shared=worker is not None) if mqtt else None
     return Ingest(settings, registry, metrics, decoder, spool, deadletters, stream, committer, influx, writer,
                   consumer)
 
@@ -100,6 +122,10 @@ async def _report(ingest: Ingest, every_s: float = 30.0) -> None:
     while True:
         await asyncio.sleep(every_s)
         snap = ingest.metrics.snapshot()
+        if ingest.workers is not None:
+            for k, v in ingest.workers.totals().items():
+                snap[k] = snap.get(k, 0) + v
+            snap["citywatch_spool_backlog"] = ingest.backlog_lines
         summary = {k: snap.get(k, 0) for k in ("citywatch_received_total{source=mqtt}",
                                                  "citywatch_readings_accepted_total", "citywatch_rejected_total",
                                                  "citywatch_stored_total", "citywatch_spool_backlog")}
@@ -142,10 +168,14 @@ def _api_server(settings: Settings, ingest: Ingest, engine):
 
 async def run_service(settings: Settings, *, ingest: Ingest | None = None, started: asyncio.Event | None = None,
                       alerts: bool = True, api: bool = True, hj212_listen: str | None = None,
-                      mqtt: bool = True) -> None:
-    """Run until SIGTERM/SIGINT (or cancellation), then shut down in order:
+                      mqtt: bool = True, watch=None) -> None:
+    """Run until SIGTERM/SIGINT (or `watch(stop)` sets stop), then shut down in order:
     stop intake → commit and ack what is pending → flush the spool to InfluxDB (bounded)."""
-    ingest = ingest or build_ingest(settings, mqtt=mqtt)
+    workers = 0
+    if ingest is None:
+        workers = worker_count(settings) if mqtt and settings.worker_index is None else 1
+        # With several workers, MQTT ingest happens in their processes, not in this one.
+        ingest = build_ingest(settings, mqtt=mqtt and workers == 1)
     engine = None
     alert_tasks: list = []
     if alerts and settings.alerts_enabled:
@@ -154,6 +184,9 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
         # Subscribe before the first commit so that the engine sees every reading.
         engine, alert_tasks = build_alerting(settings, registry=ingest.registry, sink=ingest.committer,
                                              stream=ingest.stream.subscribe(max_batches=1024))
+    if workers > 1:
+        ingest.workers = WorkerPool(settings, count=workers, stream=ingest.stream if engine is not None else None)
+        ingest.metrics.registry.register(PoolCollector(ingest.workers))
     listen = hj212_listen or settings.hj212_listen
     gateway = _hj212_gateway(settings, ingest, listen) if listen else None
     server = _api_server(settings, ingest, engine) if api else None
@@ -166,11 +199,6 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
         await ingest.influx.ensure_database()
     except Exception as exc:  # InfluxDB down at start: keep accepting, the writer retries
         log.warning("InfluxDB not ready at start (%s); spooling until it is", exc)
-    ingest.committer.start()
-    if ingest.consumer is not None:
-        ingest.consumer.start()
-    log.info("citywatch running: data in %s, InfluxDB %s (%s), backlog %d lines", settings.data_dir,
-             settings.influx_url, settings.influx_api, ingest.spool.backlog_lines)
     try:
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(ingest.writer.run(), name="writer")
@@ -178,6 +206,18 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
                      tg.create_task(_report(ingest), name="report")]
             tasks += [tg.create_task(factory()) for factory in ingest.extra_tasks]
             tasks += [tg.create_task(coro, name="alerts") for coro in alert_tasks]
+            await asyncio.sleep(0)  # let the tasks subscribe to the stream before any commit
+            ingest.committer.start()
+            if ingest.consumer is not None:
+                ingest.consumer.start()
+            if ingest.workers is not None:
+                ingest.workers.start()
+            log.info("citywatch running: data in %s, InfluxDB %s (%s), backlog %d lines", settings.data_dir,
+                     settings.influx_url, settings.influx_api, ingest.spool.backlog_lines)
+            if ingest.workers is not None:
+                tasks.append(tg.create_task(ingest.workers.supervise(), name="workers"))
+            if watch is not None:
+                tasks.append(tg.create_task(watch(stop), name="watch"))
             if gateway is not None:
                 tasks.append(tg.create_task(gateway.serve(), name="hj212"))
                 await gateway.wait_ready()
@@ -196,6 +236,8 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
                 await api_task
             if ingest.consumer is not None:
                 ingest.consumer.drain()
+            if ingest.workers is not None:
+                await asyncio.to_thread(ingest.workers.stop)
             if gateway is not None:
                 for t in tasks:
                     if t.get_name() == "hj212":

@@ -15,14 +15,11 @@ router = APIRouter(tags=["health"])
                         "the writer is retrying. Readings keep being spooled while degraded.")
 async def health(ctx: CtxDep) -> Health:
     ingest = ctx.ingest
-    consumer = getattr(ingest, "consumer", None)
-    if consumer is None:
-        mqtt = "disabled"
-    else:
-        mqtt = "connected" if consumer.connected.is_set() else "disconnected"
+    connected = ingest.mqtt_connected  # this process's consumer, or every MQTT worker
+    mqtt = "disabled" if connected is None else "connected" if connected else "disconnected"
     influx_ok = await ingest.influx.ping()
-    writer_ok = bool(getattr(ingest.writer, "healthy", True))
+    writer_ok = ingest.writers_ok
     ok = influx_ok and writer_ok and mqtt != "disconnected"
     return Health(status="ok" if ok else "degraded", mqtt=mqtt, influx="ok" if influx_ok else "unreachable",
-                  spool_backlog=int(ingest.spool.backlog_lines), writer="ok" if writer_ok else "retrying",
+                  spool_backlog=int(ingest.backlog_lines), writer="ok" if writer_ok else "retrying",
                   alerts="running" if ctx.engine is not None else "disabled")

@@ -1,0 +1,261 @@
+"""MQTT ingest on every core: worker processes sharing one subscription.
+
+paho parses MQTT packets in Python, so one process ingests on one core at most. With
+`CW_INGEST_WORKERS` > 1, `citywatch run` starts that many worker processes; each runs the
+same pipeline as the single-process service (consumer → decode → committer → its own
+spool → writer) with its own persistent session `<client id>-<k>` in the shared
+subscription `$share/citywatch/...`, so the broker splits the stream between them and
+queues each worker's share while it is down.
+
+The main process keeps the alert engine, the API, the HJ 212 gateway and its own spool.
+Each worker forwards its validated readings over a pipe (after they are durable), and a
+counters snapshot every second. The pipe is the backpressure: when the alert engine
+falls behind, the worker's committer waits, exactly as in one process.
+
+A worker that dies is started again; if the main process dies, the kernel kills the
+workers (PR_SET_PDEATHSIG) — harmless, since nothing is acknowledged before it is on disk.
+The number of sessions never shrinks by itself: a session left without its worker would
+keep receiving its share of the stream, so the count is recorded in the data dir and the
+larger of that and the setting is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+from citywatch.model import Event, Reading
+from citywatch.settings import Settings
+from citywatch.stream import ValidatedStream
+
+log = logging.getLogger("citywatch.ingest.workers")
+_PR_SET_PDEATHSIG = 1
+
+
+def worker_count(settings: Settings) -> int:
+    """Configured workers, but never fewer than shared sessions that earlier runs created
+    (1 means the single process's plain session)."""
+    wanted = settings.effective_ingest_workers
+    record = settings.data_dir / "mqtt-sessions.json"
+    try:
+        before = int(json.loads(record.read_text())["sessions"])
+    except (FileNotFoundError, ValueError, KeyError):
+        before = 0
+    if before > 1 and wanted == 1:
+        log.warning("earlier runs used %d ingest workers with a shared subscription; keeping %d so that no "
+                    "session is left holding its share of the stream", before, before)
+    if before > wanted:
+        log.warning("%d MQTT ingest sessions exist from earlier runs; running %d workers instead of %d so that no "
+                    "session is left holding its share of the stream", before, before, wanted)
+    n = max(wanted, before)
+    if n != before:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"sessions": n}))
+        os.replace(tmp, record)
+    return n
+
+
+# -- the worker process -----------------------------------------------------------------
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the pipe's EOF still stops the worker
+        pass
+
+
+def _encode(readings, events) -> tuple[list, list]:
+    return ([(r.kind, r.site, r.device, r.ts_ms, r.values, r.seq, r.quality) for r in readings],
+            [(e.kind, e.site, e.device, e.ts_ms, e.type, e.attributes) for e in events])
+
+
+def _decode(readings, events) -> tuple[list[Reading], list[Event]]:
+    return [Reading(*r) for r in readings], [Event(*e) for e in events]
+
+
+def worker_main(index: int, conn: Connection, forward: bool, data_dir: str) -> None:
+    """Entry point of worker `index` (a spawned process; settings come from the environment)."""
+    _die_with_parent()
+    from citywatch.logs import setup_logging
+    from ingest.service import build_ingest, run_service
+
+    settings = Settings.load(worker_index=index, data_dir=data_dir)
+    setup_logging(settings.log_level, settings.log_format)
+    ingest = build_ingest(settings)
+    send_lock = threading.Lock()
+
+    def send(message) -> None:
+        with send_lock:
+            conn.send(message)
+
+    async def forward_stream() -> None:
+        sub = ingest.stream.subscribe(max_batches=64)
+        async for batch in sub:
+            await asyncio.to_thread(send, ("batch", *_encode(batch.readings, batch.events)))
+
+    async def report() -> None:
+        while True:
+            consumer = ingest.consumer
+            snap = {"connected": bool(consumer and consumer.connected.is_set()),
+                    "backlog": ingest.spool.backlog_lines, "writer_ok": bool(ingest.writer.healthy),
+                    **{k: v for k, v in ingest.metrics.snapshot().items() if k.endswith("_total")}}
+            await asyncio.to_thread(send, ("metrics", snap))
+            await asyncio.sleep(1.0)
+
+    async def watch_parent(stop: asyncio.Event) -> None:
+        # EOF on the pipe: the main process is gone (or closed it to stop us). A daemon
+        # thread, not the executor: a blocked executor thread would keep the worker from
+        # exiting after a normal stop.
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def wait() -> None:
+            _wait_eof(conn)
+            loop.call_soon_threadsafe(done.set)
+
+        threading.Thread(target=wait, name="cw-parent-watch", daemon=True).start()
+        await done.wait()
+        stop.set()
+
+    if forward:
+        ingest.extra_tasks.append(forward_stream)
+    ingest.extra_tasks.append(report)
+    asyncio.run(run_service(settings, ingest=ingest, alerts=False, api=False, watch=watch_parent))
+
+
+def _wait_eof(conn: Connection) -> None:
+    try:
+        while True:
+            conn.recv()
+    except (EOFError, OSError):
+        return
+
+
+# -- the main process's side ------------------------------------------------------------
+@dataclass
+class _Worker:
+    index: int
+    process: mp.process.BaseProcess | None = None
+    conn: Connection | None = None
+    snapshot: dict = field(default_factory=dict)
+    restarts: int = 0
+
+
+class WorkerPool:
+    def __init__(self, settings: Settings, *, count: int, stream: ValidatedStream | None) -> None:
+        self._settings = settings
+        self._stream = stream  # None: nobody in the main process needs the readings
+        self._ctx = mp.get_context("spawn")
+        self.workers = [_Worker(i) for i in range(count)]
+        self._stopping = False
+
+    def _start(self, w: _Worker) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        w.process = self._ctx.Process(target=worker_main, name=f"cw-ingest-{w.index}", daemon=False,
+                                      args=(w.index, child, self._stream is not None, str(self._settings.data_dir)))
+        w.process.start()
+        child.close()
+        w.conn = parent
+        threading.Thread(target=self._read, args=(w, parent), name=f"cw-worker-{w.index}-reader",
+                         daemon=True).start()
+
+    def start(self) -> None:
+        for w in self.workers:
+            self._start(w)
+        log.info("started %d MQTT ingest worker processes", len(self.workers))
+
+    def _read(self, w: _Worker, conn: Connection) -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            if message[0] == "batch" and self._stream is not None:
+                readings, events = _decode(message[1], message[2])
+                self._stream.publish(readings, events)  # blocks while the alert engine is behind
+            elif message[0] == "metrics":
+                w.snapshot = message[1]
+
+    async def supervise(self) -> None:
+        """Start a worker again when it dies (its session and spool are still there)."""
+        while True:
+            await asyncio.sleep(1.0)
+            for w in self.workers:
+                if self._stopping or w.process is None or w.process.is_alive():
+                    continue
+                w.restarts += 1
+                log.error("ingest worker %d exited with %s; starting it again", w.index, w.process.exitcode)
+                w.snapshot = {}
+                self._start(w)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM every worker (each commits, acks and flushes), then wait for them."""
+        self._stopping = True
+        for w in self.workers:
+            if w.process is not None and w.process.is_alive():
+                os.kill(w.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            if w.process is None:
+                continue
+            w.process.join(max(0.1, deadline - time.monotonic()))
+            if w.process.is_alive():
+                log.error("ingest worker %d did not stop in time; killing it", w.index)
+                w.process.kill()
+                w.process.join(5)
+            if w.conn is not None:
+                w.conn.close()
+
+    # -- what the API and logs read ----------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return all(w.snapshot.get("connected") for w in self.workers)
+
+    @property
+    def backlog_lines(self) -> int:
+        return sum(int(w.snapshot.get("backlog", 0)) for w in self.workers)
+
+    @property
+    def writers_ok(self) -> bool:
+        return all(w.snapshot.get("writer_ok", True) for w in self.workers)
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for w in self.workers:
+            for k, v in w.snapshot.items():
+                if k.endswith("_total"):
+                    out[k] = out.get(k, 0.0) + float(v)
+        return out
+
+
+class PoolCollector:
+    """Prometheus view of the workers' counters (summed), from their last snapshots."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        for key, value in sorted(self._pool.totals().items()):
+            name, _, labels = key.partition("{")
+            base = name.removeprefix("citywatch_").removesuffix("_total")
+            fam = CounterMetricFamily(f"citywatch_workers_{base}", f"{base}, summed over MQTT ingest workers",
+                                      labels=[kv.split("=")[0] for kv in labels.rstrip("}").split(",") if kv])
+            fam.add_metric([kv.split("=")[1] for kv in labels.rstrip("}").split(",") if kv], value)
+            yield fam
+        backlog = GaugeMetricFamily("citywatch_workers_spool_backlog", "Lines spooled by MQTT workers, not yet stored")
+        backlog.add_metric([], self._pool.backlog_lines)
+        yield backlog
+        up = GaugeMetricFamily("citywatch_workers_mqtt_connected", "1 while every MQTT worker is connected")
+        up.add_metric([], 1.0 if self._pool.connected else 0.0)
+        yield up

@@ -203,3 +203,30 @@ def test_deadletter_replay_after_registry_fix(mosquitto, influxd, tmp_path):
     listing = subprocess.run(cli + ["list", "--json"], env=svc.env, cwd=ROOT, capture_output=True, text=True)
     assert json.loads(listing.stdout) == []
     svc.stop()
+
+
+def test_two_ingest_workers_share_the_stream_and_survive_sigkill(mosquitto, influxd, tmp_path):
+    env = service_env(mqtt_url=mosquitto.url, influx_url=influxd.url, data_dir=tmp_path / "cw", database="workers",
+                      ingest_workers="2")
+    svc = ServiceProcess(env, tmp_path / "service.log").start()
+    svc.wait_log("started 2 MQTT ingest worker processes")
+    deadline = time.monotonic() + 20
+    while svc.log().count("connected to broker") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    thread, result = publish_in_background(mosquitto.port, readings(N_DEVICES, PER_DEVICE), "pub-workers")
+    assert wait_count(influxd.url, "workers", 3000, timeout=60) >= 3000
+    svc.kill()  # the main process; the kernel takes its workers with it
+    time.sleep(1.0)
+    svc.start()
+    thread.join(600)
+    assert "error" not in result, result.get("error")
+    assert wait_count(influxd.url, "workers", TOTAL, timeout=180) == TOTAL
+    time.sleep(1.0)
+    assert influx_count(influxd.url, "workers") == TOTAL
+    assert set(per_device_counts(influxd.url, "workers").values()) == {PER_DEVICE}
+    log = svc.log()
+    assert "as cw-workers-0" in log and "as cw-workers-1" in log
+    assert svc.stop() == 0
+    # Both workers' spools were drained by their own writers.
+    for k in (0, 1):
+        assert (tmp_path / "cw" / f"spool-mqtt-{k}").is_dir()

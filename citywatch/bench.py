@@ -62,22 +62,53 @@ def progress(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- /proc
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of one process, in seconds."""
+def _one_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the service's ingest workers, when it has them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process and its live descendants, in seconds."""
+    total = 0.0
+    for p in proc_tree(pid):
+        try:
+            total += _one_cpu_s(p)
+        except (OSError, ValueError):
+            if p == pid:
+                raise
+    return total
+
+
 def proc_peak_rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    """Sum of the peak RSS of a process and its live descendants."""
+    total = None
+    for p in proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total = (total or 0.0) + int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
 
 
 # --------------------------------------------------------------------------- processes
@@ -405,6 +436,7 @@ class Env:
     influx: Influx
     children: list[Child] = field(default_factory=list)
     jobs: list[PublishJob] = field(default_factory=list)
+    workers: int = 1  # CW_INGEST_WORKERS of the measured service
 
     @property
     def server_pids(self) -> tuple[int, int]:
@@ -421,7 +453,8 @@ def capacity_run(env: Env, tag: str, n: int, source: dict, *, baseline: bool = T
     mqtt_url, influx_url = env.mosquitto.url, env.influxd.url
     db_svc, db_base = f"cw_{tag}", f"base_{tag}"
     svc = env.track(service_child(env.root / tag / "service", mqtt_url=mqtt_url, influx_url=influx_url,
-                                  database=db_svc, client_id=f"bench-svc-{tag}"))
+                                  database=db_svc, client_id=f"bench-svc-{tag}",
+                                  extra={"CW_INGEST_WORKERS": str(env.workers)}))
     base = env.track(baseline_child(env.root / tag / "baseline", mqtt_url=mqtt_url, influx_url=influx_url,
                                     database=db_base, client_id=f"bench-base-{tag}")) if baseline else None
     progress(f"{tag}: creating the persistent sessions")
@@ -654,7 +687,7 @@ def run_bench(args, settings) -> int:
     try:
         mosq.start()
         infl.start()
-        env = Env(root, mosq, infl, Influx(infl.url))
+        env = Env(root, mosq, infl, Influx(infl.url), workers=int(getattr(args, "workers", None) or 1))
         # Capacity fleet: normal-day, 200 sites, timestamps ending an hour before now.
         per_s = SITES * (0.7 / 10 + 0.3 / 60)
         start = datetime.now(timezone.utc) - timedelta(seconds=n / per_s * 1.2 + 3600)
@@ -683,7 +716,7 @@ def run_bench(args, settings) -> int:
                                                                      "cpu_s_per_100k", "peak_rss_mb", "lost",
                                                                      "extra")}})
         result: dict[str, Any] = {
-            "mode": mode, "n_readings": n, "repeats": plan["repeats"],
+            "mode": mode, "n_readings": n, "repeats": plan["repeats"], "ingest_workers": env.workers,
             "readings_per_s": svc["readings_per_s"], "drain_readings_per_s": svc["drain_readings_per_s"],
             "lost": max(r["service"]["lost"] for r in runs), "extra": max(r["service"]["extra"] for r in runs),
             "baseline_readings_per_s": base["readings_per_s"],

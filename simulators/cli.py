@@ -33,7 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=None, help="cap on messages per second, all processes")
     parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same messages")
     parser.add_argument("--processes", type=int, default=1, help="publisher processes (load generator)")
-    parser.add_argument("--protocol", choices=["mqtt"], default="mqtt", help="transport (only mqtt for now)")
+    parser.add_argument("--protocol", choices=["mqtt", "hj212"], default="mqtt",
+                        help="mqtt (scenario fleets) or hj212 (dust monitors over TCP to the gateway)")
+    parser.add_argument("--hj212", metavar="HOST:PORT", default=None,
+                        help="with --protocol hj212: the gateway (default CW_HJ212_LISTEN or 127.0.0.1:9212)")
+    parser.add_argument("--packets", type=int, default=10, help="with --protocol hj212: packets per monitor")
+    parser.add_argument("--write-registry", metavar="FILE", default=None,
+                        help="with --protocol hj212: write the generated fleet's device registry (TOML)")
     parser.add_argument("--client-id", default="", help="client id prefix (default citywatch-sim-<pid>)")
     parser.add_argument("--max-inflight", type=int, default=10_000,
                         help=f"unacknowledged messages per process (<= {MAX_INFLIGHT_LIMIT})")
@@ -76,6 +82,15 @@ def run(args: argparse.Namespace, mqtt_url: str, *, out: TextIO = sys.stdout, er
         for name, description in describe_scenarios():
             print(f"{name:18} {description}", file=out)
         return 0
+    if getattr(args, "protocol", "mqtt") == "hj212":
+        import os
+        from pathlib import Path
+
+        from simulators.hj212 import run_hj212
+
+        args.hj212 = args.hj212 or os.environ.get("CW_HJ212_LISTEN")
+        devices = os.environ.get("CW_DEVICES_FILE")
+        return run_hj212(args, devices_file=Path(devices) if devices and not args.write_registry else None)
     try:
         spec = _spec(args, mqtt_url)
         bar = None if args.no_progress else ProgressLine(total=expected_messages(spec), stream=err)

@@ -50,9 +50,9 @@ SITES = 200                 # capacity fleet: 140 dust (10 s), 40 heating + 20 w
 PROBE_SITE = "SBENCH"
 ALERT_RULE = "heating_leak"  # fires on one reading (leak_detected is true), no `for`, no window
 
-QUICK = {"readings": 50_000, "repeats": 1, "live_s": 10.0, "rate": 5000.0, "scaling": ()}
+QUICK = {"readings": 50_000, "repeats": 1, "live_s": 10.0, "rate": 5000.0, "scaling": (), "hj212": (200, 5)}
 FULL = {"readings": 200_000, "repeats": 3, "live_s": 60.0, "rate": 5000.0,
-        "scaling": ((1_000, 100_000), (10_000, 100_000), (100_000, 100_000))}
+        "scaling": ((1_000, 100_000), (10_000, 100_000), (100_000, 100_000)), "hj212": (1_000, 20)}
 
 _T0 = time.monotonic()
 
@@ -657,6 +657,9 @@ def markdown(res: dict[str, Any]) -> str:
     out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     out.append(f"| vs baseline | {res['vs_baseline']}× | 1× |" if res["vs_baseline"] is not None
                else "| vs baseline | n/a | 1× |")
+    if res.get("hj212_readings_per_s") is not None:
+        out += ["", f"HJ 212 gateway: {res['hj212_monitors']:,} monitors, {res['hj212_answered']:,} packets answered, "
+                f"{f(res['hj212_readings_per_s'])} readings/s into InfluxDB, lost {res['hj212_lost']}"]
     if len(res.get("runs", [])) > 1:
         out += ["", "Capacity runs (service / baseline readings/s): " + "; ".join(
             f"{r['service']['readings_per_s']:,} / {r['baseline']['readings_per_s']:,}" for r in res["runs"])]
@@ -672,6 +675,53 @@ def markdown(res: dict[str, Any]) -> str:
 def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda r: r[key]["readings_per_s"] or 0)
     return ordered[len(ordered) // 2][key]
+
+
+def hj212_run(env: "Env", monitors: int, packets_each: int) -> dict[str, Any]:
+    """HJ 212 mode: `monitors` TCP connections to the gateway inside the service, each
+    sending `packets_each` real-time packets (Flag=5, each waiting for its durable CN=9014
+    answer). readings/s = packets answered / seconds from the first connection until all
+    are queryable in InfluxDB."""
+    from citywatch.servers import free_port
+    from ingest.hj212.testing import fleet_registry, run_fleet
+    from simulators.hj212 import registry_toml
+
+    import asyncio
+
+    root = env.root / "hj212"
+    root.mkdir(parents=True, exist_ok=True)
+    registry = fleet_registry(monitors)
+    (root / "devices.toml").write_text(registry_toml(registry), encoding="utf-8")
+    port = free_port()
+    db = "hj212"
+    svc = env.track(service_child(root / "service", mqtt_url=env.mosquitto.url, influx_url=env.influxd.url,
+                                  database=db, client_id="bench-svc-hj212",
+                                  extra={"CW_DEVICES_FILE": str(root / "devices.toml"),
+                                         "CW_HJ212_LISTEN": f"127.0.0.1:{port}",
+                                         "CW_INGEST_WORKERS": str(env.workers)}))
+    svc.start()
+    try:
+        svc.wait_log("HJ 212 gateway listening")
+        progress(f"hj212: {monitors:,} monitors x {packets_each} packets")
+        t0 = time.monotonic()
+        result = asyncio.run(run_fleet("127.0.0.1", port, monitors=monitors, packets_each=packets_each,
+                                       registry=registry))
+        expected = result.answered
+        counted = 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            series = env.influx.query(db, 'SELECT count("pm10") FROM "dust"')
+            rows = (series[0].get("series") or [{}])[0].get("values") if series else None
+            counted = int(rows[0][1]) if rows else 0
+            if counted >= expected:
+                break
+            time.sleep(0.1)
+        elapsed = time.monotonic() - t0
+    finally:
+        svc.stop()
+    return {"hj212_monitors": monitors, "hj212_packets": result.sent, "hj212_answered": result.answered,
+            "hj212_lost": max(0, result.answered - counted), "hj212_errors": len(result.errors),
+            "hj212_readings_per_s": round(counted / elapsed, 1) if elapsed else None}
 
 
 def run_bench(args, settings) -> int:
@@ -705,6 +755,7 @@ def run_bench(args, settings) -> int:
         assert svc_child is not None
         live = live_latency(env, f"cw_run{plan['repeats']}", seconds=live_s, rate=plan["rate"], tag="live")
         svc_child.stop()
+        hj = hj212_run(env, *plan["hj212"])
         scaling = []
         for devices, n_scale in plan["scaling"]:
             progress(f"scaling: {devices:,} devices, {n_scale:,} readings")
@@ -727,7 +778,7 @@ def run_bench(args, settings) -> int:
             "cpu_s_per_100k": svc["cpu_s_per_100k"], "peak_rss_mb": svc["peak_rss_mb"],
             "baseline_cpu_s_per_100k": base["cpu_s_per_100k"], "baseline_peak_rss_mb": base["peak_rss_mb"],
             "broker_cpu_s_per_100k": svc["broker_cpu_s_per_100k"], "influx_cpu_s_per_100k": svc["influx_cpu_s_per_100k"],
-            **live,
+            **live, **hj,
             "runs": runs, "scaling": scaling,
             "scenario": f"{SCENARIO}, {SITES} sites (140 dust every 10 s, 40 heating + 20 water every 60 s)",
             "machine": machine_info(), "git_commit": git_commit(),

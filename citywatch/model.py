@@ -1,9 +1,11 @@
 """The values that flow through the pipeline.
 
 A `RawMessage` is what arrived (MQTT or HJ 212); decoding turns it into `Reading`s and
-`Event`s, or into a rejection with reasons. These are plain frozen dataclasses (slots) and
-not pydantic models because tens of thousands are made per second; pydantic validates
-the untrusted payload at the boundary (ingest.decode) before these are built.
+`Event`s, or into a rejection with reasons. These are plain slotted dataclasses, not
+pydantic models, because tens of thousands are made per second; pydantic validates the
+untrusted payload at the boundary (ingest.decode) before these are built. They are not
+`frozen=True` only because a frozen dataclass's constructor costs three times as much
+(it sets every field through `object.__setattr__`): treat them as immutable.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawMessage:
     """Bytes as received, before any validation."""
 
@@ -22,7 +24,7 @@ class RawMessage:
     source: str = "mqtt"  # mqtt | hj212 | replay
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reading:
     """One validated telemetry sample of one device at one instant (event time, UTC ms)."""
 
@@ -41,7 +43,7 @@ class Reading:
         return datetime.fromtimestamp(self.ts_ms / 1000, UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A discrete occurrence such as a vehicle leaving a site."""
 

@@ -47,6 +47,7 @@ class Decoder:
         self._max_future_ms = int(max_future_s * 1000)
         self._clock = clock
         self._lines = LineFormatter()
+        self._topics: dict[str, tuple[DeviceTopic | None, KindSpec | None, tuple[str, ...]]] = {}
         self._event_tags = frozenset(t for v in self._kinds.values() for t in v.spec.events)
         # One adapter for a single object and one for a batch array: choosing by the first
         # byte keeps error messages free of "not a valid array" noise from a union.
@@ -58,22 +59,37 @@ class Decoder:
                 (TypeAdapter(v.event), TypeAdapter(list[v.event])) if v.event is not None else None  # type: ignore[name-defined]
             )
 
+    def _judge_topic(self, text: str) -> tuple[DeviceTopic | None, KindSpec | None, tuple[str, ...]]:
+        """Parse a topic and check it against kinds and registry, once per distinct topic:
+        a fleet repeats the same few thousand topics millions of times."""
+        hit = self._topics.get(text)
+        if hit is not None:
+            return hit
+        try:
+            topic = DeviceTopic.parse(text)
+        except TopicError as exc:
+            hit = (None, None, (f"bad_topic: {exc}",))
+        else:
+            validators_ = self._kinds.get(topic.kind)
+            if validators_ is None:
+                hit = (None, None, (f"unknown_kind: {topic.kind!r} is not one of {sorted(self._kinds)}",))
+            else:
+                why = self._registry.check(topic.kind, topic.site, topic.device)
+                hit = (topic, validators_.spec, (why,) if why else ())
+        if len(self._topics) >= 100_000:
+            self._topics.clear()  # bounded: garbage topics must not grow memory
+        self._topics[text] = hit
+        return hit
+
     def decode(self, raw: RawMessage) -> Outcome:
         if len(raw.payload) > self._max_payload:
             return Rejected(raw, (f"payload_too_large: {len(raw.payload)} bytes > limit {self._max_payload}",))
-        try:
-            topic = DeviceTopic.parse(raw.topic)
-        except TopicError as exc:
-            return Rejected(raw, (f"bad_topic: {exc}",))
-        validators_ = self._kinds.get(topic.kind)
-        if validators_ is None:
-            return Rejected(raw, (f"unknown_kind: {topic.kind!r} is not one of {sorted(self._kinds)}",))
-        reasons: list[str] = []
-        why = self._registry.check(topic.kind, topic.site, topic.device)
-        if why:
-            reasons.append(why)
+        topic, spec, registry_reasons = self._judge_topic(raw.topic)
+        if topic is None:
+            return Rejected(raw, registry_reasons)
+        reasons = list(registry_reasons)
         if topic.channel == "telemetry":
-            return self._telemetry_outcome(raw, topic, validators_.spec, reasons)
+            return self._telemetry_outcome(raw, topic, spec, reasons)
         return self._event_outcome(raw, topic, reasons)
 
     # -- telemetry -----------------------------------------------------------------

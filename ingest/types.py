@@ -1,4 +1,5 @@
-"""The typed boundaries between ingest stages.
+"""The typed boundaries between ingest stages (slotted, not frozen, for construction speed
+on the hot path — see citywatch/model.py; treat them as immutable).
 
 An input (MQTT consumer, HJ 212 gateway, dead-letter replay) turns what it received into
 an `Outcome` — `Accepted` or `Rejected` — and hands it to the `Sink` together with a
@@ -16,7 +17,7 @@ from typing import Protocol
 from citywatch.model import Event, RawMessage, Reading
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Accepted:
     """Valid input: what will be stored (line protocol) and what the alert engine sees."""
 
@@ -26,7 +27,7 @@ class Accepted:
     lines: tuple[str, ...] = ()  # InfluxDB line protocol, one per reading/event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rejected:
     """Invalid input: the raw bytes and every reason, for the dead-letter store."""
 

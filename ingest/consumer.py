@@ -39,6 +39,49 @@ SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue for a week of dow
 _PUBACK = struct.Struct("!BBH")  # fixed header 0x40, remaining length 2, packet id (MQTT 5: success)
 
 
+class _BufferedSocket:
+    """A plain TCP socket read in large chunks for paho.
+
+    paho reads each packet's fixed header byte by byte (`recv(1)`) and then its body: three
+    or four system calls per message, each releasing and re-taking the GIL. With other
+    threads busy (committer, writer, alert engine) every re-take can wait for the switch
+    interval — a convoy that cost more than paho's own parsing. Serving those reads from
+    one 256 KiB `recv` removes the system calls; `pending()` tells paho's loop that bytes
+    are waiting without the socket being readable (the same hook paho uses for TLS).
+    """
+
+    __slots__ = ("_sock", "_buf", "_pos")
+
+    def __init__(self, sock) -> None:
+        self._sock, self._buf, self._pos = sock, b"", 0
+
+    def recv(self, n: int) -> bytes:
+        if self._pos >= len(self._buf):
+            self._buf, self._pos = self._sock.recv(262144), 0  # BlockingIOError passes through to paho
+            if not self._buf:
+                return b""
+        out = self._buf[self._pos:self._pos + n]
+        self._pos += len(out)
+        return out
+
+    def pending(self) -> int:
+        return len(self._buf) - self._pos
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+class _Client(mqtt.Client):
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        sock = self._sock
+        # Parse everything already read into user space before the next select().
+        while rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and isinstance(sock, _BufferedSocket) \
+                and sock.pending() > 0 and self._sock is sock:
+            rc = super().loop_read(1)
+        return rc
+
+
 class AckToken:
     """The `on_durable` callback of one MQTT message. The committer hands a whole group
     commit's tokens to `MqttConsumer.ack_many` (one socket write for all PUBACKs);
@@ -69,8 +112,8 @@ class MqttConsumer:
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5,
-                        manual_ack=True)
+        c = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5,
+                    manual_ack=True)
         a = self._address
         if a.username:
             c.username_pw_set(a.username, a.password)
@@ -111,6 +154,9 @@ class MqttConsumer:
         if reason_code.is_failure:
             log.error("broker refused the connection: %s", reason_code)
             return
+        sock = getattr(client, "_sock", None)
+        if sock is not None and not self._address.tls and type(sock).__name__ == "socket":
+            client._sock = _BufferedSocket(sock)  # plain TCP only; TLS sockets buffer already
         # Subscribing again is harmless with a present session and needed without one.
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._filters])
         self.connected.set()

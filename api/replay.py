@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
-from ingest.replay import redecoder
+from ingest.replay import redecode_pending, redecoder
 from ingest.types import Accepted
 
 _lock = threading.Lock()  # one replay at a time per process
@@ -47,21 +47,8 @@ def replay(ingest: Any, *, tz: str, dry_run: bool = False, timeout_s: float = 60
 def _replay(ingest: Any, *, tz: str, dry_run: bool, timeout_s: float) -> Result:
     store = ingest.deadletters
     decode = redecoder(ingest.settings, ingest.registry)  # HJ 212 letters to their decoder, others to MQTT's
-    ok_ids: list[int] = []
-    outcomes: list[Accepted] = []
-    still = 0
-    for letter in list(store.iter_pending()):
-        if letter.source == "influx":
-            still += 1  # refused by InfluxDB itself: our validation has nothing to re-run
-            continue
-        outcome = decode(letter.raw)
-        if isinstance(outcome, Accepted):
-            ok_ids.append(letter.id)
-            outcomes.append(replace(outcome, raw=replace(outcome.raw, source="replay")))
-        else:
-            still += 1
-            if not dry_run:
-                store.update_reasons(letter.id, outcome.reasons)
+    ok_ids, accepted, still = redecode_pending(store, decode, dry_run=dry_run)
+    outcomes = [replace(o, raw=replace(o.raw, source="replay")) for o in accepted]
     if dry_run or not outcomes:
         return Result(len(ok_ids), still)
     done = threading.Semaphore(0)

@@ -39,6 +39,20 @@ def find_binary(name: str, candidates: tuple[str, ...]) -> str:
     return path
 
 
+def _wait_http(url: str, ok_status: int, proc: subprocess.Popen, what: str, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(url, timeout=0.5).status_code == ok_status:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer {url} within {timeout}s")
+
+
 def _wait_tcp(port: int, proc: subprocess.Popen, what: str, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -167,17 +181,7 @@ class Influxd(_Server):
 
     def _ready(self, timeout: float) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"influxd exited: {self.log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"influxd did not answer /ping within {timeout}s")
+        _wait_http(f"{self.url}/ping", 204, self.proc, "influxd", timeout, self.log_path)
 
 
 @dataclass
@@ -198,17 +202,7 @@ class VictoriaMetrics(_Server):
 
     def _ready(self, timeout: float) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"victoria-metrics exited: {self.log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"victoria-metrics did not answer /health within {timeout}s")
+        _wait_http(f"{self.url}/health", 200, self.proc, "victoria-metrics", timeout, self.log_path)
 
     def count(self, series: str) -> int:
         """Samples stored for `series` (e.g. dust_pm10), duplicates removed by timestamp."""

@@ -43,9 +43,14 @@ def redecoder(settings: Settings, registry: Registry):
     return decode
 
 
-def replay_into(store: DeadLetterStore, decode, append_lines, *, dry_run: bool = False) -> ReplayResult:
-    accepted_ids: list[int] = []
-    lines: list[str] = []
+def redecode_pending(store: DeadLetterStore, decode, *, dry_run: bool = False
+                     ) -> tuple[list[int], list[Accepted], int]:
+    """Run every pending dead letter through `decode` again. Returns the ids that now
+    pass, their outcomes, and how many still fail (whose reasons are updated unless
+    `dry_run`). Marking the passing ones replayed is the caller's job, after they are
+    durable: a crash in between replays them twice, harmlessly."""
+    ok_ids: list[int] = []
+    outcomes: list[Accepted] = []
     still = 0
     for letter in list(store.iter_pending()):
         if letter.source == "influx":
@@ -53,16 +58,21 @@ def replay_into(store: DeadLetterStore, decode, append_lines, *, dry_run: bool =
             continue
         outcome = decode(letter.raw)
         if isinstance(outcome, Accepted):
-            accepted_ids.append(letter.id)
-            lines.extend(outcome.lines)
+            ok_ids.append(letter.id)
+            outcomes.append(outcome)
         else:
             still += 1
             if not dry_run:
                 store.update_reasons(letter.id, outcome.reasons)
-    if not dry_run and accepted_ids:
-        append_lines(lines)  # durable first, then mark: a crash in between replays twice, harmlessly
-        store.mark_replayed(accepted_ids, time.time_ns() // 1_000_000)
-    return ReplayResult(len(accepted_ids), still)
+    return ok_ids, outcomes, still
+
+
+def replay_into(store: DeadLetterStore, decode, append_lines, *, dry_run: bool = False) -> ReplayResult:
+    ok_ids, outcomes, still = redecode_pending(store, decode, dry_run=dry_run)
+    if not dry_run and ok_ids:
+        append_lines([line for o in outcomes for line in o.lines])  # durable first, then mark
+        store.mark_replayed(ok_ids, time.time_ns() // 1_000_000)
+    return ReplayResult(len(ok_ids), still)
 
 
 def replay_deadletters(settings: Settings, *, dry_run: bool = False) -> ReplayResult:

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 from ingest.replay import redecode_pending, redecoder
-from ingest.types import Accepted
 
 _lock = threading.Lock()  # one replay at a time per process
 

@@ -539,7 +539,11 @@ def live_latency(env: Env, db: str, *, seconds: float, rate: float, tag: str) ->
                             with lock:
                                 if ts in probe_sent and ts not in probe_seen:
                                     probe_seen[ts] = now
-                            since = max(since, ts)
+                # Only skip what is already seen: with several ingest workers, probes reach
+                # InfluxDB out of order, so the newest seen says nothing about older ones.
+                with lock:
+                    unseen = [t for t in probe_sent if t not in probe_seen]
+                    since = (min(unseen) - 1) if unseen else max(probe_sent, default=since)
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
             time.sleep(0.01)

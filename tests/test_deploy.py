@@ -94,11 +94,27 @@ def test_shipped_acl_lets_a_device_publish_only_to_its_own_topics(tmp_path):
         deadline = time.monotonic() + 5
         while not (dev.is_connected() and svc.is_connected()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        dev.publish("telemetry/dust/S0001/D00002", b"{}", qos=1).wait_for_publish(5)  # someone else's topic
-        dev.publish("alerts/S0001/D00001/fake", b"{}", qos=1).wait_for_publish(5)  # not a device's to write
-        dev.publish("telemetry/dust/S0001/D00001", b"{}", qos=1).wait_for_publish(5)  # its own
+        dev.reconnect_delay_set(0.1, 1)
+
+        def publish(topic: str) -> None:
+            # The broker accepts and silently drops a denied publish (MQTT 3.1.1); a rare
+            # connection reset right after connecting is retried rather than failing.
+            for _ in range(3):
+                deadline = time.monotonic() + 5
+                while not dev.is_connected() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                try:
+                    dev.publish(topic, b"{}", qos=1).wait_for_publish(5)
+                    return
+                except RuntimeError:
+                    continue
+            raise AssertionError(f"could not publish to {topic}")
+
+        publish("telemetry/dust/S0001/D00002")  # someone else's topic
+        publish("alerts/S0001/D00001/fake")  # not a device's to write
+        publish("telemetry/dust/S0001/D00001")  # its own
         assert got.wait(5)
         time.sleep(0.5)
         dev.loop_stop()
         svc.loop_stop()
-        assert received == ["telemetry/dust/S0001/D00001"]
+        assert set(received) == {"telemetry/dust/S0001/D00001"}  # a retried publish may repeat

@@ -52,6 +52,25 @@ def publish_in_background(port: int, messages, client_id: str) -> tuple[threadin
     return t, result
 
 
+def kill_mid_stream_then_count_all(svc: ServiceProcess, mosquitto, influxd, db: str, client_id: str) -> int:
+    """Publish TOTAL readings in the background, SIGKILL the service once part of the
+    stream is stored and more is in flight, restart it, and check that exactly every
+    reading arrives. Returns how many were stored when it was killed."""
+    thread, result = publish_in_background(mosquitto.port, readings(N_DEVICES, PER_DEVICE), client_id)
+    assert wait_count(influxd.url, db, 3000, timeout=60) >= 3000
+    svc.kill()
+    stored_at_kill = influx_count(influxd.url, db)
+    time.sleep(1.0)
+    svc.start()
+    thread.join(600)
+    assert "error" not in result, result.get("error")
+    assert wait_count(influxd.url, db, TOTAL, timeout=180) == TOTAL
+    time.sleep(1.0)
+    assert influx_count(influxd.url, db) == TOTAL
+    assert set(per_device_counts(influxd.url, db).values()) == {PER_DEVICE}
+    return stored_at_kill
+
+
 def test_20k_readings_from_20_devices_arrive_exactly_once(service, mosquitto, influxd):
     pub = Publisher(mosquitto.port, "pub-20k")
     assert pub.publish_all(readings(N_DEVICES, PER_DEVICE)) == TOTAL
@@ -65,19 +84,7 @@ def test_20k_readings_from_20_devices_arrive_exactly_once(service, mosquitto, in
 
 
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(service, mosquitto, influxd):
-    thread, result = publish_in_background(mosquitto.port, readings(N_DEVICES, PER_DEVICE), "pub-kill")
-    # Kill once part of the stream is stored and more is in flight.
-    assert wait_count(influxd.url, "e2e", 3000, timeout=60) >= 3000
-    service.kill()
-    stored_at_kill = influx_count(influxd.url, "e2e")
-    time.sleep(1.0)
-    service.start()
-    thread.join(600)
-    assert "error" not in result, result.get("error")
-    assert wait_count(influxd.url, "e2e", TOTAL, timeout=180) == TOTAL
-    time.sleep(1.0)
-    assert influx_count(influxd.url, "e2e") == TOTAL
-    assert set(per_device_counts(influxd.url, "e2e").values()) == {PER_DEVICE}
+    stored_at_kill = kill_mid_stream_then_count_all(service, mosquitto, influxd, "e2e", "pub-kill")
     assert stored_at_kill < TOTAL, "the kill happened after the stream had finished: the test proved nothing"
 
 
@@ -213,17 +220,8 @@ def test_two_ingest_workers_share_the_stream_and_survive_sigkill(mosquitto, infl
     deadline = time.monotonic() + 20
     while svc.log().count("connected to broker") < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    thread, result = publish_in_background(mosquitto.port, readings(N_DEVICES, PER_DEVICE), "pub-workers")
-    assert wait_count(influxd.url, "workers", 3000, timeout=60) >= 3000
-    svc.kill()  # the main process; the kernel takes its workers with it
-    time.sleep(1.0)
-    svc.start()
-    thread.join(600)
-    assert "error" not in result, result.get("error")
-    assert wait_count(influxd.url, "workers", TOTAL, timeout=180) == TOTAL
-    time.sleep(1.0)
-    assert influx_count(influxd.url, "workers") == TOTAL
-    assert set(per_device_counts(influxd.url, "workers").values()) == {PER_DEVICE}
+    # Killing the main process: the kernel takes its workers with it.
+    kill_mid_stream_then_count_all(svc, mosquitto, influxd, "workers", "pub-workers")
     log = svc.log()
     assert "as cw-workers-0" in log and "as cw-workers-1" in log
     assert svc.stop() == 0

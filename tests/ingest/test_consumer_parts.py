@@ -56,3 +56,93 @@ def test_acknowledgements_of_one_connection_go_out_together_in_order():
              (outcome, Token(group, 2)), (outcome, None), (outcome, Token(group, 3))]
     _acknowledge(items)
     assert group.calls == [[1, 2, 3]] and other.calls == [[7]] and plain == [True]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 127, n >> 7
+        out.append(byte | (128 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish_packet(topic: bytes, payload: bytes, *, qos: int = 1, mid: int = 1, props: bytes = b"") -> bytes:
+    """An MQTT 5 PUBLISH as a broker sends it."""
+    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"")
+    body += _varint(len(props)) + props + payload
+    return bytes([0x30 | (qos << 1)]) + _varint(len(body)) + body
+
+
+def buffered(data: bytes) -> tuple[_BufferedSocket, socket.socket]:
+    a, b = socket.socketpair()
+    a.sendall(data)
+    a.close()
+    buf = _BufferedSocket(b)
+    assert buf.read_more()
+    return buf, b
+
+
+def test_take_publishes_parses_qos0_and_qos1_with_properties_and_long_payloads():
+    big = b"x" * 300  # a two-byte remaining length
+    props = b"\x01\x01" + b"\x26\x00\x01k\x00\x01v"  # payload format + a user property
+    data = (publish_packet(b"telemetry/dust/S1/D1", b'{"a":1}', mid=7) + publish_packet(b"t/q0", b"zero", qos=0)
+            + publish_packet(b"telemetry/dust/S1/D2", big, mid=65535, props=props))
+    buf, sock = buffered(data)
+    try:
+        out: list = []
+        assert buf.take_publishes(out) is False  # stopped because the buffer is empty
+        assert out == [(b"telemetry/dust/S1/D1", b'{"a":1}', 7, 1), (b"t/q0", b"zero", 0, 0),
+                       (b"telemetry/dust/S1/D2", big, 65535, 1)]
+        assert buf.pending() == 0
+    finally:
+        sock.close()
+
+
+def test_take_publishes_stops_at_a_partial_packet_and_resumes_after_more_bytes():
+    first, second = publish_packet(b"a/b", b"one", mid=1), publish_packet(b"a/c", b"two" * 100, mid=2)
+    cut = len(first) + 5  # inside the second packet's topic
+    a, b = socket.socketpair()
+    try:
+        a.sendall((first + second)[:cut])
+        buf = _BufferedSocket(b)
+        assert buf.read_more()
+        out: list = []
+        assert buf.take_publishes(out) is True  # needs more bytes
+        assert out == [(b"a/b", b"one", 1, 1)] and buf.pending() == 5
+        a.sendall((first + second)[cut:])
+        assert buf.read_more()
+        assert buf.take_publishes(out) is False
+        assert out[1] == (b"a/c", b"two" * 100, 2, 1)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_take_publishes_leaves_other_packets_and_qos2_to_paho_untouched():
+    pingresp, suback = b"\xd0\x00", b"\x90\x04\x00\x01\x00\x01"
+    qos2 = publish_packet(b"a/b", b"exactly once", qos=2, mid=9)
+    for head in (pingresp, suback, qos2):
+        data = publish_packet(b"a/b", b"before", mid=3) + head + publish_packet(b"a/b", b"after", mid=4)
+        buf, sock = buffered(data)
+        try:
+            out: list = []
+            assert buf.take_publishes(out) is False
+            assert out == [(b"a/b", b"before", 3, 1)]
+            # paho reads the next packet byte by byte from exactly where the fast path stopped
+            assert buf.recv(len(head)) == head
+            assert buf.take_publishes(out) is False and out[-1] == (b"a/b", b"after", 4, 1)
+        finally:
+            sock.close()
+
+
+def test_take_publishes_hands_malformed_lengths_to_paho():
+    # A remaining length longer than four bytes, and a topic length past the packet end.
+    for bad in (b"\x32\xff\xff\xff\xff\x01", b"\x32\x03\x00\x09a"):
+        buf, sock = buffered(bad + b"\x00" * 16)
+        try:
+            out: list = []
+            assert buf.take_publishes(out) is False and out == []
+            assert buf.recv(1) == bad[:1]  # nothing was consumed
+        finally:
+            sock.close()

@@ -43,7 +43,13 @@ class Settings(BaseSettings):
     # shared subscriptions from persistence, so after a broker restart it drops what is
     # published before the workers subscribe again (see docs/scaling.md). 0 = one per core.
     ingest_workers: int = Field(default=1, ge=0, le=64)
+    # With one ingest worker, MQTT ingest (paho, decode, spool, acks, InfluxDB writer) still
+    # runs in a child process of its own, with the plain session named by CW_MQTT_CLIENT_ID,
+    # so that it and the alert engine (with the API and the HJ 212 gateway, in the main
+    # process) each get a core. false: everything in one process.
+    ingest_process: bool = True
     worker_index: int | None = None  # set inside an ingest worker process; not for users
+    worker_shared: bool = True  # inside a worker: in the shared subscription (else the plain session)
     alerts_enabled: bool = True  # CW_ALERTS_ENABLED=false: ingest only (e.g. a second ingest node)
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None

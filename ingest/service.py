@@ -85,12 +85,12 @@ def build_ingest(settings: Settings, *, mqtt: bool = True) -> Ingest:
     committer = Committer(spool=spool, deadletters=deadletters, stream=stream, metrics=metrics,
                           interval_s=settings.commit_interval_ms / 1000, max_items=settings.commit_max_messages,
                           on_commit=writer.notify)
-    # A worker process has its own session in the shared subscription; a single process
-    # keeps the plain session named by CW_MQTT_CLIENT_ID.
-    worker = settings.worker_index
-    client_id = settings.mqtt_client_id if worker is None else f"{settings.mqtt_client_id}-{worker}"
+    # A worker process in the shared subscription has its own session; a single process, or
+    # the one ingest process beside the main one, keeps the plain session CW_MQTT_CLIENT_ID.
+    shared = settings.worker_index is not None and settings.worker_shared
+    client_id = f"{settings.mqtt_client_id}-{settings.worker_index}" if shared else settings.mqtt_client_id
     consumer = MqttConsumer(settings=settings, decoder=decoder, sink=committer, metrics=metrics,
-                            client_id=client_id, shared=worker is not None) if mqtt else None
+                            client_id=client_id, shared=shared) if mqtt else None
     return Ingest(settings, registry, metrics, decoder, spool, deadletters, stream, committer, influx, writer,
                   consumer)
 
@@ -171,11 +171,14 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
                       mqtt: bool = True, watch=None) -> None:
     """Run until SIGTERM/SIGINT (or `watch(stop)` sets stop), then shut down in order:
     stop intake → commit and ack what is pending → flush the spool to InfluxDB (bounded)."""
-    workers = 0
+    workers = 0  # MQTT ingest processes started by this one
     if ingest is None:
-        workers = worker_count(settings) if mqtt and settings.worker_index is None else 1
-        # With several workers, MQTT ingest happens in their processes, not in this one.
-        ingest = build_ingest(settings, mqtt=mqtt and workers == 1)
+        if mqtt and settings.worker_index is None:
+            workers = worker_count(settings)
+            if workers == 1 and not settings.ingest_process:
+                workers = 0
+        # With workers, MQTT ingest happens in their processes, not in this one.
+        ingest = build_ingest(settings, mqtt=mqtt and workers == 0)
     engine = None
     alert_tasks: list = []
     if alerts and settings.alerts_enabled:
@@ -184,8 +187,9 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
         # Subscribe before the first commit so that the engine sees every reading.
         engine, alert_tasks = build_alerting(settings, registry=ingest.registry, sink=ingest.committer,
                                              stream=ingest.stream.subscribe(max_batches=1024))
-    if workers > 1:
-        ingest.workers = WorkerPool(settings, count=workers, stream=ingest.stream if engine is not None else None)
+    if workers:
+        ingest.workers = WorkerPool(settings, count=workers, stream=ingest.stream if engine is not None else None,
+                                    shared=workers > 1)
         ingest.metrics.registry.register(PoolCollector(ingest.workers))
     listen = hj212_listen or settings.hj212_listen
     gateway = _hj212_gateway(settings, ingest, listen) if listen else None

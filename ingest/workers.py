@@ -1,7 +1,12 @@
-"""MQTT ingest on every core: worker processes sharing one subscription.
+"""MQTT ingest in processes of its own, beside the alert engine.
 
-paho parses MQTT packets in Python, so one process ingests on one core at most. With
-`CW_INGEST_WORKERS` > 1, `citywatch run` starts that many worker processes; each runs the
+Python runs one thread at a time per process, so MQTT ingest and the alert engine in one
+process share one core. By default (`CW_INGEST_PROCESS=true`, one worker) `citywatch run`
+starts one ingest process with the plain persistent session named by CW_MQTT_CLIENT_ID —
+to the broker exactly the session a single process would have — and keeps the alert
+engine, the API and the HJ 212 gateway in the main process: two cores.
+
+With `CW_INGEST_WORKERS` > 1, `citywatch run` starts that many worker processes; each runs the
 same pipeline as the single-process service (consumer → decode → committer → its own
 spool → writer) with its own persistent session `<client id>-<k>` in the shared
 subscription `$share/citywatch/...`, so the broker splits the stream between them and
@@ -82,13 +87,13 @@ def _decode(readings, events) -> tuple[list[Reading], list[Event]]:
     return [Reading(*r) for r in readings], [Event(*e) for e in events]
 
 
-def worker_main(index: int, conn: Connection, forward: bool, data_dir: str) -> None:
+def worker_main(index: int, conn: Connection, forward: bool, data_dir: str, shared: bool = True) -> None:
     """Entry point of worker `index` (a spawned process; settings come from the environment)."""
     _die_with_parent()
     from citywatch.logs import setup_logging
     from ingest.service import build_ingest, run_service
 
-    settings = Settings.load(worker_index=index, data_dir=data_dir)
+    settings = Settings.load(worker_index=index, worker_shared=shared, data_dir=data_dir)
     setup_logging(settings.log_level, settings.log_format)
     ingest = build_ingest(settings)
     send_lock = threading.Lock()
@@ -151,8 +156,10 @@ class _Worker:
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, *, count: int, stream: ValidatedStream | None) -> None:
+    def __init__(self, settings: Settings, *, count: int, stream: ValidatedStream | None,
+                 shared: bool = True) -> None:
         self._settings = settings
+        self._shared = shared  # False: one worker with the plain session (the default layout)
         self._stream = stream  # None: nobody in the main process needs the readings
         self._ctx = mp.get_context("spawn")
         self.workers = [_Worker(i) for i in range(count)]
@@ -161,7 +168,8 @@ class WorkerPool:
     def _start(self, w: _Worker) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
         w.process = self._ctx.Process(target=worker_main, name=f"cw-ingest-{w.index}", daemon=False,
-                                      args=(w.index, child, self._stream is not None, str(self._settings.data_dir)))
+                                      args=(w.index, child, self._stream is not None, str(self._settings.data_dir),
+                                            self._shared))
         w.process.start()
         child.close()
         w.conn = parent
@@ -171,7 +179,10 @@ class WorkerPool:
     def start(self) -> None:
         for w in self.workers:
             self._start(w)
-        log.info("started %d MQTT ingest worker processes", len(self.workers))
+        if self._shared:
+            log.info("started %d MQTT ingest worker processes", len(self.workers))
+        else:
+            log.info("started the MQTT ingest process")
 
     def _read(self, w: _Worker, conn: Connection) -> None:
         while True:

@@ -84,8 +84,25 @@ def test_20k_readings_from_20_devices_arrive_exactly_once(service, mosquitto, in
 
 
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(service, mosquitto, influxd):
+    # The default layout: MQTT ingest in a child process with the plain session; killing
+    # the main process takes the child with it (PR_SET_PDEATHSIG).
+    assert "started the MQTT ingest process" in service.log()
+    client_id = service.env["CW_MQTT_CLIENT_ID"]
+    assert f"as {client_id}" in service.log() and f"as {client_id}-0" not in service.log()
     stored_at_kill = kill_mid_stream_then_count_all(service, mosquitto, influxd, "e2e", "pub-kill")
     assert stored_at_kill < TOTAL, "the kill happened after the stream had finished: the test proved nothing"
+
+
+def test_one_process_layout_sigkill_mid_stream_loses_nothing(mosquitto, influxd, tmp_path):
+    env = service_env(mqtt_url=mosquitto.url, influx_url=influxd.url, data_dir=tmp_path / "cw", database="single",
+                      ingest_process="false")
+    svc = ServiceProcess(env, tmp_path / "service.log").start()
+    svc.wait_log("connected to broker")
+    assert "MQTT ingest process" not in svc.log()
+    stored_at_kill = kill_mid_stream_then_count_all(svc, mosquitto, influxd, "single", "pub-single")
+    assert stored_at_kill < TOTAL, "the kill happened after the stream had finished: the test proved nothing"
+    assert svc.stop() == 0
+    assert not (tmp_path / "cw" / "spool-mqtt-0").exists()  # everything went through the main spool
 
 
 def test_influxdb_down_for_60s_mid_stream_then_everything_arrives(service, mosquitto, influxd):

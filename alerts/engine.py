@@ -33,8 +33,10 @@ from zoneinfo import ZoneInfo
 
 from citywatch.errors import CitywatchError
 from citywatch.model import Event, Reading
+from citywatch.registry import Registry
 from citywatch.schema import kinds as load_kinds
 
+from alerts.guard import NEVER, Hot, Jump, cold_interval
 from alerts.notify import Backoff, HubSubscription, Notification, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
 from alerts.rules import (SEVERITIES, Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, Text,
                           Threshold, ThresholdRule, load_rules, parse_rule, parse_schedule, rule_to_dict)
@@ -77,6 +79,19 @@ class _RState:
         return self == _RState()
 
 
+class _Feed:
+    """One field of a device that rules read: its series (made on the first sample) and the
+    guard trackers (alerts/guard.py) its samples update."""
+
+    __slots__ = ("series", "lasts", "windows", "jumps")
+
+    def __init__(self, series: Series | None):
+        self.series = series
+        self.lasts: tuple[Hot, ...] = ()  # `last` conditions: only the newest sample counts
+        self.windows: tuple[Hot, ...] = ()  # windowed conditions
+        self.jumps: tuple[Jump, ...] = ()  # stuck rules
+
+
 @dataclass
 class _Device:
     kind: str
@@ -87,6 +102,14 @@ class _Device:
     series: dict[str, Series] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
     meta_dirty: bool = True
+    # Built by `AlertEngine._watch` for the rules of generation `rules_gen` and the registry
+    # entry `regdev` (its parameters move the bounds): per rule-indexed field its feed, per
+    # rule slot (`_CRule.slot`) its guard (a tuple of Hot for a threshold rule, a Jump for
+    # a stuck rule).
+    feeds: dict[str, _Feed] = field(default_factory=dict)
+    guards: list[Any] = field(default_factory=list)
+    rules_gen: int = -1
+    regdev: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +154,12 @@ class _CCond:
 class _CRule:
     """A threshold or stuck rule prepared for the hot path."""
 
-    __slots__ = ("rule", "id", "stuck", "schedule", "when", "clear", "approx", "win_ms", "need", "rkey")
+    __slots__ = ("rule", "id", "slot", "stuck", "schedule", "when", "clear", "approx", "win_ms", "need", "rkey")
 
     def __init__(self, rule: ThresholdRule | StuckRule):
         self.rule = rule
         self.id = rule.id
+        self.slot = 0  # index of the rule among its kind's (a device's guards are per slot)
         self.stuck = isinstance(rule, StuckRule)
         if isinstance(rule, StuckRule):
             self.schedule = None
@@ -196,6 +220,12 @@ class AlertEngine:
         self._hub = NotificationHub()
         self._hub_seq = 0
         self._event_now = -1
+        # One dict lookup per reading for the registry entry (Registry.get is that lookup).
+        self._registry_get: Callable[[str], Any] | None = (
+            None if registry is None else registry.devices.get if isinstance(registry, Registry) else registry.get)
+        # Skip idle rules that provably cannot hold (alerts/guard.py). Off only in tests
+        # that check the skipping changes no outcome.
+        self._use_guards = True
         self.stats = {"readings": 0, "events": 0, "late_dropped": 0, "evaluations": 0, "notifications": 0}
 
         notifiers = list(notifiers)
@@ -247,9 +277,16 @@ class AlertEngine:
         index: dict[str, dict[str, list[_CRule]]] = {}
         for (kind, f), rs in by_field.items():
             index.setdefault(kind, {})[f] = [compiled[r.id] for r in rs]
+        kind_rules: dict[str, list[_CRule]] = {}
+        for cr in compiled.values():
+            rs = kind_rules.setdefault(cr.rule.kind, [])
+            cr.slot = len(rs)
+            rs.append(cr)
         self.rules = dict(rules)
         self._by_field, self._by_event, self._deadman, self._windows = by_field, by_event, deadman, windows
         self._field_index = index
+        self._kind_rules = kind_rules
+        self._rules_gen = getattr(self, "_rules_gen", 0) + 1  # devices rebuild their guards
         self._todo: dict[tuple[str, tuple[str, ...]], list[_CRule]] = {}
         for dev in getattr(self, "_devices", {}).values():  # cursors are per window shape
             for s in dev.series.values():
@@ -276,6 +313,11 @@ class AlertEngine:
     def _load_state(self) -> None:
         self._rstate: dict[tuple[str, str], _RState] = {
             k: _RState.from_json(v) for k, v in self.store.load_rstate().items()}
+        # The same states by device, then rule id: a reading finds its device's in one lookup
+        # (most devices have none). Kept in step by `_state` and `_flush`.
+        self._device_states: dict[str, dict[str, _RState]] = {}
+        for (rule_id, device), st in self._rstate.items():
+            self._device_states.setdefault(device, {})[rule_id] = st
         self._active: dict[str, dict[str, Any]] = {}
         for row in self.store.load_active_alerts():
             row["value"] = json.loads(row["value"]) if row["value"] is not None else None
@@ -404,6 +446,8 @@ class AlertEngine:
         if seen > dev.last_seen:
             dev.last_seen = seen
             dev.meta_dirty = True
+        if dev.device not in self._device_states:
+            return  # no state, so no firing deadman alert to resolve
         for rule in self._deadman.get(dev.kind, ()):
             st = self._rstate.get((rule.id, dev.device))
             if st is not None and st.alert_id in self._active:
@@ -413,25 +457,44 @@ class AlertEngine:
         stats = self.stats
         stats["readings"] += 1
         ts = r.ts_ms
-        dev = self._device(r.kind, r.site, r.device)
+        dev = self._devices.get(r.device)
+        if dev is None or dev.kind != r.kind or dev.site != r.site:
+            dev = self._device(r.kind, r.site, r.device)
         self._seen(dev, ts)
         wm = dev.watermark
         if wm >= 0 and ts < wm - self._late_ms:
             stats["late_dropped"] += 1
             return
         advanced = ts > wm
-        index = self._field_index.get(r.kind)
+        regdev = self._registry_get(r.device) if self._registry_get is not None else None
+        if dev.rules_gen != self._rules_gen or dev.regdev is not regdev:
+            self._watch(dev, regdev)
+        feeds = dev.feeds  # the rule-indexed fields of the kind
         hit: list[str] = []
-        if index:
+        if feeds:
             quality = r.quality
-            series = dev.series
             for f, v in r.values.items():
-                if f not in index or (quality and f in quality):  # flagged data is never judged
+                if f not in feeds or (quality and f in quality):  # flagged data is never judged
                     continue
-                s = series.get(f)
+                feed = feeds[f]
+                s = feed.series
                 if s is None:
-                    s = series[f] = self._new_series(dev, f)
-                s.add(ts, float(v))
+                    s = feed.series = dev.series[f] = self._new_series(dev, f)
+                x = float(v)
+                if feed.jumps:
+                    prev = s.last()
+                    newest = s.add(ts, x)
+                    for jump in feed.jumps:
+                        jump.appended(s, prev, ts, x)
+                else:
+                    newest = s.add(ts, x)
+                # Hot.seen, inlined: a sample outside [lo, hi] could make the condition hold
+                if newest:
+                    for h in feed.lasts:
+                        h.ts = NEVER if h.lo <= x <= h.hi else ts
+                for h in feed.windows:
+                    if ts > h.ts and not h.lo <= x <= h.hi:
+                        h.ts = ts
                 hit.append(f)
             if hit:
                 dev.dirty.update(hit)
@@ -446,11 +509,62 @@ class AlertEngine:
         if todo is None:
             todo = self._plan(key)
         stats["evaluations"] += len(todo)
+        states = self._device_states.get(dev.device)
+        guards = dev.guards if self._use_guards else None
         for cr in todo:
+            st = states.get(cr.id) if states is not None else None
+            if guards is not None and (
+                    st is None or (st.alert_id is None and st.pending_since is None and not st.consecutive)):
+                # Idle, so evaluating a rule that cannot hold now would change nothing (the
+                # same test as in _eval_*): skip it when its guard proves that cheaply.
+                guard = guards[cr.slot]
+                if cr.stuck:
+                    if guard.not_flat(dev.series[cr.rule.field], ts):
+                        continue
+                else:
+                    for h in guard:  # all conditions must hold: one that cannot is enough
+                        if h.ts <= ts - h.span:
+                            break
+                    else:
+                        if cr.schedule is None or self._schedule_active(cr.schedule, ts):
+                            self._eval_threshold(cr, dev, ts)
+                    continue
             if cr.stuck:
                 self._eval_stuck(cr, dev, ts)
             else:
                 self._eval_threshold(cr, dev, ts)
+
+    def _watch(self, dev: _Device, regdev: Any) -> None:
+        """(Re)build the device's feeds and guards (alerts/guard.py) for the current rules
+        and its registry entry `regdev`, starting the trackers from the samples kept."""
+        params = regdev.params if regdev is not None else {}
+        feeds = {f: _Feed(dev.series.get(f)) for f in self._field_index.get(dev.kind, ())}
+        hots: dict[tuple[str, tuple[float, float], int | None], Hot] = {}  # shared by equal conditions
+        guards: list[Any] = []
+        for cr in self._kind_rules.get(dev.kind, ()):
+            if cr.stuck:
+                feed = feeds[cr.rule.field]  # type: ignore[union-attr]
+                jump = Jump(cr.rule.tolerance, cr.win_ms).scan(feed.series)  # type: ignore[union-attr]
+                feed.jumps += (jump,)
+                guards.append(jump)
+                continue
+            mine = []
+            for c in cr.when:
+                interval = cold_interval(c.c, params)
+                if interval is None:
+                    continue  # no data-independent bound: this condition never rules the rule out
+                span = None if c.agg == "last" else c.win_ms
+                h = hots.get((c.field, interval, span))
+                if h is None:
+                    feed = feeds[c.field]
+                    h = hots[(c.field, interval, span)] = Hot(*interval, span).scan(feed.series)
+                    if h.last:
+                        feed.lasts += (h,)
+                    else:
+                        feed.windows += (h,)
+                mine.append(h)
+            guards.append(tuple(mine))
+        dev.feeds, dev.guards, dev.rules_gen, dev.regdev = feeds, guards, self._rules_gen, regdev
 
     def _plan(self, key: tuple[str, tuple[str, ...]]) -> list[_CRule]:
         """The rules a reading with these (rule-indexed) fields evaluates, in index order."""
@@ -711,6 +825,7 @@ class AlertEngine:
         st = self._rstate.get(key)
         if st is None:
             st = self._rstate[key] = _RState()
+            self._device_states.setdefault(device, {})[rule_id] = st
         return st
 
     def _step(self, rule: Rule, dev: _Device, t: int, res: _Result, *, still: bool | None, keep_s: float,
@@ -910,6 +1025,11 @@ class AlertEngine:
                 st = self._rstate.get(key)
                 if st is not None and st.is_idle():
                     self._rstate.pop(key, None)
+                    states = self._device_states.get(key[1])
+                    if states is not None:
+                        states.pop(key[0], None)
+                        if not states:
+                            del self._device_states[key[1]]
                     st = None
                 tx.put_rstate(key[0], key[1], asdict(st) if st is not None else None)
             for name, event, aid, payload, t in self._outbox:

@@ -100,6 +100,10 @@ class Series:
             return None
         return self._ts[-1], self._v[-1]
 
+    def oldest_ts(self) -> int:
+        """Timestamp of the oldest sample kept (the series must not be empty)."""
+        return self._ts[self._lo]
+
     def window(self, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
         """Samples with start < ts <= end (numpy copies)."""
         tsa = self._ts

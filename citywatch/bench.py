@@ -706,6 +706,7 @@ def hj212_run(env: "Env", monitors: int, packets_each: int) -> dict[str, Any]:
     svc.start()
     try:
         svc.wait_log("HJ 212 gateway listening")
+        svc.wait_log("connected to broker")  # the MQTT ingest process has started too: the box is quiet
         progress(f"hj212: {monitors:,} monitors x {packets_each} packets")
         t0 = time.monotonic()
         result = asyncio.run(run_fleet("127.0.0.1", port, monitors=monitors, packets_each=packets_each,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 
 from citywatch.errors import SpoolError
 from citywatch.stream import ValidatedStream
@@ -123,19 +124,13 @@ class Committer:
     def commit(self, items: list[tuple[Outcome, DurableCallback | None]]) -> None:
         """Make `items` durable, then call their callbacks in order. Public for tests and replay."""
         started = time.perf_counter()
-        lines: list[str] = []
+        # Split with comprehensions, without per-item dict work: a group holds thousands.
+        outcomes = [outcome for outcome, _ in items]
+        accepted = [o for o in outcomes if o.__class__ is Accepted]
         rejected: list[tuple] = []
-        readings: list = []
-        events: list = []
-        by_source: dict[str, int] = {}
-        for outcome, _ in items:
-            by_source[outcome.raw.source] = by_source.get(outcome.raw.source, 0) + 1
-            if isinstance(outcome, Accepted):
-                lines.extend(outcome.lines)
-                readings.extend(outcome.readings)
-                events.extend(outcome.events)
-            else:
-                rejected.append((outcome.raw, outcome.reasons))
+        if len(accepted) != len(outcomes):
+            rejected = [(o.raw, o.reasons) for o in outcomes if o.__class__ is not Accepted]
+        lines = [line for o in accepted for line in o.lines]
         if lines:
             self._spool.append(lines)
         if rejected:
@@ -147,7 +142,7 @@ class Committer:
                       (time.perf_counter() - started) * 1000)
         m.commits.inc()
         m.commit_latency.observe(time.perf_counter() - started)
-        for source, n in by_source.items():
+        for source, n in Counter([o.raw.source for o in outcomes]).items():
             m.received.labels(source).inc(n)
         m.accepted_readings.inc(len(lines))
         m.rejected.inc(len(rejected))
@@ -158,25 +153,36 @@ class Committer:
                 log.warning("rejected message on %s: %s", raw.topic[:200], "; ".join(reasons)[:500])
         if self._on_commit is not None and lines:
             self._on_commit(len(lines))
-        if self._stream is not None and (readings or events) and self._stream.has_subscribers:
-            self._stream.publish(readings, events)
+        if self._stream is not None and self._stream.has_subscribers:  # collected only for a listener
+            readings = [r for o in accepted for r in o.readings]
+            events = [e for o in accepted for e in o.events]
+            if readings or events:
+                self._stream.publish(readings, events)
 
 
 def _acknowledge(items: list[tuple[Outcome, DurableCallback | None]]) -> None:
     """Call each callback once, in order; callbacks of one group (an MQTT connection's
     `AckToken`s) are handed over together so that their acks go out in one write."""
     groups: dict[int, tuple[object, list]] = {}
+    # A group commit's tokens mostly come from one connection: remember the last group.
+    last_group: object = None
+    last_tokens: list = []
     for _, cb in items:
         if cb is None:
             continue
         group = getattr(cb, "ack_group", None)
-        if group is not None:
-            groups.setdefault(id(group), (group, []))[1].append(cb)
+        if group is None:
+            try:
+                cb(True)
+            except Exception:  # an input's ack failing must not stop the committer
+                log.exception("acknowledgement callback failed")
             continue
-        try:
-            cb(True)
-        except Exception:  # an input's ack failing must not stop the committer
-            log.exception("acknowledgement callback failed")
+        if group is not last_group:
+            entry = groups.get(id(group))
+            if entry is None:
+                entry = groups[id(group)] = (group, [])
+            last_group, last_tokens = group, entry[1]
+        last_tokens.append(cb)
     for group, tokens in groups.values():
         try:
             group.ack_many(tokens, True)  # type: ignore[attr-defined]

@@ -49,22 +49,22 @@ class Decoder:
         self._lines = LineFormatter()
         self._topics: dict[str, tuple[DeviceTopic | None, KindSpec | None, tuple[str, ...]]] = {}
         self._event_tags = frozenset(t for v in self._kinds.values() for t in v.spec.events)
-        # One adapter for a single object and one for a batch array: choosing by the first
-        # byte keeps error messages free of "not a valid array" noise from a union.
-        self._telemetry: dict[str, tuple[TypeAdapter, TypeAdapter]] = {}
-        self._events: dict[str, tuple[TypeAdapter, TypeAdapter] | None] = {}
+        # Per kind, the bound `validate_json` of one validator for a single object and one
+        # for a batch array: choosing by the first byte keeps error messages free of "not a
+        # valid array" noise from a union. They validate to plain dicts (see schema.py).
+        self._telemetry: dict[str, tuple[_ValidateJson, _ValidateJson]] = {}
+        self._events: dict[str, tuple[_ValidateJson, _ValidateJson] | None] = {}
         for name, v in self._kinds.items():
-            self._telemetry[name] = (TypeAdapter(v.telemetry), TypeAdapter(list[v.telemetry]))  # type: ignore[name-defined]
-            self._events[name] = (
-                (TypeAdapter(v.event), TypeAdapter(list[v.event])) if v.event is not None else None  # type: ignore[name-defined]
-            )
+            self._telemetry[name] = _validate_json_pair(v.telemetry_dict)
+            self._events[name] = _validate_json_pair(v.event_dict) if v.event_dict is not None else None
+        # RFC 3339 `ts` text → epoch ms: a fleet's devices send the same few timestamps
+        # (one per reporting tick), and parsing one costs more than the rest of a reading.
+        self._ts_text_ms: dict[str, int] = {}
 
     def _judge_topic(self, text: str) -> tuple[DeviceTopic | None, KindSpec | None, tuple[str, ...]]:
-        """Parse a topic and check it against kinds and registry, once per distinct topic:
-        a fleet repeats the same few thousand topics millions of times."""
-        hit = self._topics.get(text)
-        if hit is not None:
-            return hit
+        """Parse a topic and check it against kinds and registry, once per distinct topic
+        (`decode` looks in `_topics` first): a fleet repeats the same few thousand topics
+        millions of times."""
         try:
             topic = DeviceTopic.parse(text)
         except TopicError as exc:
@@ -84,7 +84,7 @@ class Decoder:
     def decode(self, raw: RawMessage) -> Outcome:
         if len(raw.payload) > self._max_payload:
             return Rejected(raw, (f"payload_too_large: {len(raw.payload)} bytes > limit {self._max_payload}",))
-        topic, spec, registry_reasons = self._judge_topic(raw.topic)
+        topic, spec, registry_reasons = self._topics.get(raw.topic) or self._judge_topic(raw.topic)
         if topic is None:
             return Rejected(raw, registry_reasons)
         reasons = list(registry_reasons)
@@ -94,47 +94,67 @@ class Decoder:
 
     # -- telemetry -----------------------------------------------------------------
     def _telemetry_outcome(self, raw: RawMessage, topic: DeviceTopic, spec: KindSpec, reasons: list[str]) -> Outcome:
-        parsed = self._validate(self._telemetry[topic.kind], raw.payload, spec, reasons)
-        if parsed is None:
+        validate_one, validate_batch = self._telemetry[topic.kind]
+        payload = raw.payload
+        is_batch = payload.lstrip()[:1] == b"["
+        try:
+            parsed = validate_batch(payload) if is_batch else validate_one(payload)
+        except ValidationError as exc:
+            reasons.extend(_explain(exc, spec, self._event_tags))
             return Rejected(raw, tuple(reasons))
-        items = parsed if isinstance(parsed, list) else [parsed]
-        if not items:
-            reasons.append("empty_values: the batch array is empty")
-        if len(items) > MAX_ITEMS:
-            reasons.append(f"payload_too_large: {len(items)} readings in one message > {MAX_ITEMS}")
         now = self._clock()
+        if not is_batch:
+            # The common case, without the batch's loop and "[i]." locations. `values` holds
+            # only the fields that were sent, in the kind's field order (deterministic lines).
+            ts_ms = self._timestamp(parsed["ts"], now, "", reasons)
+            values = parsed["values"]
+            if not values:
+                reasons.append("empty_values: values has no fields")
+            if reasons:
+                return Rejected(raw, tuple(reasons))
+            seq = parsed.get("seq")
+            reading = Reading(topic.kind, topic.site, topic.device, ts_ms, values, seq)  # type: ignore[arg-type]
+            return Accepted(raw, readings=(reading,), lines=(self._lines.reading(reading),))
+        if not parsed:
+            reasons.append("empty_values: the batch array is empty")
+        if len(parsed) > MAX_ITEMS:
+            reasons.append(f"payload_too_large: {len(parsed)} readings in one message > {MAX_ITEMS}")
         readings: list[Reading] = []
-        for i, item in enumerate(items):
-            where = f"[{i}]." if isinstance(parsed, list) else ""
-            ts_ms = self._timestamp(item.ts, now, where, reasons)
-            # Defaults are None and an explicit null is rejected, so None means "not sent";
-            # __dict__ keeps the kind's field order, which keeps lines deterministic.
-            values = {k: v for k, v in item.values.__dict__.items() if v is not None}
+        for i, item in enumerate(parsed):
+            where = f"[{i}]."
+            ts_ms = self._timestamp(item["ts"], now, where, reasons)
+            values = item["values"]
             if not values:
                 reasons.append(f"empty_values: {where}values has no fields")
             if ts_ms is not None and values:
-                readings.append(Reading(topic.kind, topic.site, topic.device, ts_ms, values, item.seq))
+                readings.append(Reading(topic.kind, topic.site, topic.device, ts_ms, values, item.get("seq")))
         if reasons:
             return Rejected(raw, tuple(reasons))
         return Accepted(raw, readings=tuple(readings), lines=tuple(map(self._lines.reading, readings)))
 
     # -- events --------------------------------------------------------------------
     def _event_outcome(self, raw: RawMessage, topic: DeviceTopic, reasons: list[str]) -> Outcome:
-        adapter = self._events[topic.kind]
-        if adapter is None:
+        validators_ = self._events[topic.kind]
+        if validators_ is None:
             return Rejected(raw, (f"unknown_event: kind {topic.kind!r} has no event types", *reasons))
-        parsed = self._validate(adapter, raw.payload, None, reasons)
-        if parsed is None:
+        validate_one, validate_batch = validators_
+        payload = raw.payload
+        is_batch = payload.lstrip()[:1] == b"["
+        try:
+            parsed = validate_batch(payload) if is_batch else validate_one(payload)
+        except ValidationError as exc:
+            reasons.extend(_explain(exc, None, self._event_tags))
             return Rejected(raw, tuple(reasons))
-        items = parsed if isinstance(parsed, list) else [parsed]
+        items = parsed if is_batch else [parsed]
         now = self._clock()
         events: list[Event] = []
         for i, item in enumerate(items):
-            where = f"[{i}]." if isinstance(parsed, list) else ""
-            ts_ms = self._timestamp(item.ts, now, where, reasons)
-            attrs = {k: v for k, v in item.__dict__.items() if v is not None and k not in ("ts", "type")}
+            where = f"[{i}]." if is_batch else ""
+            ts_ms = self._timestamp(item["ts"], now, where, reasons)
+            # Optional attributes that were not sent are absent; ts and type are not attributes.
+            attrs = {k: v for k, v in item.items() if k != "ts" and k != "type"}
             if ts_ms is not None:
-                events.append(Event(topic.kind, topic.site, topic.device, ts_ms, item.type, attrs))
+                events.append(Event(topic.kind, topic.site, topic.device, ts_ms, item["type"], attrs))
         if not items:
             reasons.append("empty_values: the batch array is empty")
         if reasons:
@@ -142,29 +162,15 @@ class Decoder:
         return Accepted(raw, events=tuple(events), lines=tuple(event_line(e) for e in events))
 
     # -- shared --------------------------------------------------------------------
-    def _validate(
-        self, adapters: tuple[TypeAdapter, TypeAdapter], payload: bytes, spec: KindSpec | None, reasons: list[str]
-    ) -> Any:
-        is_array = payload.lstrip()[:1] == b"["
-        try:
-            return adapters[is_array].validate_json(payload)
-        except ValidationError as exc:
-            reasons.extend(_explain(exc, spec, self._event_tags))
-            return None
-
     def _timestamp(self, ts: int | str, now_ms: int, where: str, reasons: list[str]) -> int | None:
-        if isinstance(ts, int):
+        if ts.__class__ is int:  # StrictInt: never a bool
             ts_ms = ts
         else:
-            try:
-                dt = datetime.fromisoformat(ts)
-            except ValueError:
-                reasons.append(f"bad_timestamp: {where}ts {ts[:64]!r} is not RFC 3339")
-                return None
-            if dt.tzinfo is None:
-                reasons.append(f"bad_timestamp: {where}ts {ts[:64]!r} has no UTC offset")
-                return None
-            ts_ms = int(dt.timestamp() * 1000)
+            ts_ms = self._ts_text_ms.get(ts)  # type: ignore[arg-type]
+            if ts_ms is None:
+                ts_ms = self._parse_ts_text(ts, where, reasons)  # type: ignore[arg-type]
+                if ts_ms is None:
+                    return None
         if ts_ms < MIN_TS_MS:
             hint = " (epoch seconds? ts must be epoch milliseconds)" if ts_ms > 900_000_000 else ""
             reasons.append(f"bad_timestamp: {where}ts {ts_ms} is before 2000-01-01{hint}")
@@ -176,6 +182,32 @@ class Decoder:
             )
             return None
         return ts_ms
+
+    def _parse_ts_text(self, ts: str, where: str, reasons: list[str]) -> int | None:
+        """Epoch ms of an RFC 3339 `ts` (remembered), or None with the reason."""
+        try:
+            dt = datetime.fromisoformat(ts)
+        except ValueError:
+            reasons.append(f"bad_timestamp: {where}ts {ts[:64]!r} is not RFC 3339")
+            return None
+        if dt.tzinfo is None:
+            reasons.append(f"bad_timestamp: {where}ts {ts[:64]!r} has no UTC offset")
+            return None
+        ts_ms = int(dt.timestamp() * 1000)
+        if len(self._ts_text_ms) >= 10_000:
+            self._ts_text_ms.clear()  # bounded: a day of 10 s ticks needs ~9,000
+        self._ts_text_ms[ts] = ts_ms
+        return ts_ms
+
+
+_ValidateJson = Callable[[bytes], Any]
+
+
+def _validate_json_pair(annotation: Any) -> tuple[_ValidateJson, _ValidateJson]:
+    """Bound `validate_json` of pydantic-core validators for one `annotation` and for a list
+    of them (skipping TypeAdapter's Python wrapper, which is per call)."""
+    return (TypeAdapter(annotation).validator.validate_json,
+            TypeAdapter(list[annotation]).validator.validate_json)  # type: ignore[valid-type]
 
 
 def _explain(exc: ValidationError, spec: KindSpec | None, tags: frozenset[str] = frozenset()) -> list[str]:

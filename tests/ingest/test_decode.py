@@ -107,3 +107,80 @@ def test_registry_rejects_unknown_devices_and_mismatched_topics():
     assert isinstance(ok, Accepted)
     assert isinstance(unknown, Rejected) and unknown.reasons[0].startswith("unknown_device:")
     assert isinstance(moved, Rejected) and moved.reasons[0].startswith("registry_mismatch:")
+
+
+@pytest.mark.parametrize("payload,reasons", [
+    ({"ts": NOW, "values": {"pm10": -1}},
+     ("invalid_field: values.pm10: Input should be greater than or equal to 0 (allowed 0..20000 µg/m³); got '-1'",)),
+    ({"ts": NOW, "values": {"pm10": 1, "ozone": 3}}, ("unknown_field: values.ozone is not a field of this kind",)),
+    ({"values": {"pm10": 1}}, ("missing_field: ts is required",)),
+    (b'{"ts": 1795737600000, "values": {"pm10": NaN}}',
+     ("invalid_field: values.pm10: Input should be a finite number (allowed 0..20000 µg/m³); got 'nan'",)),
+    ({"ts": NOW, "values": []}, ("invalid_field: values: Input should be an object",)),
+    (b"[1]", ("invalid_field: [0]: Input should be an object; got '1'",)),
+    (b"{", ("invalid_json: Invalid JSON: EOF while parsing an object at line 1 column 1",)),
+    ({"ts": 1.5, "values": {"pm10": 1}},
+     ("invalid_field: ts.int: Input should be a valid integer; got '1.5'",
+      "invalid_field: ts.str: Input should be a valid string; got '1.5'")),
+    ([{"ts": NOW, "values": {}}, {"ts": "2026-11-27 08:00", "values": {"pm10": 1}},
+      {"ts": NOW + 3_600_000, "values": {"x": 1}}],
+     ("unknown_field: [2].values.x is not a field of this kind",)),
+    ([{"ts": NOW, "values": {}}, {"ts": "2026-11-27 08:00", "values": {"pm10": 1}},
+      {"ts": NOW + 3_600_000, "values": {"pm10": 1}}],
+     ("empty_values: [0].values has no fields", "bad_timestamp: [1].ts '2026-11-27 08:00' has no UTC offset",
+      "future_timestamp: [2].ts is 3600 s ahead of the server clock (limit 300 s)")),
+    ({"ts": "soon", "values": {}}, ("bad_timestamp: ts 'soon' is not RFC 3339", "empty_values: values has no fields")),
+])
+def test_reasons_are_exactly_these(payload, reasons):
+    out = decode(T, payload)
+    assert isinstance(out, Rejected) and out.reasons == reasons
+
+
+def test_registry_reasons_come_first_and_validation_still_runs():
+    reg = Registry({"D00001": Device(id="D00001", site="S0001", kind="dust")}, {})
+    out = decode("telemetry/dust/S0001/D00009", {"ts": NOW, "values": {"pm10": -1}}, registry=reg)
+    assert isinstance(out, Rejected) and [r.split(":")[0] for r in out.reasons] == ["unknown_device", "invalid_field"]
+
+
+def test_a_remembered_timestamp_text_gives_the_same_time_and_a_bad_one_is_rejected_every_time():
+    decoder = Decoder(clock=lambda: NOW)
+    for _ in range(2):
+        ok = decoder.decode(RawMessage(T, b'{"ts": "2026-11-27T08:00:00+08:00", "values": {"pm10": 1}}', NOW))
+        bad = decoder.decode(RawMessage(T, b'{"ts": "2026-11-27T08:00:00", "values": {"pm10": 1}}', NOW))
+        assert isinstance(ok, Accepted) and ok.readings[0].ts_ms == NOW
+        assert isinstance(bad, Rejected) and bad.reasons[0].startswith("bad_timestamp:")
+
+
+def test_readings_are_what_the_kind_models_validate():
+    """The decoder validates to plain dicts; a reading must hold exactly what the kind's model
+    accepts (fields sent, in the kind's order, numbers as float), for simulated traffic."""
+    from pydantic import TypeAdapter
+
+    from citywatch.lineproto import reading_line
+    from citywatch.schema import validators
+    from simulators import generate
+
+    messages = list(generate("faults", sites=6, seed=3, duration_s=1800))
+    now = max(m.sim_ts_ms for m in messages) + 1000
+    decoder = Decoder(clock=lambda: now)
+    models = {name: TypeAdapter(v.telemetry) for name, v in validators().items()}
+    accepted = 0
+    for m in messages:
+        if not m.topic.startswith("telemetry/"):
+            continue
+        out = decoder.decode(RawMessage(m.topic, m.payload, m.sim_ts_ms))
+        try:
+            model = models[m.kind].validate_json(m.payload)
+        except ValueError:
+            assert isinstance(out, Rejected), m.payload
+            continue
+        if isinstance(out, Rejected):
+            assert not out.reasons[0].startswith(("invalid_", "unknown_field", "missing_field")), out.reasons
+            continue
+        accepted += 1
+        (r,) = out.readings
+        expected = {k: v for k, v in model.values.__dict__.items() if v is not None}
+        assert list(r.values.items()) == list(expected.items()) and r.seq == model.seq
+        assert [type(v) for v in r.values.values()] == [type(v) for v in expected.values()]
+        assert out.lines == (reading_line(r),)
+    assert accepted > 100

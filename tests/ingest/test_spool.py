@@ -95,3 +95,48 @@ def test_unicode_lines_survive(tmp_path):
     spool.append(['events,device=D1,kind=dust,site=S1,type=vehicle_exit plate="晋E12345" 1'])
     assert drain(spool)[0].decode() .endswith('plate="晋E12345" 1')
     assert oct(os.stat(next(tmp_path.glob("*.seg"))).st_mode)[-3:] == "640"
+
+
+def test_a_record_is_length_crc_and_the_newline_terminated_utf8_lines(tmp_path):
+    import struct
+    import zlib
+
+    spool = Spool(tmp_path)
+    group = ["dust,device=D1,site=S1 pm10=1.0 1", 'events,device=D1 plate="晋E12345" 2', "w f=2.0 3"]
+    end = spool.append(group)
+    data = next(tmp_path.glob("*.seg")).read_bytes()
+    payload = ("\n".join(group) + "\n").encode()
+    assert data == struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+    assert end.offset == len(data) and spool.backlog_bytes == len(data) and spool.backlog_lines == 3
+    assert drain(spool) == [line.encode() for line in group]
+
+
+def test_a_group_over_4_mb_is_split_into_records_of_whole_lines(tmp_path):
+    spool = Spool(tmp_path)
+    group = [f"m,device=D{i} f={i}.5,text=\"{'é' * 200}\" {i}" for i in range(12_000)]  # ≈ 5 MB
+    spool.append(group)
+    spool.close()
+    again = Spool(tmp_path)  # recovery reads every record back: none is torn
+    assert again.backlog_lines == len(group)
+    first = again.read_batch(1)  # whole records only: the first one, not the whole group
+    assert 1 < first.count < len(group)
+    again.commit(first)
+    assert drain(again, max_lines=100_000) == [line.encode() for line in group][first.count:]
+
+
+def test_a_short_write_fails_the_append_and_leaves_the_spool_readable(tmp_path, monkeypatch):
+    from citywatch.errors import SpoolError
+
+    spool = Spool(tmp_path)
+    spool.append(["ok"])
+    real_writev = os.writev
+
+    def short_writev(fd, buffers):
+        return real_writev(fd, [b"".join(buffers)[:5]])  # a full disk: only part of the record
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    with pytest.raises(SpoolError, match="short write"):
+        spool.append(["lost"])
+    monkeypatch.undo()
+    spool.append(["after"])
+    assert drain(spool) == [b"ok", b"after"]

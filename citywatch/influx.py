@@ -58,6 +58,19 @@ def _classify(status: int, body: str, headers: httpx.Headers) -> WriteResult:
     return WriteResult(Outcome.RETRY, status, detail, ra)
 
 
+def _is_loopback(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class InfluxClient:
     """One InfluxDB endpoint in either dialect; async, one connection pool."""
 
@@ -67,6 +80,7 @@ class InfluxClient:
             raise ConfigError("CW_INFLUX_DATABASE must match [A-Za-z0-9_-]{1,64}")
         self.settings = settings
         self.api = settings.influx_api
+        self.gzip = settings.influx_gzip if settings.influx_gzip is not None else not _is_loopback(settings.influx_url)
         self.database = settings.influx_database
         headers: dict[str, str] = {}
         auth: httpx.Auth | None = None

@@ -197,18 +197,29 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
                 workers = 0
         # With workers, MQTT ingest happens in their processes, not in this one.
         ingest = build_ingest(settings, mqtt=mqtt and workers == 0)
-    engine = None
-    alert_tasks: list = []
-    if alerts and settings.alerts_enabled:
-        from alerts import build_alerting
-
-        # Subscribe before the first commit so that the engine sees every reading.
-        engine, alert_tasks = build_alerting(settings, registry=ingest.registry, sink=ingest.committer,
-                                             stream=ingest.stream.subscribe(max_batches=1024))
+    with_alerts = alerts and settings.alerts_enabled
     if workers:
-        ingest.workers = WorkerPool(settings, count=workers, stream=ingest.stream if engine is not None else None,
+        # Started first, so that their start-up overlaps with the alert engine's here; what
+        # they forward waits for `open_stream` below.
+        ingest.workers = WorkerPool(settings, count=workers, stream=ingest.stream if with_alerts else None,
                                     shared=workers > 1)
         ingest.metrics.registry.register(PoolCollector(ingest.workers))
+        ingest.workers.start()
+    try:
+        engine = None
+        alert_tasks: list = []
+        if with_alerts:
+            from alerts import build_alerting
+
+            # Subscribe before the first commit so that the engine sees every reading.
+            engine, alert_tasks = build_alerting(settings, registry=ingest.registry, sink=ingest.committer,
+                                                 stream=ingest.stream.subscribe(max_batches=1024))
+        if ingest.workers is not None:
+            ingest.workers.open_stream()
+    except BaseException:
+        if ingest.workers is not None:
+            ingest.workers.stop()
+        raise
     listen = hj212_listen or settings.hj212_listen
     gateway = _hj212_gateway(settings, ingest, listen) if listen else None
     server = _api_server(settings, ingest, engine) if api else None
@@ -233,8 +244,6 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
             ingest.committer.start()
             if ingest.consumer is not None:
                 ingest.consumer.start()
-            if ingest.workers is not None:
-                ingest.workers.start()
             log.info("citywatch running: data in %s, InfluxDB %s (%s), backlog %d lines", settings.data_dir,
                      settings.influx_url, settings.influx_api, ingest.spool.backlog_lines)
             if ingest.workers is not None:

@@ -162,6 +162,7 @@ class WorkerPool:
         self._shared = shared  # False: one worker with the plain session (the default layout)
         self._stream = stream  # None: nobody in the main process needs the readings
         self._ctx = mp.get_context("spawn")
+        self._stream_open = threading.Event()  # set once the alert engine has subscribed
         self.workers = [_Worker(i) for i in range(count)]
         self._stopping = False
 
@@ -192,9 +193,14 @@ class WorkerPool:
                 return
             if message[0] == "batch" and self._stream is not None:
                 readings, events = _decode(message[1], message[2])
+                self._stream_open.wait()  # the worker waits too (pipe backpressure): nothing is missed
                 self._stream.publish(readings, events)  # blocks while the alert engine is behind
             elif message[0] == "metrics":
                 w.snapshot = message[1]
+
+    def open_stream(self) -> None:
+        """Let forwarded readings through to the stream (its subscribers exist now)."""
+        self._stream_open.set()
 
     async def supervise(self) -> None:
         """Start a worker again when it dies (its session and spool are still there)."""

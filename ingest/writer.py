@@ -1,7 +1,7 @@
 """Spool → InfluxDB: batches by size and time, retries forever, isolates bad points.
 
-The writer reads whole records after the spool's checkpoint, sends them gzip'd, and moves
-the checkpoint only when every line is either stored or dead-lettered:
+The writer reads whole records after the spool's checkpoint, sends them (gzip'd unless
+InfluxDB is on this machine: CW_INFLUX_GZIP), and moves the checkpoint only when every line is either stored or dead-lettered:
 - network errors, 5xx, 429, 401/403: exponential backoff with full jitter, never dropped;
 - 404 (database missing): create it, then retry;
 - 413: split the batch in halves;
@@ -126,9 +126,15 @@ class InfluxWriter:
         """Send until stored (None) or refused as bad data / too large (that result)."""
         attempt = 0
         while True:
-            compressed = await asyncio.to_thread(gzip.compress, body, 1) if count > 200 else gzip.compress(body, 1)
+            gzipped = getattr(self._client, "gzip", True)
+            if not gzipped:
+                payload = body
+            elif count > 200:
+                payload = await asyncio.to_thread(gzip.compress, body, 1)
+            else:
+                payload = gzip.compress(body, 1)
             started = time.perf_counter()
-            result = await self._client.write(compressed)
+            result = await self._client.write(payload, compressed=gzipped)
             self._metrics.write_latency.observe(time.perf_counter() - started)
             if result.outcome is Outcome.OK:
                 self._recovered()

@@ -34,11 +34,16 @@ class Script:
     def __init__(self, answer):
         self.answer = answer
         self.bodies: list[list[bytes]] = []
+        self.encodings: list[str | None] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/query":
             return httpx.Response(200, json={"results": [{}]})
-        body = gzip.decompress(request.content).strip().split(b"\n")
+        content = request.content
+        if request.headers.get("content-encoding") == "gzip":
+            content = gzip.decompress(content)
+        self.encodings.append(request.headers.get("content-encoding"))
+        body = content.strip().split(b"\n")
         self.bodies.append(body)
         status, text = self.answer(body, len(self.bodies))
         return httpx.Response(status, text=text)
@@ -120,3 +125,26 @@ def test_real_influxd_type_conflict_is_dead_lettered_and_the_rest_stored(tmp_pat
     assert asyncio.run(go()) == 10
     (letter,) = dead.list()
     assert b"pm10=true" in letter.payload and "field type conflict" in letter.reasons[0]
+
+
+@pytest.mark.parametrize("url,setting,gzipped", [
+    ("http://127.0.0.1:8086", None, False), ("http://localhost:8086", None, False), ("http://[::1]:8086", None, False),
+    ("https://influx.example.org", None, True), ("http://10.1.2.3:8086", None, True),
+    ("http://127.0.0.1:8086", True, True), ("https://influx.example.org", False, False),
+])
+def test_bodies_are_gzipped_only_for_a_remote_influxdb_unless_configured(url, setting, gzipped):
+    from citywatch.influx import InfluxClient
+    from citywatch.settings import Settings
+
+    client = InfluxClient(Settings(influx_url=url, influx_gzip=setting))
+    assert client.gzip is gzipped
+
+
+def test_a_local_influxdb_gets_plain_bodies_and_a_remote_one_gzip(tmp_path):
+    for url, encoding in (("http://127.0.0.1:8086", None), ("http://influx.test", "gzip")):
+        script = Script(lambda body, n: (204, ""))
+        writer, spool, _, _ = make_writer(tmp_path / encoding.__class__.__name__, url=url,
+                                          transport=httpx.MockTransport(script))
+        spool.append([f"m f={i}.0 {i}" for i in range(300)])  # large enough for the threaded gzip path
+        assert run(writer) == 300
+        assert script.encodings == [encoding] and len(script.bodies[0]) == 300

@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
+from citywatch.aio import wait_event
 from citywatch.lineproto import escape_tag, format_value
 from citywatch.model import RawMessage
 
@@ -200,8 +201,11 @@ class SinkNotifier:
         outcome = Accepted(raw=raw, lines=(alert_line(notification),))
         try:
             await asyncio.to_thread(self._sink.submit, outcome, done)
-            ok = await asyncio.wait_for(fut, 30)
-        except (asyncio.TimeoutError, OSError, RuntimeError) as exc:
+            # No timeout of its own: the dispatcher bounds the whole send. A nested
+            # wait_for could swallow the shutdown's cancellation on Python 3.11 when the
+            # result arrives at the same moment (the service then hung for 30 s).
+            ok = await fut
+        except (OSError, RuntimeError) as exc:
             return Delivery(False, retryable=True, detail=f"sink: {exc!r}")
         return Delivery(ok, retryable=not ok, detail="" if ok else "sink could not store")
 
@@ -310,11 +314,8 @@ class OutboxDispatcher:
                 self.wake.clear()
             elif wait > 0:
                 # Re-check at least every second: an injected clock may jump.
-                try:
-                    await asyncio.wait_for(self.wake.wait(), min(wait, 1.0))
+                if await wait_event(self.wake, min(wait, 1.0)):
                     self.wake.clear()
-                except asyncio.TimeoutError:
-                    pass
 
     async def step(self) -> float | None:
         """Try the head row once. None: nothing queued; 0: go on; > 0: seconds to wait."""
@@ -327,8 +328,10 @@ class OutboxDispatcher:
             return wait
         n = Notification(row.seq, row.event, row.payload, row.created_ms)
         try:
-            result = await asyncio.wait_for(self.notifier.send(n), self.send_timeout_s)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: it never turns a cancellation into a result.
+            async with asyncio.timeout(self.send_timeout_s):
+                result = await self.notifier.send(n)
+        except TimeoutError:
             result = Delivery(False, retryable=True, detail="send timed out")
         except Exception as exc:  # a notifier bug must not stop delivery for good
             result = Delivery(False, retryable=True, detail=f"{type(exc).__name__}: {exc}")

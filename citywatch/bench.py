@@ -197,6 +197,30 @@ def baseline_child(root: Path, *, mqtt_url: str, influx_url: str, database: str,
                  _clean_env(), root / "baseline.log")
 
 
+def drop_session(mqtt_url: str, client_id: str) -> None:
+    """Delete a persistent session (connect with clean start, disconnect): once measured, a
+    subscriber's offline session would make the broker queue every later message for it,
+    which slows the broker for the runs that follow."""
+    import paho.mqtt.client as mqtt
+
+    from citywatch.settings import MqttAddress
+
+    a = MqttAddress.parse(mqtt_url)
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if a.username:
+        c.username_pw_set(a.username, a.password)
+    try:
+        c.connect(a.host, a.port, clean_start=True)
+        c.loop_start()
+        deadline = time.monotonic() + 10
+        while not c.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        c.disconnect()
+        c.loop_stop()
+    except OSError as exc:
+        progress(f"could not drop the session {client_id}: {exc}")
+
+
 def create_session(child: Child) -> None:
     """Start a subscriber once so the broker keeps its persistent session, then stop it."""
     child.start()
@@ -467,11 +491,14 @@ def capacity_run(env: Env, tag: str, n: int, source: dict, *, baseline: bool = T
     acked, secs = job.start().wait()
     progress(f"{tag}: {acked:,} PUBACKed in {secs:.1f}s ({acked / max(secs, 1e-9):,.0f}/s); starting the service")
     svc_cap = measure_drain(svc, env.influx, db_svc, acked, env.server_pids, keep_running=keep_service)
+    if not keep_service:
+        drop_session(mqtt_url, f"bench-svc-{tag}")
     progress(f"{tag}: service {svc_cap.per_s or 0:,.0f} readings/s ({svc_cap.seconds or 0:.1f}s), "
              f"counted {svc_cap.counted:,}/{acked:,}")
     base_cap = None
     if base is not None:
         base_cap = measure_drain(base, env.influx, db_base, acked, env.server_pids)
+        drop_session(mqtt_url, f"bench-base-{tag}")
         progress(f"{tag}: baseline {base_cap.per_s or 0:,.0f} readings/s ({base_cap.seconds or 0:.1f}s), "
                  f"counted {base_cap.counted:,}/{acked:,}")
     return svc_cap, base_cap, (svc if keep_service else None)
@@ -781,6 +808,7 @@ def run_bench(args, settings) -> int:
         assert svc_child is not None
         live = live_latency(env, f"cw_run{plan['repeats']}", seconds=live_s, rate=plan["rate"], tag="live")
         svc_child.stop()
+        drop_session(env.mosquitto.url, f"bench-svc-run{plan['repeats']}")
         hj = hj212_run(env, *plan["hj212"])
         scaling = []
         for devices, n_scale in plan["scaling"]:

@@ -48,19 +48,33 @@ class Committer:
         self._pending: list[tuple[Outcome, DurableCallback | None]] = []
         self._cond = threading.Condition()
         self._stop = False
+        self._closed = False  # set by the commit thread once it has committed its last group
         self._paused_reason: str | None = None
         self._thread: threading.Thread | None = None
 
     # -- Sink ----------------------------------------------------------------------
     def submit(self, outcome: Outcome, on_durable: DurableCallback | None = None) -> None:
+        self.submit_many([(outcome, on_durable)])
+
+    def submit_many(self, items: list[tuple[Outcome, DurableCallback | None]]) -> None:
+        """`submit` for a list (one lock round trip): the MQTT input hands over a whole read."""
         with self._cond:
             # Backpressure: the input's thread waits while a commit is far behind or the
             # disk is too full. MQTT then stops reading, and the broker keeps the messages.
             while (len(self._pending) >= 4 * self._max or self._paused_reason) and not self._stop:
                 self._cond.wait(0.5)
-            self._pending.append((outcome, on_durable))
-            if len(self._pending) >= self._max:
-                self._cond.notify_all()
+            if self._closed:
+                # After the last commit nothing would ever make these durable: say so now
+                # (the input keeps them: no ack, or an alert outbox row stays queued).
+                refused = items
+            else:
+                refused = ()
+                self._pending.extend(items)
+                if len(self._pending) >= self._max:
+                    self._cond.notify_all()
+        for _, cb in refused:
+            if cb is not None:
+                cb(False)
 
     def pause(self, reason: str | None) -> None:
         """Stop accepting (reason) or resume (None): used when the spool's disk is nearly full."""
@@ -102,6 +116,7 @@ class Committer:
             if stopping:
                 with self._cond:
                     if not self._pending:
+                        self._closed = True
                         return
 
     def _commit_until_done(self, items, stopping: bool) -> None:

@@ -93,7 +93,9 @@ def worker_main(index: int, conn: Connection, forward: bool, data_dir: str, shar
     from citywatch.logs import setup_logging
     from ingest.service import build_ingest, run_service
 
-    settings = Settings.load(worker_index=index, worker_shared=shared, data_dir=data_dir)
+    # MQTT only: the HJ 212 gateway and the API belong to the main process (the same
+    # environment names their port; binding it twice would kill this worker at start).
+    settings = Settings.load(worker_index=index, worker_shared=shared, data_dir=data_dir, hj212_listen=None)
     setup_logging(settings.log_level, settings.log_format)
     ingest = build_ingest(settings)
     send_lock = threading.Lock()

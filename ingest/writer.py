@@ -17,6 +17,7 @@ import logging
 import random
 import time
 
+from citywatch.aio import wait_event
 from citywatch.errors import CitywatchError
 from citywatch.influx import InfluxClient, Outcome, WriteResult
 from citywatch.model import RawMessage
@@ -76,10 +77,7 @@ class InfluxWriter:
                 return
             if not delivered and not self._stopping.is_set():
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self._interval)
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, self._interval)
 
     async def deliver_once(self) -> int:
         """Send one batch from the spool (retrying until it is stored); return its size."""
@@ -190,11 +188,8 @@ class InfluxWriter:
         delay = self._rng.uniform(0.05, cap)
         if result.retry_after_s is not None:
             delay = max(delay, min(result.retry_after_s, self._max_backoff))
-        try:
-            await asyncio.wait_for(self._stopping.wait(), delay)
-        except TimeoutError:
-            return
-        raise _Stopping
+        if await wait_event(self._stopping, delay):
+            raise _Stopping
 
 
 class _Stopping(Exception):

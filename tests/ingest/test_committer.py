@@ -129,3 +129,18 @@ def test_commits_read_back_in_order_across_groups(tmp_path):
     committer.commit([(accepted(i), None) for i in range(3)])
     committer.commit([(accepted(i, event=True), None) for i in range(3, 5)])
     assert [line.split(" ")[-1] for line in spooled(spool)] == ["0", "1", "2", "3", "4"]
+
+
+def test_after_the_last_commit_submissions_are_refused_at_once_not_left_hanging(tmp_path):
+    """An alert-history notification submitted while the service shuts down used to wait
+    30 s for a commit that would never come (the service did not stop on SIGTERM)."""
+    spool, dead = Spool(tmp_path / "spool"), DeadLetterStore(tmp_path / "dead.sqlite3")
+    committer = Committer(spool=spool, deadletters=dead, interval_s=0.01)
+    committer.start()
+    results: list[tuple[int, bool]] = []
+    committer.submit_many([(accepted(1), lambda ok: results.append((1, ok))),
+                           (accepted(2), lambda ok: results.append((2, ok)))])
+    committer.stop()
+    assert results == [(1, True), (2, True)] and spool.backlog_lines == 2
+    committer.submit(accepted(3), lambda ok: results.append((3, ok)))
+    assert results[-1] == (3, False) and spool.backlog_lines == 2

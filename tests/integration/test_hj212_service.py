@@ -116,3 +116,23 @@ def test_a_fleet_of_1000_monitors_loses_nothing(gateway_service):
     assert wait_count(influxd.url, "hj", FLEET * 3, timeout=60) == FLEET * 3
     time.sleep(0.5)
     assert influx_count(influxd.url, "hj") == FLEET * 3
+
+
+def test_mqtt_ingest_runs_beside_the_gateway_and_the_service_stops_cleanly(gateway_service, mosquitto):
+    """The gateway lives in the main process and MQTT ingest in its child: the child must
+    not try to bind the gateway's port too (it did, and died at every start)."""
+    from tests.support import Publisher
+
+    svc, port, influxd = gateway_service
+    svc.wait_log("connected to broker")
+    start_ms = int(time.time() * 1000) - 600_000
+    messages = [(f"telemetry/dust/S{d:04d}/D{d:05d}",
+                 json.dumps({"ts": start_ms + i * 1000, "values": {"pm10": 60.0 + i % 9, "pm25": 30.0}}).encode())
+                for i in range(100) for d in range(1, 11)]
+    pub = Publisher(mosquitto.port, "pub-beside-hj212")
+    assert pub.publish_all(messages) == 1000
+    pub.close()
+    assert exchange(port, PACKET_RT).find(b"CN=9014") > 0
+    assert wait_count(influxd.url, "hj", 1001, timeout=60) == 1001
+    assert "exited with" not in svc.log() and "address already in use" not in svc.log()
+    assert svc.stop() == 0

@@ -216,6 +216,7 @@ class AlertEngine:
         self._kinds = load_kinds()
         self.store = AlertStore(state_path)
         self._mu = threading.RLock()
+        self._snapshot_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hub = NotificationHub()
         self._hub_seq = 0
@@ -1247,22 +1248,33 @@ class AlertEngine:
                     self._resolve(rule, dev, st, now, value=silent_s)
 
     def snapshot(self) -> None:
-        """Persist device watermarks and window contents (periodically and on close)."""
-        with self._mu:
-            devs = [d for d in self._devices.values() if d.meta_dirty or d.dirty]
-            if not devs:
-                return
-            with self.store.transaction() as tx:
-                for d in devs:
+        """Persist device watermarks and window contents (periodically and on close).
+
+        The rows are taken under the engine lock, but written without it: the periodic
+        snapshot runs on a worker thread (`_timer`) and its SQLite transaction (hundreds of
+        rows and an fsync, 20-50 ms with a few hundred devices) no longer holds up the
+        evaluation of new readings. `_snapshot_lock` keeps snapshots in order, so an older
+        one can never overwrite a newer one (the last, on close, included)."""
+        with self._snapshot_lock:
+            rows: list[tuple[str, tuple]] = []
+            with self._mu:
+                for d in self._devices.values():
+                    if not (d.meta_dirty or d.dirty):
+                        continue
                     if d.meta_dirty:
-                        tx.execute("INSERT OR REPLACE INTO devices (device, kind, site, watermark_ms, last_seen_ms) "
-                                   "VALUES (?,?,?,?,?)", (d.device, d.kind, d.site, d.watermark, d.last_seen))
+                        rows.append(("INSERT OR REPLACE INTO devices (device, kind, site, watermark_ms, last_seen_ms) "
+                                     "VALUES (?,?,?,?,?)", (d.device, d.kind, d.site, d.watermark, d.last_seen)))
                         d.meta_dirty = False
                     for f in d.dirty:
                         ts, v = d.series[f].dump()
-                        tx.execute("INSERT OR REPLACE INTO series (device, field, ts, v) VALUES (?,?,?,?)",
-                                   (d.device, f, ts, v))
+                        rows.append(("INSERT OR REPLACE INTO series (device, field, ts, v) VALUES (?,?,?,?)",
+                                     (d.device, f, ts, v)))
                     d.dirty.clear()
+            if not rows:
+                return
+            with self.store.transaction() as tx:
+                for sql, args in rows:
+                    tx.execute(sql, args)
 
     # ------------------------------------------------------------------ running
     async def run(self, source: Any = None) -> None:
@@ -1298,7 +1310,7 @@ class AlertEngine:
                 self.tick()
                 mono = time.monotonic()
                 if mono - last_snapshot >= self._snapshot_s:
-                    self.snapshot()
+                    await asyncio.to_thread(self.snapshot)
                     last_snapshot = mono
                 if mono - last_prune >= 3600:
                     self.store.prune(self._wall_ms() - self._retention_ms)

@@ -134,6 +134,7 @@ class Mosquitto(_Server):
         conf = self.root / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            "set_tcp_nodelay true\n"  # as deploy/mosquitto/mosquitto.conf: no Nagle delay on alerts
             # Started as root, mosquitto drops to user "mosquitto", which cannot write our
             # temp dir; keep the current user (ignored when not root).
             f"user {getpass.getuser()}\n"

@@ -40,6 +40,21 @@ _READ_BYTES = 262144
 _PUBACK = struct.Struct("!BBH")  # fixed header 0x40, remaining length 2, packet id (MQTT 5: success)
 
 
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    """The MQTT variable byte integer at `buf[i:]`: (value, index after it). IndexError
+    when the buffer ends inside it, ValueError when it is longer than four bytes."""
+    value, shift = 0, 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 127) << shift
+        if byte < 128:
+            return value, i
+        shift += 7
+        if shift > 21:
+            raise ValueError("variable byte integer longer than 4 bytes")
+
+
 class _BufferedSocket:
     """A plain TCP socket read in large chunks, with a fast path for PUBLISH packets.
 
@@ -93,19 +108,10 @@ class _BufferedSocket:
                 qos = (first >> 1) & 3
                 if first >> 4 != 3 or qos > 1:
                     return False
-                # Remaining length: a variable byte integer of at most 4 bytes.
-                i, length, shift = pos + 1, 0, 0
-                while True:
-                    if i >= end:
-                        return True
-                    byte = buf[i]
-                    i += 1
-                    length |= (byte & 127) << shift
-                    if byte < 128:
-                        break
-                    shift += 7
-                    if shift > 21:
-                        return False  # malformed: paho reports the protocol error
+                try:
+                    length, i = _varint(buf, pos + 1)  # the remaining length
+                except IndexError:
+                    return True  # the fixed header is not all here yet
                 stop = i + length
                 if stop > end:
                     return True
@@ -119,21 +125,14 @@ class _BufferedSocket:
                     mid = 0
                 # MQTT 5 properties of a PUBLISH (expiry, content type, user properties)
                 # say nothing citywatch uses; topic aliases are off (we never allow any).
-                plen, shift = 0, 0
-                while True:
-                    byte = buf[j]
-                    j += 1
-                    plen |= (byte & 127) << shift
-                    if byte < 128:
-                        break
-                    shift += 7
+                plen, j = _varint(buf, j)
                 j += plen
                 if j > stop or len(topic) != tlen:
                     return False  # inconsistent lengths: leave it to paho's checks
                 append((topic, buf[j:stop], mid, qos))
                 pos = stop
             return False
-        except IndexError:  # a length field that runs past the packet: paho's problem
+        except (IndexError, ValueError):  # a malformed length: paho reports the protocol error
             return False
         finally:
             self._pos = pos

@@ -94,13 +94,8 @@ class Decoder:
 
     # -- telemetry -----------------------------------------------------------------
     def _telemetry_outcome(self, raw: RawMessage, topic: DeviceTopic, spec: KindSpec, reasons: list[str]) -> Outcome:
-        validate_one, validate_batch = self._telemetry[topic.kind]
-        payload = raw.payload
-        is_batch = payload.lstrip()[:1] == b"["
-        try:
-            parsed = validate_batch(payload) if is_batch else validate_one(payload)
-        except ValidationError as exc:
-            reasons.extend(_explain(exc, spec, self._event_tags))
+        is_batch, parsed = self._parse(self._telemetry[topic.kind], raw.payload, spec, reasons)
+        if parsed is None:
             return Rejected(raw, tuple(reasons))
         now = self._clock()
         if not is_batch:
@@ -137,13 +132,8 @@ class Decoder:
         validators_ = self._events[topic.kind]
         if validators_ is None:
             return Rejected(raw, (f"unknown_event: kind {topic.kind!r} has no event types", *reasons))
-        validate_one, validate_batch = validators_
-        payload = raw.payload
-        is_batch = payload.lstrip()[:1] == b"["
-        try:
-            parsed = validate_batch(payload) if is_batch else validate_one(payload)
-        except ValidationError as exc:
-            reasons.extend(_explain(exc, None, self._event_tags))
+        is_batch, parsed = self._parse(validators_, raw.payload, None, reasons)
+        if parsed is None:
             return Rejected(raw, tuple(reasons))
         items = parsed if is_batch else [parsed]
         now = self._clock()
@@ -162,6 +152,18 @@ class Decoder:
         return Accepted(raw, events=tuple(events), lines=tuple(event_line(e) for e in events))
 
     # -- shared --------------------------------------------------------------------
+    def _parse(self, validators, payload: bytes, spec: KindSpec | None,
+               reasons: list[str]) -> tuple[bool, Any]:
+        """Validate one object or a batch array; (is_batch, parsed), or (is_batch, None)
+        with the reasons appended."""
+        validate_one, validate_batch = validators
+        is_batch = payload.lstrip()[:1] == b"["
+        try:
+            return is_batch, (validate_batch(payload) if is_batch else validate_one(payload))
+        except ValidationError as exc:
+            reasons.extend(_explain(exc, spec, self._event_tags))
+            return is_batch, None
+
     def _timestamp(self, ts: int | str, now_ms: int, where: str, reasons: list[str]) -> int | None:
         if ts.__class__ is int:  # StrictInt: never a bool
             ts_ms = ts

@@ -12,10 +12,12 @@ helps: creating a v2 bucket.
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -59,9 +61,6 @@ def _classify(status: int, body: str, headers: httpx.Headers) -> WriteResult:
 
 
 def _is_loopback(url: str) -> bool:
-    import ipaddress
-    from urllib.parse import urlsplit
-
     host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True

@@ -213,10 +213,14 @@ class MemorySink:
         self._lock = threading.Lock()
 
     def submit(self, outcome: Outcome, on_durable: DurableCallback | None = None) -> None:
+        self.submit_many([(outcome, on_durable)])
+
+    def submit_many(self, items: list[tuple[Outcome, DurableCallback | None]]) -> None:
         with self._lock:
-            self.outcomes.append(outcome)
-        if on_durable is not None:
-            on_durable(True)
+            self.outcomes.extend(outcome for outcome, _ in items)
+        for _, on_durable in items:
+            if on_durable is not None:
+                on_durable(True)
 
     @property
     def rejected(self) -> list[Rejected]:

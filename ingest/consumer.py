@@ -26,7 +26,7 @@ from citywatch.model import RawMessage
 from citywatch.settings import Settings
 from ingest.decode import Decoder
 from ingest.metrics import IngestMetrics
-from ingest.types import Rejected, Sink
+from ingest.types import BatchSink, Outcome, Rejected
 
 log = logging.getLogger("citywatch.ingest.mqtt")
 
@@ -212,7 +212,7 @@ class AckToken:
 
 
 class MqttConsumer:
-    def __init__(self, *, settings: Settings, decoder: Decoder, sink: Sink, metrics: IngestMetrics,
+    def __init__(self, *, settings: Settings, decoder: Decoder, sink: BatchSink, metrics: IngestMetrics,
                  client_id: str | None = None, shared: bool = False) -> None:
         self._settings = settings
         self._decoder = decoder
@@ -293,13 +293,15 @@ class MqttConsumer:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", "backslashreplace")
-        raw = RawMessage(topic, msg.payload, time.time_ns() // 1_000_000)
-        try:
-            outcome = self._decoder.decode(raw)
-        except Exception as exc:  # a decoder bug must not stall the stream: keep the message
-            log.exception("decoder failed on %s", topic[:200])
-            outcome = Rejected(raw, (f"internal_error: {type(exc).__name__}: {exc}",))
+        outcome = self._outcome(RawMessage(topic, msg.payload, time.time_ns() // 1_000_000))
         self._sink.submit(outcome, AckToken(self, msg.mid, msg.qos, self._generation))
+
+    def _outcome(self, raw: RawMessage) -> Outcome:
+        try:
+            return self._decoder.decode(raw)
+        except Exception as exc:  # a decoder bug must not stall the stream: keep the message
+            log.exception("decoder failed on %s", raw.topic[:200])
+            return Rejected(raw, (f"internal_error: {type(exc).__name__}: {exc}",))
 
     def _on_publishes(self, batch: list[tuple[bytes, bytes, int, int]]) -> None:
         """The fast path's messages (see `_Client`), one read's worth at a time."""
@@ -307,26 +309,15 @@ class MqttConsumer:
             return
         now_ms = time.time_ns() // 1_000_000
         gen = self._generation
-        decode = self._decoder.decode
+        outcome = self._outcome
         items = []
         for topic_bytes, payload, mid, qos in batch:
             try:
                 topic = topic_bytes.decode()
             except UnicodeDecodeError:
                 topic = topic_bytes.decode("utf-8", "backslashreplace")
-            raw = RawMessage(topic, payload, now_ms)
-            try:
-                outcome = decode(raw)
-            except Exception as exc:  # a decoder bug must not stall the stream: keep the message
-                log.exception("decoder failed on %s", topic[:200])
-                outcome = Rejected(raw, (f"internal_error: {type(exc).__name__}: {exc}",))
-            items.append((outcome, AckToken(self, mid, qos, gen)))
-        submit_many = getattr(self._sink, "submit_many", None)
-        if submit_many is not None:
-            submit_many(items)
-        else:
-            for outcome, token in items:
-                self._sink.submit(outcome, token)
+            items.append((outcome(RawMessage(topic, payload, now_ms)), AckToken(self, mid, qos, gen)))
+        self._sink.submit_many(items)
 
     def ack_many(self, tokens: list[AckToken], ok: bool = True) -> None:
         """Send the PUBACKs of `tokens` in receive order (MQTT requires that order).

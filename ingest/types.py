@@ -46,3 +46,10 @@ class Sink(Protocol):
     def submit(self, outcome: Outcome, on_durable: DurableCallback | None = None) -> None:
         """Queue `outcome` for the next group commit; thread-safe; may block for backpressure."""
         ...
+
+
+class BatchSink(Sink, Protocol):
+    def submit_many(self, items: list[tuple[Outcome, DurableCallback | None]]) -> None:
+        """`submit` for several outcomes in order, with one hand-over (the MQTT input
+        submits a whole socket read at once)."""
+        ...

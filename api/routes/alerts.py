@@ -58,13 +58,15 @@ async def stream(request: Request, ctx: CtxDep, _: ViewerDep, engine: EngineDep,
 
     async def events():
         gauge.inc()
-        it = sub.__aiter__()
+        it = aiter(sub)
         last = time.monotonic()
         try:
             yield ": connected\nretry: 3000\n\n"
             while not closing.is_set():
                 try:
-                    n = await asyncio.wait_for(it.__anext__(), timeout=min(1.0, heartbeat))
+                    # asyncio.timeout, not wait_for: see citywatch.aio.wait_event
+                    async with asyncio.timeout(min(1.0, heartbeat)):
+                        n = await anext(it)
                 except TimeoutError:
                     if time.monotonic() - last >= heartbeat:
                         last = time.monotonic()

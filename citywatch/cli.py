@@ -16,9 +16,18 @@ from citywatch.settings import Settings
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.service import run_service
+    from ingest.workers import start_ingest_processes
 
-    asyncio.run(run_service(settings))
+    # The ingest process first: it needs nothing from this one to connect and drain the
+    # broker, and its start-up then overlaps with the imports and set-up below.
+    workers = start_ingest_processes(settings, forward=settings.alerts_enabled)
+    try:
+        from ingest.service import run_service
+    except BaseException:
+        if workers is not None:
+            workers.stop()
+        raise
+    asyncio.run(run_service(settings, workers=workers))
     return 0
 
 

@@ -29,7 +29,7 @@ from ingest.deadletters import DeadLetterStore
 from ingest.decode import Decoder
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
-from ingest.workers import PoolCollector, WorkerPool, worker_count
+from ingest.workers import PoolCollector, WorkerPool, start_ingest_processes
 from ingest.writer import InfluxWriter
 
 log = logging.getLogger("citywatch.service")
@@ -186,26 +186,22 @@ def _settle_heap() -> None:
 
 async def run_service(settings: Settings, *, ingest: Ingest | None = None, started: asyncio.Event | None = None,
                       alerts: bool = True, api: bool = True, hj212_listen: str | None = None,
-                      mqtt: bool = True, watch=None) -> None:
+                      mqtt: bool = True, watch=None, workers: WorkerPool | None = None) -> None:
     """Run until SIGTERM/SIGINT (or `watch(stop)` sets stop), then shut down in order:
-    stop intake → commit and ack what is pending → flush the spool to InfluxDB (bounded)."""
-    workers = 0  # MQTT ingest processes started by this one
-    if ingest is None:
-        if mqtt and settings.worker_index is None:
-            workers = worker_count(settings)
-            if workers == 1 and not settings.ingest_process:
-                workers = 0
-        # With workers, MQTT ingest happens in their processes, not in this one.
-        ingest = build_ingest(settings, mqtt=mqtt and workers == 0)
+    stop intake → commit and ack what is pending → flush the spool to InfluxDB (bounded).
+
+    `workers`: MQTT ingest processes the caller started already (`citywatch run` starts
+    them first thing); without `ingest` or `workers`, they are started here as configured."""
     with_alerts = alerts and settings.alerts_enabled
-    if workers:
-        # Started first, so that their start-up overlaps with the alert engine's here; what
-        # they forward waits for `open_stream` below.
-        ingest.workers = WorkerPool(settings, count=workers, stream=ingest.stream if with_alerts else None,
-                                    shared=workers > 1)
-        ingest.metrics.registry.register(PoolCollector(ingest.workers))
-        ingest.workers.start()
+    if ingest is None and mqtt and workers is None:
+        workers = start_ingest_processes(settings, forward=with_alerts)
     try:
+        if ingest is None:
+            # With workers, MQTT ingest happens in their processes, not in this one.
+            ingest = build_ingest(settings, mqtt=mqtt and workers is None)
+        if workers is not None:
+            ingest.workers = workers
+            ingest.metrics.registry.register(PoolCollector(workers))
         engine = None
         alert_tasks: list = []
         if with_alerts:
@@ -214,11 +210,11 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
             # Subscribe before the first commit so that the engine sees every reading.
             engine, alert_tasks = build_alerting(settings, registry=ingest.registry, sink=ingest.committer,
                                                  stream=ingest.stream.subscribe(max_batches=1024))
-        if ingest.workers is not None:
-            ingest.workers.open_stream()
+        if workers is not None:
+            workers.open_stream(ingest.stream)
     except BaseException:
-        if ingest.workers is not None:
-            ingest.workers.stop()
+        if workers is not None:
+            workers.stop()
         raise
     listen = hj212_listen or settings.hj212_listen
     gateway = _hj212_gateway(settings, ingest, listen) if listen else None
@@ -284,6 +280,8 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
             for t in tasks:
                 t.cancel()
     finally:
+        if ingest.workers is not None:  # already stopped, unless a task failed: stop them cleanly
+            await asyncio.to_thread(ingest.workers.stop)
         flushed = await ingest.writer.flush(timeout_s=10.0)
         log.info("stopped; %s", "spool drained" if flushed else
                  f"{ingest.spool.backlog_lines} lines stay spooled for the next start")

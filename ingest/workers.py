@@ -70,6 +70,21 @@ def worker_count(settings: Settings) -> int:
     return n
 
 
+def start_ingest_processes(settings: Settings, *, forward: bool) -> "WorkerPool | None":
+    """Start the MQTT ingest processes `citywatch run` runs beside itself, or None when MQTT
+    ingest stays in this process (CW_INGEST_PROCESS=false and one worker, or this is a
+    worker). Called before the main process imports and builds the rest, so that the
+    workers' start-up (a fresh interpreter each) overlaps with its own."""
+    if settings.worker_index is not None:
+        return None
+    count = worker_count(settings)
+    if count == 1 and not settings.ingest_process:
+        return None
+    pool = WorkerPool(settings, count=count, forward=forward, shared=count > 1)
+    pool.start()
+    return pool
+
+
 # -- the worker process -----------------------------------------------------------------
 def _die_with_parent() -> None:
     try:
@@ -158,11 +173,11 @@ class _Worker:
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, *, count: int, stream: ValidatedStream | None,
-                 shared: bool = True) -> None:
+    def __init__(self, settings: Settings, *, count: int, forward: bool, shared: bool = True) -> None:
         self._settings = settings
         self._shared = shared  # False: one worker with the plain session (the default layout)
-        self._stream = stream  # None: nobody in the main process needs the readings
+        self._forward = forward  # False: nobody in the main process needs the readings
+        self._stream: ValidatedStream | None = None  # given by `open_stream`
         self._ctx = mp.get_context("spawn")
         self._stream_open = threading.Event()  # set once the alert engine has subscribed
         self.workers = [_Worker(i) for i in range(count)]
@@ -171,7 +186,7 @@ class WorkerPool:
     def _start(self, w: _Worker) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
         w.process = self._ctx.Process(target=worker_main, name=f"cw-ingest-{w.index}", daemon=False,
-                                      args=(w.index, child, self._stream is not None, str(self._settings.data_dir),
+                                      args=(w.index, child, self._forward, str(self._settings.data_dir),
                                             self._shared))
         w.process.start()
         child.close()
@@ -193,15 +208,17 @@ class WorkerPool:
                 message = conn.recv()
             except (EOFError, OSError):
                 return
-            if message[0] == "batch" and self._stream is not None:
+            if message[0] == "batch" and self._forward:
                 readings, events = _decode(message[1], message[2])
                 self._stream_open.wait()  # the worker waits too (pipe backpressure): nothing is missed
+                assert self._stream is not None
                 self._stream.publish(readings, events)  # blocks while the alert engine is behind
             elif message[0] == "metrics":
                 w.snapshot = message[1]
 
-    def open_stream(self) -> None:
-        """Let forwarded readings through to the stream (its subscribers exist now)."""
+    def open_stream(self, stream: ValidatedStream) -> None:
+        """Let forwarded readings through to `stream` (its subscribers exist now)."""
+        self._stream = stream
         self._stream_open.set()
 
     async def supervise(self) -> None:

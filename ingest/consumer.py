@@ -16,6 +16,8 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -211,6 +213,21 @@ class AckToken:
         self.ack_group.ack_many([self], ok)
 
 
+class _PahoLog(logging.LoggerAdapter):
+    """paho's own log lines, less one: after our DISCONNECT has closed the socket, paho's
+    network thread can look at it once more and log "Client is not connected" as an ERROR
+    — at a clean stop, now and then. That line is dropped while we are stopping."""
+
+    def __init__(self, stopping: Callable[[], bool]) -> None:
+        super().__init__(logging.getLogger("citywatch.paho"), {})
+        self._stopping = stopping
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if self._stopping() and isinstance(msg, str) and msg.startswith("Client is not connected"):
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
 class MqttConsumer:
     def __init__(self, *, settings: Settings, decoder: Decoder, sink: BatchSink, metrics: IngestMetrics,
                  client_id: str | None = None, shared: bool = False) -> None:
@@ -239,7 +256,7 @@ class MqttConsumer:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message  # what paho itself still delivers (QoS 2)
         c.on_publishes = self._on_publishes
-        c.enable_logger(logging.getLogger("citywatch.paho"))
+        c.enable_logger(_PahoLog(lambda: self._draining))  # type: ignore[arg-type]  # paho only calls .log
         return c
 
     # -- lifecycle -----------------------------------------------------------------

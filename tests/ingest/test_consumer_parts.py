@@ -3,6 +3,7 @@ under paho's socket and the grouping of acknowledgements."""
 
 from __future__ import annotations
 
+import logging
 import socket
 
 from citywatch.model import RawMessage
@@ -146,3 +147,18 @@ def test_take_publishes_hands_malformed_lengths_to_paho():
             assert buf.recv(1) == bad[:1]  # nothing was consumed
         finally:
             sock.close()
+
+
+def test_paho_log_drops_only_the_not_connected_error_while_stopping(caplog):
+    from ingest.consumer import _PahoLog
+
+    stopping = False
+    plog = _PahoLog(lambda: stopping)
+    line = "Client is not connected. Socket: None). Last known Connection State: MQTT_CS_DISCONNECTED"
+    with caplog.at_level(logging.DEBUG, logger="citywatch.paho"):
+        plog.log(logging.ERROR, line)  # not stopping: a real problem, kept
+        stopping = True
+        plog.log(logging.ERROR, line)  # the race at a clean stop: dropped
+        plog.log(logging.WARNING, "failed to receive on socket: %s", "reset")  # anything else: kept
+    kept = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "citywatch.paho"]
+    assert kept == [(logging.ERROR, line), (logging.WARNING, "failed to receive on socket: reset")]

@@ -100,7 +100,10 @@ class _Device:
     watermark: int = -1
     last_seen: int = 0
     series: dict[str, Series] = field(default_factory=dict)
-    dirty: set[str] = field(default_factory=set)
+    # The fields whose series changed since the last snapshot. A tuple, not a set: ~100
+    # bytes against ~700 for a set of a typical device's fields, and cheap to keep since
+    # it is almost always exactly the fields of the reading just taken.
+    dirty: tuple[str, ...] = ()
     meta_dirty: bool = True
     # Built by `AlertEngine._watch` for the rules of generation `rules_gen` and the registry
     # entry `regdev` (its parameters move the bounds): per rule-indexed field its feed, per
@@ -110,6 +113,11 @@ class _Device:
     guards: list[Any] = field(default_factory=list)
     rules_gen: int = -1
     regdev: Any = None
+
+
+def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The fields of `a`, then those of `b` not in it."""
+    return a + tuple(f for f in b if f not in a) if a else b
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +182,37 @@ class _CRule:
             self.clear = tuple(_CCond(c, self.schedule) for c in rule.clear) if rule.clear else ()
             self.approx = any(c.approx for c in (*self.when, *self.clear))
             self.win_ms, self.need, self.rkey = 0, 0.0, None
+
+
+class _WatchPlan:
+    """The guards of one kind's rules for devices with given registry parameters, as
+    `AlertEngine._watch` instantiates them per device: `hots`, one (field, lo, hi, span)
+    per distinct Hot tracker (equal conditions share one), in the order they are made;
+    `guards`, per rule slot the stuck rule itself (its Jump is per device) or the indexes
+    in `hots` of the trackers of the rule's conditions that have a cold interval."""
+
+    __slots__ = ("guards", "hots")
+
+    def __init__(self, rules: Iterable[_CRule], params: dict[str, Any]):
+        self.hots: list[tuple[str, float, float, int | None]] = []
+        self.guards: list[_CRule | tuple[int, ...]] = []
+        seen: dict[tuple[str, tuple[float, float], int | None], int] = {}
+        for cr in rules:
+            if cr.stuck:
+                self.guards.append(cr)
+                continue
+            mine = []
+            for c in cr.when:
+                interval = cold_interval(c.c, params)
+                if interval is None:
+                    continue  # no data-independent bound: this condition never rules the rule out
+                span = None if c.agg == "last" else c.win_ms
+                i = seen.get((c.field, interval, span))
+                if i is None:
+                    i = seen[(c.field, interval, span)] = len(self.hots)
+                    self.hots.append((c.field, *interval, span))
+                mine.append(i)
+            self.guards.append(tuple(mine))
 
 
 def _plain(v: Any) -> Any:
@@ -289,9 +328,16 @@ class AlertEngine:
         self._kind_rules = kind_rules
         self._rules_gen = getattr(self, "_rules_gen", 0) + 1  # devices rebuild their guards
         self._todo: dict[tuple[str, tuple[str, ...]], list[_CRule]] = {}
+        self._shapes: dict[tuple[str, str, float | None], tuple[int, int]] = {}  # see _series_shape
+        # per kind, the registry parameters its threshold-rule conditions name (_watch_plan)
+        self._guard_params = {kind: tuple(sorted({t.param for cr in crs for c in cr.when
+                                                  for t in (c.c.threshold, c.c.low, c.c.high)
+                                                  if t is not None and t.param}))
+                              for kind, crs in kind_rules.items()}
+        self._watch_plans: dict[tuple[str, tuple[Any, ...]], _WatchPlan] = {}
         for dev in getattr(self, "_devices", {}).values():  # cursors are per window shape
             for s in dev.series.values():
-                s.rolls.clear()
+                s.drop_rollings()
 
     def list_rules(self) -> list[dict[str, Any]]:
         return [rule_to_dict(r) for r in sorted(self.rules.values(), key=lambda r: r.id)]
@@ -402,18 +448,34 @@ class AlertEngine:
         d = self._registry.get(device) if self._registry is not None else None
         return d.params if d is not None else {}
 
+    def _series_shape(self, dev: _Device, fld: str) -> tuple[int, int]:
+        """(starting capacity, longest window in ms) of the device's series for `fld`;
+        (0, 0) when no rule reads it. Depends only on the kind, the field and the device's
+        expected interval, so it is worked out once for them (and the ints are shared)."""
+        interval = self._device_interval(dev.device, dev.kind)
+        key = (dev.kind, fld, interval)
+        shape = self._shapes.get(key)
+        if shape is None:
+            window = self._windows.get((dev.kind, fld))
+            if window is None:
+                shape = (0, 0)
+            else:
+                per = interval or self._default_interval_s
+                cap = int(min(self._max_samples, max(16, math.ceil(window / per * 1.25) + 8)))
+                shape = (cap, int(window * 1000))
+            if len(self._shapes) >= 4096:
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
+
     def _capacity(self, dev: _Device, fld: str) -> int:
-        window = self._windows.get((dev.kind, fld))
-        if window is None:
-            return 0
-        interval = self._device_interval(dev.device, dev.kind) or self._default_interval_s
-        return int(min(self._max_samples, max(16, math.ceil(window / interval * 1.25) + 8)))
+        return self._series_shape(dev, fld)[0]
 
     def _new_series(self, dev: _Device, fld: str) -> Series:
         # Starts sized for the expected interval; grows (up to the cap) if the device
         # reports faster than expected, so the longest window always fits.
-        window_ms = int(self._windows.get((dev.kind, fld), 0.0) * 1000)
-        return Series(self._capacity(dev, fld), span_ms=window_ms, max_cap=self._max_samples)
+        cap, window_ms = self._series_shape(dev, fld)
+        return Series(cap, span_ms=window_ms, max_cap=self._max_samples)
 
     def _device(self, kind: str, site: str, device: str) -> _Device:
         dev = self._devices.get(device)
@@ -497,15 +559,17 @@ class AlertEngine:
                     if ts > h.ts and not h.lo <= x <= h.hi:
                         h.ts = ts
                 hit.append(f)
-            if hit:
-                dev.dirty.update(hit)
+        if hit:
+            fields = tuple(hit)
+            if dev.dirty != fields:  # a device's readings mostly carry the same fields
+                dev.dirty = _union(dev.dirty, fields)
         if not advanced:
             return  # late or duplicate: windows updated, time does not go back
         dev.watermark = ts
         dev.meta_dirty = True
         if not hit:
             return
-        key = (r.kind, tuple(hit))
+        key = (r.kind, fields)
         todo = self._todo.get(key)
         if todo is None:
             todo = self._plan(key)
@@ -538,34 +602,52 @@ class AlertEngine:
     def _watch(self, dev: _Device, regdev: Any) -> None:
         """(Re)build the device's feeds and guards (alerts/guard.py) for the current rules
         and its registry entry `regdev`, starting the trackers from the samples kept."""
-        params = regdev.params if regdev is not None else {}
+        plan = self._watch_plan(dev.kind, regdev.params if regdev is not None else {})
         feeds = {f: _Feed(dev.series.get(f)) for f in self._field_index.get(dev.kind, ())}
-        hots: dict[tuple[str, tuple[float, float], int | None], Hot] = {}  # shared by equal conditions
+        # Each tracker is made as a 1-tuple, used as is by a field it is the only tracker
+        # of (`lasts` / `windows`) and by the rules it is the only guard of: most trackers
+        # are both, and one tuple instead of two or three is ~50 bytes less each.
+        hots: list[tuple[Hot]] = []
+        for f, lo, hi, span in plan.hots:
+            feed = feeds[f]
+            one = (Hot(lo, hi, span).scan(feed.series),)
+            if one[0].last:
+                feed.lasts = feed.lasts + one if feed.lasts else one
+            else:
+                feed.windows = feed.windows + one if feed.windows else one
+            hots.append(one)
         guards: list[Any] = []
-        for cr in self._kind_rules.get(dev.kind, ()):
-            if cr.stuck:
-                feed = feeds[cr.rule.field]  # type: ignore[union-attr]
-                jump = Jump(cr.rule.tolerance, cr.win_ms).scan(feed.series)  # type: ignore[union-attr]
+        for g in plan.guards:
+            if isinstance(g, _CRule):  # a stuck rule
+                feed = feeds[g.rule.field]  # type: ignore[union-attr]
+                jump = Jump(g.rule.tolerance, g.win_ms).scan(feed.series)  # type: ignore[union-attr]
                 feed.jumps += (jump,)
                 guards.append(jump)
-                continue
-            mine = []
-            for c in cr.when:
-                interval = cold_interval(c.c, params)
-                if interval is None:
-                    continue  # no data-independent bound: this condition never rules the rule out
-                span = None if c.agg == "last" else c.win_ms
-                h = hots.get((c.field, interval, span))
-                if h is None:
-                    feed = feeds[c.field]
-                    h = hots[(c.field, interval, span)] = Hot(*interval, span).scan(feed.series)
-                    if h.last:
-                        feed.lasts += (h,)
-                    else:
-                        feed.windows += (h,)
-                mine.append(h)
-            guards.append(tuple(mine))
+            elif len(g) == 1:
+                guards.append(hots[g[0]])
+            else:
+                guards.append(tuple([hots[i][0] for i in g]))
         dev.feeds, dev.guards, dev.rules_gen, dev.regdev = feeds, guards, self._rules_gen, regdev
+
+    def _watch_plan(self, kind: str, params: dict[str, Any]) -> _WatchPlan:
+        """The plan `_watch` follows for a device of `kind` with registry `params`. It
+        depends only on the values of the few parameters the kind's thresholds name, so
+        it is made once per distinct values and shared: a device's first reading does not
+        redo the `cold_interval` work, and the bounds (floats) are not copied per device."""
+        names = self._guard_params.get(kind, ())
+        # the type too: True == 1 as a key, but True is not a number to `static_threshold`
+        values = tuple([(type(v), v) for v in map(params.get, names)])
+        key = (kind, values)
+        try:
+            plan = self._watch_plans.get(key)
+        except TypeError:  # an unhashable parameter value: plan this device on its own
+            return _WatchPlan(self._kind_rules.get(kind, ()), params)
+        if plan is None:
+            plan = _WatchPlan(self._kind_rules.get(kind, ()), params)
+            if len(self._watch_plans) >= 4096:
+                self._watch_plans.clear()
+            self._watch_plans[key] = plan
+        return plan
 
     def _plan(self, key: tuple[str, tuple[str, ...]]) -> list[_CRule]:
         """The rules a reading with these (rule-indexed) fields evaluates, in index order."""
@@ -1269,7 +1351,7 @@ class AlertEngine:
                         ts, v = d.series[f].dump()
                         rows.append(("INSERT OR REPLACE INTO series (device, field, ts, v) VALUES (?,?,?,?)",
                                      (d.device, f, ts, v)))
-                    d.dirty.clear()
+                    d.dirty = ()
             if not rows:
                 return
             with self.store.transaction() as tx:

@@ -7,7 +7,7 @@ series is bounded by about twice the capacity (16 bytes a sample). Samples have 
 indexes (`base` + position) that survive that compaction.
 
 `Rolling` is a cursor over one series for one sliding window `(start, end]`: it keeps
-running aggregates (exact sums, monotonic max/min deques, a sorted list for the median)
+running aggregates (exact sums, monotonic max/min queues, a sorted list for the median)
 and is moved forward in O(samples entering + leaving) per evaluation instead of searching
 and reducing the whole window each time. Anything that is not an append at the newest end
 (a late sample inserted in the middle, a re-delivered duplicate replacing a value) bumps
@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left, bisect_right, insort
-from collections import deque
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,10 @@ _SCALE = 2.0 ** 128  # exact fixed-point scale for running sums
 _SHIFT = 128
 _DEN = [n << _SHIFT for n in range(8192)]  # the denominators of exact means, precomputed
 _MAX_DB = 3000.0  # 10 ** (L / 10) overflows a double beyond ~3083 dB
+# `Series.rolls` until the first cursor is made: most series never get one (a field read
+# only by `last` conditions), and an empty dict per series is ~64 bytes. Read-only, so a
+# stray write fails instead of leaking cursors into every series.
+_NO_ROLLS: Mapping[Any, Rolling] = MappingProxyType({})
 
 
 class Series:
@@ -48,7 +53,7 @@ class Series:
         self._lo = 0  # live samples are _ts[_lo:], _v[_lo:]
         self.base = 0  # absolute index of _ts[0]
         self.epoch = 0  # bumped on any change other than an append / dropping the oldest
-        self.rolls: dict[Any, Rolling] = {}
+        self.rolls: Mapping[Any, Rolling] = _NO_ROLLS  # cursors by window shape, see `rolling`
 
     def __len__(self) -> int:
         return len(self._ts) - self._lo
@@ -115,8 +120,15 @@ class Series:
         """The cursor for `key` (one per window shape), made for aggregate `agg`."""
         r = self.rolls.get(key)
         if r is None:
-            r = self.rolls[key] = ROLLING[agg](self, agg)
+            rolls = self.rolls
+            if rolls is _NO_ROLLS:
+                rolls = self.rolls = {}
+            r = rolls[key] = ROLLING[agg](self, agg)  # type: ignore[index]
         return r
+
+    def drop_rollings(self) -> None:
+        """Forget every cursor (their window shapes may no longer be asked for)."""
+        self.rolls = _NO_ROLLS
 
     # -- persistence (the bytes of int64 / float64 arrays, oldest first) ----------------
     def dump(self) -> tuple[bytes, bytes]:
@@ -419,14 +431,23 @@ class _Energy(Rolling):
 
 
 class _MaxMin(Rolling):
-    """Monotonic deques of absolute indexes: the window max / min in O(1) amortised."""
+    """Monotonic queues of absolute indexes: the window max / min in O(1) amortised.
 
-    __slots__ = ("mx", "mn")
+    Each queue is a list whose live part starts at a head offset (`mx[mxh:]`, `mn[mnh:]`)
+    rather than a deque: an empty deque already holds a 64-slot block (~760 bytes), and
+    there is one such cursor per stuck rule on every device. Samples leaving the window
+    only move the head; the dead prefix is cut off once it is longer than the live part
+    (and than `_DEAD_MAX`), so a queue stays within about twice its live length and every
+    index is copied O(1) times on average."""
+
+    __slots__ = ("mx", "mn", "mxh", "mnh")
     fast = frozenset({"max", "min"})
+    _DEAD_MAX = 16
 
     def _clear(self) -> None:
-        self.mx: deque[int] = deque()
-        self.mn: deque[int] = deque()
+        self.mx: list[int] = []
+        self.mn: list[int] = []
+        self.mxh = self.mnh = 0
 
     def _add(self, x: float, i: int) -> None:
         if x != x:  # NaN: numpy propagates it; leave that to the fallback
@@ -435,10 +456,12 @@ class _MaxMin(Rolling):
         s = self.s
         va, base = s._v, s.base
         mx, mn = self.mx, self.mn
-        while mx and va[mx[-1] - base] <= x:
+        h = self.mxh
+        while len(mx) > h and va[mx[-1] - base] <= x:
             mx.pop()
         mx.append(i)
-        while mn and va[mn[-1] - base] >= x:
+        h = self.mnh
+        while len(mn) > h and va[mn[-1] - base] >= x:
             mn.pop()
         mn.append(i)
 
@@ -447,15 +470,26 @@ class _MaxMin(Rolling):
             self.bad -= 1
 
     def _trimmed(self, a: int) -> None:
-        mx, mn = self.mx, self.mn
-        while mx and mx[0] < a:
-            mx.popleft()
-        while mn and mn[0] < a:
-            mn.popleft()
+        mx, h = self.mx, self.mxh
+        n = len(mx)
+        while h < n and mx[h] < a:
+            h += 1
+        if h > self._DEAD_MAX and h + h > n:
+            del mx[:h]
+            h = 0
+        self.mxh = h
+        mn, h = self.mn, self.mnh
+        n = len(mn)
+        while h < n and mn[h] < a:
+            h += 1
+        if h > self._DEAD_MAX and h + h > n:
+            del mn[:h]
+            h = 0
+        self.mnh = h
 
     def _value(self, agg: str) -> float:
         s = self.s
-        return s._v[(self.mx[0] if agg == "max" else self.mn[0]) - s.base]
+        return s._v[(self.mx[self.mxh] if agg == "max" else self.mn[self.mnh]) - s.base]
 
     def max_minus_min(self) -> float:
         """max - min of the (non-empty) window."""
@@ -464,7 +498,7 @@ class _MaxMin(Rolling):
             return float(v.max() - v.min())
         s = self.s
         va, base = s._v, s.base
-        return va[self.mx[0] - base] - va[self.mn[0] - base]
+        return va[self.mx[self.mxh] - base] - va[self.mn[self.mnh] - base]
 
 
 class _Median(Rolling):

@@ -52,6 +52,25 @@ def test_crash_during_firing_no_duplicate(tmp_path):
     assert first + b.deliver() == [("firing", "dust_pm10_10min", "major"), ("resolved", "dust_pm10_10min", "major")]
 
 
+def test_snapshot_keeps_every_field_changed_since_the_last(tmp_path):
+    # readings carrying different fields between two snapshots: each field's samples are
+    # saved, and those of a field untouched since the last snapshot are not lost either
+    path = tmp_path / "a.sqlite3"
+    a = Harness(path)
+    a.feed(series("D1", T0, 3, {"pm10": 80.0, "spray_on": True}))
+    a.engine.snapshot()
+    a.feed(series("D1", T0 + 3 * MIN, 2, {"pm10": 90.0}))
+    a.feed(series("D1", T0 + 5 * MIN, 2, {"spray_on": False}))
+    a.feed(series("D1", T0 + 7 * MIN, 1, {"pm10": 95.0}))
+    a.engine.snapshot()
+    want = {f: (s.ts.tolist(), s.values.tolist()) for f, s in a.engine._devices["D1"].series.items()}
+    assert set(want) == {"pm10", "spray_on"}
+    crash(a)
+    b = Harness(path)
+    got = {f: (s.ts.tolist(), s.values.tolist()) for f, s in b.engine._devices["D1"].series.items()}
+    assert got == want
+
+
 def test_crash_before_delivery_sends_once(tmp_path):
     # the transition committed with its outbox row but was not yet sent: the next engine sends it once
     path = tmp_path / "a.sqlite3"

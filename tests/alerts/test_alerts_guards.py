@@ -131,6 +131,32 @@ def test_hot_last_condition_follows_the_newest_sample():
     assert Hot(-math.inf, 150.0, None).scan(s).ts == 2000
 
 
+def test_devices_share_guard_bounds_only_with_equal_params(tmp_path):
+    # the guards' plan is made once per distinct value of the parameters the rules name
+    # (type included: True is not a number to a threshold, 1 is), and shared by devices
+    reg = Registry({d.id: d for d in [
+        Device("D1", "S1", "dust"), Device("D2", "S1", "dust"),
+        Device("D3", "S1", "dust", params={"pm10_set_value": 100}),
+        Device("D4", "S1", "dust", params={"pm10_set_value": True}),
+        Device("D5", "S1", "dust", params={"pm10_set_value": 1}),
+        Device("D6", "S1", "dust", params={"pm10_set_value": [1]}),  # unhashable: planned alone
+    ]}, {})
+    h = Harness(tmp_path / "a.sqlite3", registry=reg)
+    for i, d in enumerate(["D1", "D2", "D3", "D4", "D5", "D6"]):
+        h.feed([Reading("dust", "S1", d, 1_000 + i, {"pm10": 50.0, "spray_on": True})])
+    eng = h.engine
+    slot = next(cr.slot for cr in eng._kind_rules["dust"] if cr.id == "dust_pm10_10min")
+
+    def bound(d: str) -> float:
+        (hot,) = eng._devices[d].guards[slot]
+        return hot.hi
+
+    assert bound("D1") == bound("D4") == bound("D6") == pytest.approx(150.0)
+    assert bound("D3") == pytest.approx(100.0) and bound("D5") == pytest.approx(1.0)
+    assert eng._devices["D1"].guards[slot][0] is not eng._devices["D2"].guards[slot][0]  # per device
+    assert eng._devices["D1"].guards[slot][0].hi is eng._devices["D2"].guards[slot][0].hi  # shared bound
+
+
 def test_jump_proves_a_window_not_flat_while_both_samples_are_in_it():
     s = Series(8, span_ms=0, max_cap=8)
     j = Jump(0.5, 60_000)

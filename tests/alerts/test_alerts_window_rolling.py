@@ -68,6 +68,27 @@ def test_rolling_matches_numpy(seed):
         assert len(s) <= s.cap <= s.max_cap
 
 
+def test_max_min_queues_stay_bounded():
+    # long monotonic runs fill one queue, a step empties it; the dead head is cut off so a
+    # queue is never much longer than its live part, and the answers stay numpy's
+    s = Series(4096, span_ms=10**12, max_cap=4096)
+    roll = s.rolling(("max", 200_000), "max")
+    rng = random.Random(3)
+    x = 0.0
+    for i in range(20_000):
+        x += rng.choice([-1.0, 1.0]) * (1 if (i // 500) % 2 else 0.5) + (1e4 if i % 3000 == 0 else 0.0)
+        t = i * 1000
+        s.add(t, x)
+        got = roll.query(t - 200_000, t, 0)
+        wv = s.window(t - 200_000, t)[1]
+        if len(wv) >= 2:
+            assert got == float(wv.max())
+            assert roll.value("min") == float(wv.min())
+        for q, head in ((roll.mx, roll.mxh), (roll.mn, roll.mnh)):
+            live = len(q) - head
+            assert live <= len(wv) and head <= max(roll._DEAD_MAX, live)
+
+
 def test_rolling_falls_back_for_unrepresentable_values():
     # NaN and values with bits below 2**-128 cannot be summed exactly: numpy decides
     s = Series(64, span_ms=10**9, max_cap=64)

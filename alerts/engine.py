@@ -378,11 +378,10 @@ class AlertEngine:
         for s in self.store.load_series():
             dev = self._devices.get(s["device"])
             if dev is not None:
-                cap = self._capacity(dev, s["field"])
-                if cap:
-                    fresh = self._new_series(dev, s["field"])
-                    dev.series[s["field"]] = Series.load(max(cap, fresh.cap), s["ts"], s["v"],
-                                                         span_ms=fresh.span_ms, max_cap=fresh.max_cap)
+                cap, window_ms = self._series_shape(dev, s["field"])
+                if cap:  # a field no rule reads any more is not restored
+                    dev.series[s["field"]] = Series.load(cap, s["ts"], s["v"], span_ms=window_ms,
+                                                         max_cap=self._max_samples)
         self._silences = [dict(r) for r in self.store.query("SELECT * FROM silences")]
 
     # ------------------------------------------------------------------ time helpers
@@ -467,9 +466,6 @@ class AlertEngine:
                 self._shapes.clear()
             self._shapes[key] = shape
         return shape
-
-    def _capacity(self, dev: _Device, fld: str) -> int:
-        return self._series_shape(dev, fld)[0]
 
     def _new_series(self, dev: _Device, fld: str) -> Series:
         # Starts sized for the expected interval; grows (up to the cap) if the device

@@ -470,22 +470,8 @@ class _MaxMin(Rolling):
             self.bad -= 1
 
     def _trimmed(self, a: int) -> None:
-        mx, h = self.mx, self.mxh
-        n = len(mx)
-        while h < n and mx[h] < a:
-            h += 1
-        if h > self._DEAD_MAX and h + h > n:
-            del mx[:h]
-            h = 0
-        self.mxh = h
-        mn, h = self.mn, self.mnh
-        n = len(mn)
-        while h < n and mn[h] < a:
-            h += 1
-        if h > self._DEAD_MAX and h + h > n:
-            del mn[:h]
-            h = 0
-        self.mnh = h
+        self.mxh = _drop_before(self.mx, self.mxh, a)
+        self.mnh = _drop_before(self.mn, self.mnh, a)
 
     def _value(self, agg: str) -> float:
         s = self.s
@@ -499,6 +485,19 @@ class _MaxMin(Rolling):
         s = self.s
         va, base = s._v, s.base
         return va[self.mx[self.mxh] - base] - va[self.mn[self.mnh] - base]
+
+
+def _drop_before(queue: list[int], head: int, a: int) -> int:
+    """Move `head` past the indexes of `queue` below `a` (samples that left the window);
+    cut the dead prefix off once it is longer than the live part and `_MaxMin._DEAD_MAX`.
+    Returns the new head."""
+    n = len(queue)
+    while head < n and queue[head] < a:
+        head += 1
+    if head > _MaxMin._DEAD_MAX and head + head > n:
+        del queue[:head]
+        head = 0
+    return head
 
 
 class _Median(Rolling):

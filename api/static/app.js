@@ -112,10 +112,23 @@
   }
 
   // ---------------------------------------------------------------- alerts
+  // A resync's snapshot may be read by the server before a live event that reaches us
+  // first; applied as is, it would wipe that alert (or undo its ack) from the table.
+  // The stream is subscribed before the snapshot is asked for, so every change after the
+  // request is also among the live events: re-applying those, in order, over the
+  // snapshot gives the newest state whichever way the race went.
+  const resyncs = new Set();
+  let resynced = 0;
   async function loadAlerts() {
-    const page = await getJSON('/v1/alerts?limit=200');
-    alerts.clear();
-    for (const a of page.items) alerts.set(a.id, a);
+    const since = [];
+    resyncs.add(since);
+    try {
+      const page = await getJSON('/v1/alerts?limit=200');
+      alerts.clear();
+      for (const a of page.items) alerts.set(a.id, a);
+      for (const a of since) alerts.set(a.id, a);
+    } finally { resyncs.delete(since); }
+    $('#alerts').dataset.resynced = String(++resynced);
     renderAlerts(); renderSites();
   }
   const RANK = {firing: 0, pending: 1, resolved: 2};
@@ -164,6 +177,7 @@
     if (event !== 'alert' || !data.length) return;
     const n = JSON.parse(data.join('\n'));
     alerts.set(n.alert.id, n.alert);
+    for (const since of resyncs) since.push(n.alert);
     renderAlerts(); renderSites();
   }
   async function stream() {

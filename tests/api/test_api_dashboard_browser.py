@@ -17,14 +17,18 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install chromium)")
 
 
+def _chromium(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
 def test_dashboard_live_alert_and_ack(stack, server):
     sync_api = pytest.importorskip("playwright.sync_api")
     readings, events, lines = episode_until("10:45")
     stack.write_lines(lines)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = _chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1300}, locale="zh-CN",
                                     timezone_id="Asia/Shanghai")
@@ -59,5 +63,48 @@ def test_dashboard_live_alert_and_ack(stack, server):
             assert page.evaluate("sessionStorage.getItem('cw.token')") == TOKENS["operator"]
             assert page.evaluate("localStorage.getItem('cw.token')") is None
             assert errors == [], errors
+        finally:
+            browser.close()
+
+
+def test_dashboard_resync_snapshot_older_than_a_live_event_keeps_the_alert(stack, server):
+    """The race that made the test above flaky in CI: the stream connects, the dashboard asks
+    for a snapshot, the server reads it before the alert fires, but the alert's live event
+    reaches the page first. Here the snapshot is held until the live row is shown, then
+    released; the row must survive it."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    readings, events, lines = episode_until("10:45")
+    stack.write_lines(lines)
+    held = []
+
+    def hold_snapshot(route):
+        if "/v1/alerts?" in route.request.url and not held:
+            held.append((route, route.fetch()))  # read now: no alert yet
+        else:
+            route.continue_()
+
+    with sync_api.sync_playwright() as p:
+        browser = _chromium(p)
+        try:
+            page = browser.new_page(locale="zh-CN", timezone_id="Asia/Shanghai")
+            page.route(lambda url: "/v1/alerts" in url, hold_snapshot)
+            page.goto(server.url + "/")
+            page.fill("#token", TOKENS["operator"])
+            page.click("#login-form button[type=submit]")
+            page.wait_for_selector("#live.on", timeout=10_000)
+            for _ in range(200):
+                if held:
+                    break
+                page.wait_for_timeout(25)
+            assert held, "the dashboard never asked for its resync snapshot"
+            route, stale = held[0]
+            assert stale.json()["items"] == []
+            feed(stack.engine, readings, events)
+            row = page.wait_for_selector("#alerts tbody tr[data-state=firing]", timeout=10_000)
+            alert_id = row.get_attribute("data-id")
+            route.fulfill(response=stale)
+            page.wait_for_selector("#alerts[data-resynced='1']", timeout=10_000)
+            assert page.query_selector(f"#alerts tbody tr[data-id='{alert_id}'][data-state=firing] button.ack")
+            assert page.is_hidden("#alerts-empty")
         finally:
             browser.close()

@@ -6,6 +6,12 @@ capacity and the dead head is cut off once it is as long as the capacity, so mem
 series is bounded by about twice the capacity (16 bytes a sample). Samples have absolute
 indexes (`base` + position) that survive that compaction.
 
+Why not numpy ring buffers: the hot path touches one or two samples per reading from
+Python, and there numpy costs about twice as much - a store 0.07 vs 0.03 µs, a read plus
+arithmetic on the numpy scalar it returns 0.13 vs 0.06 µs (timeit on this machine) - and an
+empty ndarray is 112 bytes against 80. numpy still does the whole-window reductions
+(`aggregate`, the fallback below) over zero-copy `np.frombuffer` views.
+
 `Rolling` is a cursor over one series for one sliding window `(start, end]`: it keeps
 running aggregates (exact sums, monotonic max/min queues, a sorted list for the median)
 and is moved forward in O(samples entering + leaving) per evaluation instead of searching

@@ -92,6 +92,15 @@
     if (!r.ok) throw new Error(path + ': ' + r.status);
     return r.json();
   }
+  // A panel's answers may come back out of order (the user picks another site or date
+  // while the first request is in flight, or a timer fires meanwhile): only the answer to
+  // the newest request of each panel is shown.
+  const asked = {};
+  async function newestOnly(panel, request) {
+    const ticket = asked[panel] = (asked[panel] || 0) + 1;
+    const answer = await request();
+    return ticket === asked[panel] ? answer : null;
+  }
 
   // ---------------------------------------------------------------- language
   function applyLang() {
@@ -207,7 +216,9 @@
 
   // ---------------------------------------------------------------- sites
   async function loadLatest() {
-    latest = (await getJSON('/v1/readings/latest')).items;
+    const answer = await newestOnly('latest', () => getJSON('/v1/readings/latest'));
+    if (!answer) return;
+    latest = answer.items;
     renderSites(); fillSiteSelect();
   }
   function siteStatus(site, newestMs) {
@@ -259,8 +270,11 @@
     const start = end - Number($('#chart-hours').value) * 3600 * 1000;
     const q = (field) => `/v1/series?kind=dust&site=${encodeURIComponent(site)}&field=${field}&agg=mean` +
       `&start=${encodeURIComponent(new Date(start).toISOString())}&end=${encodeURIComponent(new Date(end).toISOString())}`;
-    const [pm, noise] = await Promise.all([getJSON(q('pm10')), getJSON(q('noise'))]);
+    const both = await newestOnly('charts', () => Promise.all([getJSON(q('pm10')), getJSON(q('noise'))]));
+    if (!both) return;
+    const [pm, noise] = both;
     charts.data = {pm10: pm.series[0]?.points || [], noise: noise.series[0]?.points || []};
+    $('#charts-panel').dataset.site = site;
     drawCharts();
   }
   function drawCharts() {
@@ -288,7 +302,10 @@
   // ---------------------------------------------------------------- compliance
   async function loadCompliance() {
     const d = $('#comp-date').value || todayLocal();
-    compliance = await getJSON(`/v1/compliance/six100?date=${encodeURIComponent(d)}`);
+    const answer = await newestOnly('compliance', () => getJSON(`/v1/compliance/six100?date=${encodeURIComponent(d)}`));
+    if (!answer) return;
+    compliance = answer;
+    $('#compliance').dataset.date = answer.date;
     renderCompliance();
   }
   function renderCompliance() {

@@ -108,3 +108,44 @@ def test_dashboard_resync_snapshot_older_than_a_live_event_keeps_the_alert(stack
             assert page.is_hidden("#alerts-empty")
         finally:
             browser.close()
+
+
+def test_dashboard_shows_the_newest_request_answer_when_answers_cross(stack, server):
+    """A user picks one day's compliance, then another before the first answer came: the
+    first answer arriving last must not replace the table for the day now selected."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    stack.write_lines(episode_until("10:45")[2])
+    held = []
+
+    def hold_first_day(route):
+        if "date=2026-11-25" in route.request.url and not held:
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    with sync_api.sync_playwright() as p:
+        browser = _chromium(p)
+        try:
+            page = browser.new_page(locale="zh-CN", timezone_id="Asia/Shanghai")
+            page.route(lambda url: "/v1/compliance/" in url, hold_first_day)
+            page.goto(server.url + "/")
+            page.fill("#token", TOKENS["viewer"])
+            page.click("#login-form button[type=submit]")
+            page.wait_for_selector("#compliance[data-date]", timeout=10_000)
+            page.fill("#comp-date", "2026-11-25")
+            for _ in range(200):
+                if held:
+                    break
+                page.wait_for_timeout(25)
+            assert held, "the dashboard never asked for 2026-11-25"
+            page.fill("#comp-date", "2026-11-26")
+            page.wait_for_selector("#compliance[data-date='2026-11-26']", timeout=10_000)
+            route, older = held[0]
+            assert older.json()["date"] == "2026-11-25"
+            with page.expect_event("requestfinished", lambda r: "date=2026-11-25" in r.url):
+                route.fulfill(response=older)
+            page.wait_for_timeout(300)  # let the page handle the late answer
+            assert page.get_attribute("#compliance", "data-date") == "2026-11-26"
+            assert page.input_value("#comp-date") == "2026-11-26"
+        finally:
+            browser.close()

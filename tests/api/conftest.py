@@ -9,12 +9,22 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from pydantic import SecretStr
+
+TZ = ZoneInfo("Asia/Shanghai")
+# The scenarios are replayed on yesterday's local date, not on the date in their files:
+# then their data is whole and in the past, inside the API's 7-day "latest" lookback and
+# the dashboard's 24-hour charts, on whatever day the suite runs.
+_TODAY = datetime.now(TZ).date()
+SCENARIO_DAY = (_TODAY - timedelta(days=1)).isoformat()
+NEXT_DAY = _TODAY.isoformat()  # the day after SCENARIO_DAY
 
 TOKENS = {"viewer": "viewer-token-0001", "operator": "operator-token-0002", "admin": "admin-token-0003"}
 TOKEN_ENV = "viewer-token-0001=viewer, operator-token-0002=operator:王工, admin-token-0003=admin"
@@ -119,9 +129,12 @@ def decode_scenario(name: str, *, sites: int = 1, seed: int = 1):
     from ingest.types import Accepted
     from simulators import generate
 
-    decoder = Decoder(clock=lambda: 4_102_444_800_000)  # 2100: the scenario may be "in the future" today
+    from simulators.scenario import load_scenario
+
+    decoder = Decoder(clock=lambda: 4_102_444_800_000)  # 2100: never "in the future"
+    start = f"{SCENARIO_DAY}T{load_scenario(name).start_dt().strftime('%H:%M:%S')}"
     readings, events, lines = [], [], []
-    for m in generate(name, sites=sites, seed=seed):
+    for m in generate(name, sites=sites, seed=seed, start=start):
         if m.fault is not None:
             continue
         out = decoder.decode(RawMessage(m.topic, m.payload, m.sim_ts_ms))
@@ -149,13 +162,9 @@ def pytest_configure(config):
 
 
 def episode_until(minute: str = "10:45"):
-    """The dust-episode scenario's readings up to a local time on its day: the PM10 alert is
-    firing (not yet resolved) at the end."""
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
+    """The dust-episode scenario's readings up to a local time on its day (SCENARIO_DAY): the
+    PM10 alert is firing (not yet resolved) at the end."""
     readings, events, lines = decode_scenario("dust-episode")
-    cut = int(datetime.fromisoformat(f"2026-11-27T{minute}:00").replace(tzinfo=ZoneInfo("Asia/Shanghai"))
-              .timestamp() * 1000)
+    cut = int(datetime.fromisoformat(f"{SCENARIO_DAY}T{minute}:00").replace(tzinfo=TZ).timestamp() * 1000)
     return ([r for r in readings if r.ts_ms < cut], [e for e in events if e.ts_ms < cut],
             lines)

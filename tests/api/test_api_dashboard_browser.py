@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TOKENS, auth, episode_until, feed
+from conftest import SCENARIO_DAY, TOKENS, auth, episode_until, feed
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -47,7 +47,8 @@ def test_dashboard_live_alert_and_ack(stack, server):
             assert "PM10" in row.inner_text() and "告警中" in row.inner_text()
             page.wait_for_selector(".card[data-site=S0001]")
             page.wait_for_selector("#chart-pm10 .uplot", timeout=10_000)
-            page.wait_for_selector("#compliance tbody tr[data-site=S0001]", timeout=10_000)
+            page.fill("#comp-date", SCENARIO_DAY)  # the table opens on today; the episode was on that day
+            page.wait_for_selector(f"#compliance[data-date='{SCENARIO_DAY}'] tbody tr[data-site=S0001]", timeout=10_000)
             page.click(f"#alerts tbody tr[data-id='{alert_id}'] button.ack")
             page.wait_for_selector(f"#alerts tbody tr[data-id='{alert_id}'] .acked", timeout=10_000)
             got = httpx.get(f"{server.url}/v1/alerts/{alert_id}", headers=auth("viewer")).json()

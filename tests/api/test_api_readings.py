@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from conftest import auth, decode_scenario
+from conftest import NEXT_DAY, SCENARIO_DAY, auth, decode_scenario
 
 V = auth("viewer")
-EP = "2026-11-27T10:00:00+08:00"
+
+
+def at(hhmm: str, day: str = SCENARIO_DAY) -> str:
+    """A local time on the day the scenarios are replayed on (see conftest.SCENARIO_DAY)."""
+    return f"{day}T{hhmm}:00+08:00"
+
+
+EP = at("10:00")  # the dust episode is 10:30-10:45
 
 
 @pytest.fixture
@@ -28,19 +35,19 @@ def test_latest(client, loaded):
 
 def test_series_downsampled(client, loaded):
     r = client.get("/v1/series", headers=V, params={"kind": "dust", "site": "S0001", "field": "pm10", "start": EP,
-                                                    "end": "2026-11-27T11:00:00+08:00", "every": "10m", "agg": "max"})
+                                                    "end": at("11:00"), "every": "10m", "agg": "max"})
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert doc["unit"] == "µg/m³" and doc["every"] == "10m" and doc["start"] == "2026-11-27T10:00:00+08:00"
+    assert doc["unit"] == "µg/m³" and doc["every"] == "10m" and doc["start"] == EP
     (s,) = doc["series"]
     assert s["device"] == "D00001" and len(s["points"]) == 6
     assert max(v for _, v in s["points"]) > 150  # the episode at 10:30
     # default range is the last 24 h and every is chosen automatically (bounded points)
-    auto = client.get("/v1/series", headers=V, params={"kind": "dust", "field": "noise", "end": "2026-11-27T14:00:00Z"})
+    auto = client.get("/v1/series", headers=V, params={"kind": "dust", "field": "noise", "end": f"{SCENARIO_DAY}T14:00:00Z"})
     assert auto.status_code == 200 and auto.json()["every"] == "5m"
     assert all(len(s["points"]) <= 720 for s in auto.json()["series"])
     b = client.get("/v1/series", headers=V, params={"kind": "dust", "field": "spray_on", "agg": "last", "start": EP,
-                                                    "end": "2026-11-27T10:10:00+08:00", "every": "1m"})
+                                                    "end": at("10:10"), "every": "1m"})
     assert b.status_code == 200 and isinstance(b.json()["series"][0]["points"][0][1], bool)
 
 
@@ -70,18 +77,18 @@ def test_injection_rejected_before_influx(client, stack, param, value):
     ({"agg": "median"}, "agg"),
     ({"field": "spray_on", "agg": "mean"}, "agg"),              # bool: last only
     ({"start": "2026-10-01T00:00:00+08:00", "end": "2026-11-27T00:00:00+08:00"}, "start"),  # > 31 days
-    ({"start": EP, "end": "2026-11-27T20:00:00+08:00", "every": "10s"}, "every"),  # 4320 ok? no: see below
+    ({"start": EP, "end": at("20:00"), "every": "10s"}, "every"),  # 4320 ok? no: see below
     ({"start": "2026-11-01T00:00:00+08:00", "end": "2026-11-27T00:00:00+08:00", "every": "1m"}, "every"),  # 37440 pts
     ({"start": "2026-11-27T10:00:00", "end": "2026-11-27T11:00:00+08:00"}, "start"),   # no offset
     ({"start": "1795744800000"}, "start"),                       # epoch: not RFC 3339
     ({"start": "2026-11-27T25:00:00+08:00"}, "start"),
-    ({"start": "2026-11-27T11:00:00+08:00", "end": EP}, "start"),  # reversed
+    ({"start": at("11:00"), "end": EP}, "start"),  # reversed
     ({"every": "1x"}, "every"), ({"every": "5s"}, "every"), ({"every": "0m"}, "every"), ({"every": "1m;"}, "every"),
 ])
 def test_series_limits(client, stack, params, where):
-    base = {"kind": "dust", "field": "pm10", "start": EP, "end": "2026-11-27T11:00:00+08:00"}
+    base = {"kind": "dust", "field": "pm10", "start": EP, "end": at("11:00")}
     if params.get("every") == "10s" and "20:00" in params.get("end", ""):
-        params = {**params, "end": "2026-11-28T10:00:00+08:00"}  # 24 h / 10 s = 8640 > 5000
+        params = {**params, "end": at("10:00", NEXT_DAY)}  # 24 h / 10 s = 8640 > 5000
     r = client.get("/v1/series", params={**base, **params}, headers=V)
     assert r.status_code == 422, r.text
     assert any(where in d["loc"] for d in r.json()["detail"]), r.json()

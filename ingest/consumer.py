@@ -65,18 +65,22 @@ class _BufferedSocket:
     threads busy (committer, writer, alert engine) every re-take can wait for the switch
     interval — a convoy that cost more than paho's own parsing. Serving those reads from
     one 256 KiB `recv` removes the system calls; `pending()` tells paho's loop that bytes
-    are waiting without the socket being readable (the same hook paho uses for TLS).
+    are waiting without the socket being readable (the same hook paho uses for TLS) — but
+    not the start of a PUBLISH that `take_publishes` cannot finish: those bytes wait for
+    the socket, or paho's loop would call select() with no timeout and spin until they do.
 
     `take_publishes` parses the complete QoS 0/1 PUBLISH packets at the head of the buffer
     itself (see `_Client.loop_read`); everything else still goes through paho.
     """
 
-    __slots__ = ("_sock", "_buf", "_pos")
+    __slots__ = ("_sock", "_buf", "_pos", "_short")
 
     def __init__(self, sock) -> None:
         self._sock, self._buf, self._pos = sock, b"", 0
+        self._short = False  # take_publishes stopped at an incomplete packet; no byte came since
 
     def recv(self, n: int) -> bytes:
+        self._short = False
         if self._pos >= len(self._buf):
             self._buf, self._pos = self._sock.recv(_READ_BYTES), 0  # BlockingIOError passes through to paho
             if not self._buf:
@@ -86,7 +90,7 @@ class _BufferedSocket:
         return out
 
     def pending(self) -> int:
-        return len(self._buf) - self._pos
+        return 0 if self._short else len(self._buf) - self._pos
 
     def read_more(self) -> bool:
         """Append what the socket has to the unparsed rest; False at end of stream.
@@ -94,7 +98,7 @@ class _BufferedSocket:
         data = self._sock.recv(_READ_BYTES)
         if not data:
             return False
-        self._buf, self._pos = self._buf[self._pos:] + data, 0
+        self._buf, self._pos, self._short = self._buf[self._pos:] + data, 0, False
         return True
 
     def take_publishes(self, out: list) -> bool:
@@ -104,6 +108,7 @@ class _BufferedSocket:
         next packet is for paho (another type, QoS 2, a malformed length)."""
         buf, pos, end = self._buf, self._pos, len(self._buf)
         append = out.append
+        self._short = False
         try:
             while pos < end:
                 first = buf[pos]
@@ -113,9 +118,11 @@ class _BufferedSocket:
                 try:
                     length, i = _varint(buf, pos + 1)  # the remaining length
                 except IndexError:
+                    self._short = True
                     return True  # the fixed header is not all here yet
                 stop = i + length
                 if stop > end:
+                    self._short = True
                     return True
                 tlen = (buf[i] << 8) | buf[i + 1]
                 j = i + 2 + tlen

@@ -3,15 +3,16 @@
 Pure: no I/O; the clock is injected. Every reason in a rejection starts with a stable code
 (`payload_too_large:`, `bad_topic:`, `invalid_json:`, `invalid_utf8:`, `invalid_field:`,
 `unknown_field:`, `missing_field:`, `bad_timestamp:`, `future_timestamp:`,
-`unknown_kind:`, `unknown_device:`, `registry_mismatch:`, `empty_values:`) followed by a
-human-readable detail, so operators can group dead letters by cause.
+`unknown_kind:`, `unknown_device:`, `registry_mismatch:`, `empty_values:`, `unknown_event:`)
+followed by a human-readable detail, so operators can group dead letters by cause.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -25,6 +26,8 @@ from ingest.types import Accepted, Outcome, Rejected
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything earlier is a broken clock
 MAX_ITEMS = 10_000  # a batch payload larger than this is rejected, not split
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def _wall_ms() -> int:
@@ -178,8 +181,9 @@ class Decoder:
             reasons.append(f"bad_timestamp: {where}ts {ts_ms} is before 2000-01-01{hint}")
             return None
         if ts_ms > now_ms + self._max_future_ms:
+            # Exact (int / 1000 overflows a float for a ts of 300+ digits); rounds like :.0f.
             reasons.append(
-                f"future_timestamp: {where}ts is {(ts_ms - now_ms) / 1000:.0f} s ahead of the server clock "
+                f"future_timestamp: {where}ts is {round(Fraction(ts_ms - now_ms, 1000))} s ahead of the server clock "
                 f"(limit {self._max_future_ms // 1000} s)"
             )
             return None
@@ -195,7 +199,7 @@ class Decoder:
         if dt.tzinfo is None:
             reasons.append(f"bad_timestamp: {where}ts {ts[:64]!r} has no UTC offset")
             return None
-        ts_ms = int(dt.timestamp() * 1000)
+        ts_ms = (dt - _EPOCH) // _MS  # exact: timestamp() * 1000 is a float, a ms early for some
         if len(self._ts_text_ms) >= 10_000:
             self._ts_text_ms.clear()  # bounded: a day of 10 s ticks needs ~9,000
         self._ts_text_ms[ts] = ts_ms

@@ -23,6 +23,7 @@ from ingest.hj212.codes import Cn, QnRtn
 from ingest.hj212.crc import crc_hex, crc_ok
 from ingest.hj212.framing import Frame, FrameDecoder, FramingError
 from ingest.hj212.packet import Header, Problem, check_header, parse_cp, parse_data_time, read_header
+from ingest.decode import MIN_TS_MS
 from ingest.hj212.readings import cp_values
 from ingest.types import Accepted, Outcome, Rejected
 
@@ -124,9 +125,12 @@ def _decode_cp(h: Header, device: Device, ctx: DecodeContext, raw: RawMessage) -
         ts_ms = parse_data_time(cp.data_time, ctx.tz)
     except ValueError as exc:
         problems.append(Problem(str(exc)))
-    if ts_ms and ts_ms > raw.received_ms + ctx.max_future_s * 1000:
-        problems.append(Problem(f"future_timestamp: DataTime {cp.data_time} is more than "
-                                f"{ctx.max_future_s:g} s ahead of the gateway clock"))
+    else:
+        if ts_ms < MIN_TS_MS:  # the same floor as MQTT readings: a monitor whose clock was never set
+            problems.append(Problem(f"bad_datatime: DataTime {cp.data_time} is before 2000-01-01"))
+        elif ts_ms > raw.received_ms + ctx.max_future_s * 1000:
+            problems.append(Problem(f"future_timestamp: DataTime {cp.data_time} is more than "
+                                    f"{ctx.max_future_s:g} s ahead of the gateway clock"))
     vals = cp_values(cp, cn, device, spec)
     problems += vals.problems
     if problems:

@@ -180,6 +180,12 @@ def test_bad_datatime_and_future(ctx: DecodeContext) -> None:
     assert isinstance(d.outcome, Rejected) and d.outcome.reasons[0].startswith("bad_datatime")
     future = decode(packet({"a34002": 1.0}, data_time=datetime(2030, 1, 1)), ctx)
     assert isinstance(future.outcome, Rejected) and future.outcome.reasons[0].startswith("future_timestamp")
+    # A monitor whose clock was never set: the same 2000-01-01 floor as MQTT readings.
+    unset = decode(packet({"a34002": 1.0}, data_time=datetime(1999, 12, 31, 23, 59, 59)), ctx)
+    assert isinstance(unset.outcome, Rejected)
+    assert unset.outcome.reasons == ("bad_datatime: DataTime 19991231235959 is before 2000-01-01",)
+    ok = decode(packet({"a34002": 1.0}, data_time=datetime(2000, 1, 1, 8, 0, 0)), ctx)  # 00:00 UTC
+    assert isinstance(ok.outcome, Accepted)
 
 
 def test_modbus_device() -> None:

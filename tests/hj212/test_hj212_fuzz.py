@@ -407,7 +407,7 @@ def realtime_packets(draw) -> tuple[bytes, int, int, dict[str, float]]:
     cn = draw(st.sampled_from([Cn.REALTIME, Cn.MINUTE]))
     fields = draw(st.lists(st.sampled_from(sorted(FIELD_CODES)), unique=True, min_size=1))
     values = {f: draw(st.floats(DUST.fields[f].min, DUST.fields[f].max)) for f in fields}
-    when = draw(st.datetimes(datetime(2000, 1, 1), datetime(2024, 6, 2, 11, 0)))  # before NOW_MS, local
+    when = draw(st.datetimes(datetime(2000, 1, 1, 8, 0), datetime(2024, 6, 2, 11, 0)))  # local; 08:00 = the 2000 floor
     packet = encode_packet(mn=MN, pw=PW, data_time=when, cn=cn, values={FIELD_CODES[f]: v for f, v in values.items()},
                            flag=draw(st.sampled_from([4, 5])))
     ts_ms = int(when.replace(microsecond=0, tzinfo=TZ).timestamp()) * 1000

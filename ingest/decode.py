@@ -178,12 +178,12 @@ class Decoder:
                     return None
         if ts_ms < MIN_TS_MS:
             hint = " (epoch seconds? ts must be epoch milliseconds)" if ts_ms > 900_000_000 else ""
-            reasons.append(f"bad_timestamp: {where}ts {ts_ms} is before 2000-01-01{hint}")
+            reasons.append(f"bad_timestamp: {where}ts {_brief(ts_ms)} is before 2000-01-01{hint}")
             return None
         if ts_ms > now_ms + self._max_future_ms:
             # Exact (int / 1000 overflows a float for a ts of 300+ digits); rounds like :.0f.
             reasons.append(
-                f"future_timestamp: {where}ts is {round(Fraction(ts_ms - now_ms, 1000))} s ahead of the server clock "
+                f"future_timestamp: {where}ts is {_brief(round(Fraction(ts_ms - now_ms, 1000)))} s ahead of the server clock "
                 f"(limit {self._max_future_ms // 1000} s)"
             )
             return None
@@ -204,6 +204,12 @@ class Decoder:
             self._ts_text_ms.clear()  # bounded: a day of 10 s ticks needs ~9,000
         self._ts_text_ms[ts] = ts_ms
         return ts_ms
+
+
+def _brief(n: int) -> str:
+    """An integer for a reason: JSON allows thousands of digits, a dead letter needs 20."""
+    text = str(n)
+    return text if len(text) <= 20 else f"{text[:12]}… ({len(text.lstrip('-'))} digits)"
 
 
 _ValidateJson = Callable[[bytes], Any]

@@ -53,7 +53,8 @@ def cp_values(cp: CpData, cn: Cn, device: Device, spec: KindSpec) -> Values:
         if (fs.min is not None and value < fs.min) or (fs.max is not None and value > fs.max):
             if flag in VALID_FLAGS:
                 problems.append(Problem(
-                    f"out_of_range: {field}={value:g} ({code}-{suffix}) outside [{fs.min:g}, {fs.max:g}] {fs.unit}"))
+                    f"out_of_range: {field}={value:g} ({code}-{suffix}) outside [{_bound(fs.min, '-inf')}, "
+                    f"{_bound(fs.max, 'inf')}] {fs.unit}"))
             return
         values[field] = value
 
@@ -83,3 +84,8 @@ def cp_values(cp: CpData, cn: Cn, device: Device, spec: KindSpec) -> Values:
     if not values and not problems:
         problems.append(Problem("no_values: CP holds no value for any known field"))
     return Values(values, quality, tuple(problems))
+
+
+def _bound(limit: float | None, open_end: str) -> str:
+    """A range end for a reason; a field may have only a min or only a max in kinds.yaml."""
+    return open_end if limit is None else f"{limit:g}"

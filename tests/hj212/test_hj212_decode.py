@@ -101,6 +101,20 @@ def test_valid_value_out_of_range_rejects_with_reason(ctx: DecodeContext) -> Non
     assert d.answer is not None and b"CN=9014" in d.answer  # received and dead-lettered: no re-send
 
 
+def test_out_of_range_reason_for_a_field_bounded_on_one_side_only() -> None:
+    """kinds.yaml may give a field only a min (or only a max); the reason shows the open end."""
+    from dataclasses import replace
+
+    from citywatch.schema import kinds
+
+    dust = kinds()["dust"]
+    open_top = replace(dust, fields={**dust.fields, "pm10": replace(dust.fields["pm10"], max=None)})
+    ctx = DecodeContext(registry=make_registry(), tz=TZ, kinds={**kinds(), "dust": open_top})
+    d = decode(packet({"a34002": -5.0}), ctx)
+    assert isinstance(d.outcome, Rejected)
+    assert d.outcome.reasons[0].startswith("out_of_range: pm10=-5 (a34002-Rtd) outside [0, inf]")
+
+
 def test_tianjin_aliases_and_per_device_aliases_and_scale() -> None:
     reg = make_registry(hj212_scale=0.001, hj212_aliases={"a34005": "pm25", "NOISE2": "noise"})
     ctx = DecodeContext(registry=reg, tz=TZ)

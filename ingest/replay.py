@@ -8,6 +8,7 @@ the replay is refused with a clear message (the running service replays through 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -17,7 +18,9 @@ from citywatch.settings import Settings
 from ingest.deadletters import DeadLetterStore
 from ingest.decode import Decoder
 from ingest.spool import Spool, SpoolLocked
-from ingest.types import Accepted
+from ingest.types import Accepted, Rejected
+
+log = logging.getLogger("citywatch.ingest.replay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,11 @@ def redecode_pending(store: DeadLetterStore, decode, *, dry_run: bool = False
         if letter.source == "influx":
             still += 1  # refused by InfluxDB itself: nothing in our validation to re-run
             continue
-        outcome = decode(letter.raw)
+        try:
+            outcome = decode(letter.raw)
+        except Exception as exc:  # a decoder bug: keep the letter, say why, replay the rest
+            log.exception("decoder failed on dead letter %d", letter.id)
+            outcome = Rejected(letter.raw, (f"internal_error: {type(exc).__name__}: {exc}"[:500],))
         if isinstance(outcome, Accepted):
             ok_ids.append(letter.id)
             outcomes.append(outcome)

@@ -141,3 +141,18 @@ def wait_count(influx_url: str, database: str, expected: int, timeout: float = 1
             return n
         time.sleep(0.3)
     return n
+
+
+def fuzz_settings(examples: int):
+    """Hypothesis settings for the property tests of the input parsers.
+
+    `make test` runs the same `examples` examples every time (derandomized): a red suite
+    means a change broke something, never that the search got lucky that day. `make fuzz`
+    (CW_FUZZ_EXPLORE=1) explores instead: new random examples, CW_FUZZ_EXAMPLES of them per
+    test (default 5,000). What it finds is pinned as an explicit test."""
+    from hypothesis import HealthCheck, settings
+
+    explore = os.environ.get("CW_FUZZ_EXPLORE") == "1"
+    return settings(max_examples=int(os.environ.get("CW_FUZZ_EXAMPLES", "5000")) if explore else examples,
+                    derandomize=not explore, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -8,9 +8,9 @@
   rejection with coded reasons, or readings and CONTRACT line protocol; the answer is a
   well-formed frame exactly when the packet asked for one.
 
-Hypothesis keeps no example database (`database=None`), so no failing examples are saved
-in the repository; a failure prints its reproducer, and the bugs found are pinned by
-explicit tests.
+`make test` runs them derandomized (the same examples every run; see
+`tests.support.fuzz_settings`), `make fuzz` with new random examples. Hypothesis keeps no
+example database (`database=None`); a failure prints its reproducer.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from datetime import datetime
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from citywatch.lineproto import reading_line
@@ -38,8 +38,9 @@ from ingest.types import Accepted, Rejected
 from tests.hj212.conftest import make_registry
 from tests.hj212.samples import MINUTE, MN, NOW_MS, PW, REALTIME
 
-FUZZ = settings(max_examples=200, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+from tests.support import fuzz_settings
+
+FUZZ = fuzz_settings(200)  # derandomized in `make test`; `make fuzz` explores
 
 TZ = ZoneInfo("Asia/Shanghai")
 PEER = "10.0.0.7:40000"

@@ -11,9 +11,10 @@ test_consumer_parts.py pin known cases; these let hypothesis look for the unknow
   chunked anywhere (a model of `_Client.loop_read` with paho as the fallback), and
   garbage compared with a reference parser written from the MQTT 5 spec.
 
-Hypothesis keeps no example database (`database=None`), so no failing examples are saved
-in the repository; a failure prints its reproducer, and the bugs found are pinned by
-explicit tests below.
+`make test` runs them derandomized (the same examples every run; see
+`tests.support.fuzz_settings`), `make fuzz` with new random examples. Hypothesis keeps no
+example database (`database=None`); a failure prints its reproducer, and the bugs found
+are pinned by explicit tests below.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import paho.mqtt.client as mqtt
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from citywatch.model import RawMessage
@@ -38,9 +39,9 @@ from citywatch.schema import FieldSpec, kinds
 from ingest.consumer import _BufferedSocket, _Client
 from ingest.decode import MAX_ITEMS, MIN_TS_MS, Decoder
 from ingest.types import Accepted, Rejected
+from tests.support import fuzz_settings
 
-FUZZ = settings(max_examples=250, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = fuzz_settings(250)  # derandomized in `make test`; `make fuzz` explores
 
 NOW = 1_795_737_600_000  # 2026-11-27T00:00:00Z, the decoder's clock
 MAX_FUTURE_MS = 300_000  # Decoder's default max_future_s

@@ -1,6 +1,7 @@
 """`make demo`: the whole system on this machine, lively, until Ctrl-C.
 
-Starts mosquitto and influxd with their data under ./var/, `citywatch run` with the API
+Starts mosquitto and influxd with their data under ./var/ (fresh each run; the previous
+run's data is moved to ./var.prev/), `citywatch run` with the API
 and dashboard (fresh demo tokens), and the simulators: first the `dust-episode` scenario
 replayed ten times faster from shortly before its episode (so an alert appears within a
 minute or two), then a `normal-day` fleet in real time. Ctrl-C stops everything it started.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +27,21 @@ from citywatch.servers import Influxd, Mosquitto, free_port
 
 VAR = Path("var")
 SPEED = 10
+
+
+def fresh_var(var: Path) -> Path | None:
+    """Start the demo on empty servers and state; the previous run's data is kept, moved
+    to `<var>.prev` (replacing an older one). Why: the demo replays this morning's dust
+    episode, and a second run the same day would find the alert engine already past that
+    morning (its state is durable, as it should be), so no alert would fire."""
+    if not var.exists() or not any(var.iterdir()):
+        var.mkdir(exist_ok=True)
+        return None
+    prev = var.with_name(var.name + ".prev")
+    shutil.rmtree(prev, ignore_errors=True)
+    var.rename(prev)
+    var.mkdir()
+    return prev
 
 
 def _port(preferred: int) -> int:
@@ -43,9 +60,17 @@ def _episode_start(tz: ZoneInfo) -> datetime:
     return start if start < now - timedelta(minutes=30) else start - timedelta(days=1)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM or a closed terminal stops everything, as Ctrl-C does
+
+
 def main() -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     tz = ZoneInfo(os.environ.get("CW_TZ", "Asia/Shanghai"))
-    VAR.mkdir(exist_ok=True)
+    prev = fresh_var(VAR)
+    if prev is not None:
+        print(f"each demo starts fresh; the previous run's data is in {prev}/")
     mosquitto = Mosquitto(VAR / "mosquitto", port=_port(1883))
     influxd = Influxd(VAR / "influxdb", port=_port(8086))
     api_port = _port(8000)

@@ -89,7 +89,13 @@ class _Server:
         # Own process group: a Ctrl-C aimed at the test runner does not hit the server first.
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        self._ready(timeout)
+        try:
+            self._ready(timeout)
+        except BaseException:
+            # Its caller gets no server to stop: one that never became ready must not
+            # outlive the failed start (it is in its own session, so nothing else ends it).
+            self.stop(timeout=5.0)
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:

@@ -28,7 +28,7 @@ from citywatch.model import RawMessage
 from citywatch.settings import Settings
 from ingest.decode import Decoder
 from ingest.metrics import IngestMetrics
-from ingest.types import BatchSink, Outcome, Rejected
+from ingest.types import BatchSink, Outcome, internal_error
 
 log = logging.getLogger("citywatch.ingest.mqtt")
 
@@ -325,7 +325,7 @@ class MqttConsumer:
             return self._decoder.decode(raw)
         except Exception as exc:  # a decoder bug must not stall the stream: keep the message
             log.exception("decoder failed on %s", raw.topic[:200])
-            return Rejected(raw, (f"internal_error: {type(exc).__name__}: {exc}",))
+            return internal_error(raw, exc)
 
     def _on_publishes(self, batch: list[tuple[bytes, bytes, int, int]]) -> None:
         """The fast path's messages (see `_Client`), one read's worth at a time."""

@@ -18,7 +18,7 @@ from citywatch.settings import Settings
 from ingest.deadletters import DeadLetterStore
 from ingest.decode import Decoder
 from ingest.spool import Spool, SpoolLocked
-from ingest.types import Accepted, Rejected
+from ingest.types import Accepted, internal_error
 
 log = logging.getLogger("citywatch.ingest.replay")
 
@@ -63,7 +63,7 @@ def redecode_pending(store: DeadLetterStore, decode, *, dry_run: bool = False
             outcome = decode(letter.raw)
         except Exception as exc:  # a decoder bug: keep the letter, say why, replay the rest
             log.exception("decoder failed on dead letter %d", letter.id)
-            outcome = Rejected(letter.raw, (f"internal_error: {type(exc).__name__}: {exc}"[:500],))
+            outcome = internal_error(letter.raw, exc)
         if isinstance(outcome, Accepted):
             ok_ids.append(letter.id)
             outcomes.append(outcome)

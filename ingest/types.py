@@ -37,6 +37,12 @@ class Rejected:
 
 Outcome = Accepted | Rejected
 
+
+def internal_error(raw: RawMessage, exc: Exception) -> Rejected:
+    """The outcome when a decoder raises (a bug): the message is kept, with the exception
+    as its reason, and the input goes on with the next one."""
+    return Rejected(raw, (f"internal_error: {type(exc).__name__}: {exc}"[:500],))
+
 # Called (from the committer's thread) once the outcome is durable; `ok` is False only
 # when the outcome could not be stored (disk failure) and the input must not acknowledge.
 DurableCallback = Callable[[bool], None]

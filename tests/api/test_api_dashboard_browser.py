@@ -23,6 +23,37 @@ def _chromium(p):
         "--disable-component-update", "--disable-sync", "--no-first-run"])
 
 
+def _log_in(page, server, role: str) -> None:
+    page.goto(server.url + "/")
+    page.fill("#token", TOKENS[role])
+    page.click("#login-form button[type=submit]")
+
+
+def _hold_first(page, url_part: str, wanted: str) -> list:
+    """Route the page's requests whose URL contains `url_part`; the first that also contains
+    `wanted` is answered by the server now but held from the page: the list it returns gets
+    (route, response), to release later with `route.fulfill(response=response)`."""
+    held: list = []
+
+    def handle(route) -> None:
+        if wanted in route.request.url and not held:
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page.route(lambda url: url_part in url, handle)
+    return held
+
+
+def _wait_held(page, held: list, what: str):
+    for _ in range(200):
+        if held:
+            break
+        page.wait_for_timeout(25)
+    assert held, f"the dashboard never asked for {what}"
+    return held[0]
+
+
 def test_dashboard_live_alert_and_ack(stack, server):
     sync_api = pytest.importorskip("playwright.sync_api")
     readings, events, lines = episode_until("10:45")
@@ -35,9 +66,7 @@ def test_dashboard_live_alert_and_ack(stack, server):
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("requestfailed", lambda r: errors.append(f"failed {r.url}") if "/stream" not in r.url else None)
-            page.goto(server.url + "/")
-            page.fill("#token", TOKENS["operator"])
-            page.click("#login-form button[type=submit]")
+            _log_in(page, server, "operator")
             page.wait_for_selector("#live.on", timeout=10_000)
             assert page.inner_text("h1") == "城市管理监测平台"
             # nothing yet; now the episode's readings reach the engine → live over SSE
@@ -76,29 +105,14 @@ def test_dashboard_resync_snapshot_older_than_a_live_event_keeps_the_alert(stack
     sync_api = pytest.importorskip("playwright.sync_api")
     readings, events, lines = episode_until("10:45")
     stack.write_lines(lines)
-    held = []
-
-    def hold_snapshot(route):
-        if "/v1/alerts?" in route.request.url and not held:
-            held.append((route, route.fetch()))  # read now: no alert yet
-        else:
-            route.continue_()
-
     with sync_api.sync_playwright() as p:
         browser = _chromium(p)
         try:
             page = browser.new_page(locale="zh-CN", timezone_id="Asia/Shanghai")
-            page.route(lambda url: "/v1/alerts" in url, hold_snapshot)
-            page.goto(server.url + "/")
-            page.fill("#token", TOKENS["operator"])
-            page.click("#login-form button[type=submit]")
+            held = _hold_first(page, "/v1/alerts", "/v1/alerts?")  # read now: no alert yet
+            _log_in(page, server, "operator")
             page.wait_for_selector("#live.on", timeout=10_000)
-            for _ in range(200):
-                if held:
-                    break
-                page.wait_for_timeout(25)
-            assert held, "the dashboard never asked for its resync snapshot"
-            route, stale = held[0]
+            route, stale = _wait_held(page, held, "its resync snapshot")
             assert stale.json()["items"] == []
             feed(stack.engine, readings, events)
             row = page.wait_for_selector("#alerts tbody tr[data-state=firing]", timeout=10_000)
@@ -116,32 +130,17 @@ def test_dashboard_shows_the_newest_request_answer_when_answers_cross(stack, ser
     first answer arriving last must not replace the table for the day now selected."""
     sync_api = pytest.importorskip("playwright.sync_api")
     stack.write_lines(episode_until("10:45")[2])
-    held = []
-
-    def hold_first_day(route):
-        if "date=2026-11-25" in route.request.url and not held:
-            held.append((route, route.fetch()))
-        else:
-            route.continue_()
-
     with sync_api.sync_playwright() as p:
         browser = _chromium(p)
         try:
             page = browser.new_page(locale="zh-CN", timezone_id="Asia/Shanghai")
-            page.route(lambda url: "/v1/compliance/" in url, hold_first_day)
-            page.goto(server.url + "/")
-            page.fill("#token", TOKENS["viewer"])
-            page.click("#login-form button[type=submit]")
+            held = _hold_first(page, "/v1/compliance/", "date=2026-11-25")
+            _log_in(page, server, "viewer")
             page.wait_for_selector("#compliance[data-date]", timeout=10_000)
             page.fill("#comp-date", "2026-11-25")
-            for _ in range(200):
-                if held:
-                    break
-                page.wait_for_timeout(25)
-            assert held, "the dashboard never asked for 2026-11-25"
+            route, older = _wait_held(page, held, "2026-11-25")
             page.fill("#comp-date", "2026-11-26")
             page.wait_for_selector("#compliance[data-date='2026-11-26']", timeout=10_000)
-            route, older = held[0]
             assert older.json()["date"] == "2026-11-25"
             with page.expect_event("requestfinished", lambda r: "date=2026-11-25" in r.url):
                 route.fulfill(response=older)

@@ -10,6 +10,7 @@ from citywatch.model import RawMessage
 from ingest.committer import _acknowledge
 from ingest.consumer import _BufferedSocket
 from ingest.types import Accepted
+from tests.ingest.mqtt_packets import publish_packet
 
 
 def test_buffered_socket_serves_small_reads_from_one_recv_and_reports_pending():
@@ -57,22 +58,6 @@ def test_acknowledgements_of_one_connection_go_out_together_in_order():
              (outcome, Token(group, 2)), (outcome, None), (outcome, Token(group, 3))]
     _acknowledge(items)
     assert group.calls == [[1, 2, 3]] and other.calls == [[7]] and plain == [True]
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 127, n >> 7
-        out.append(byte | (128 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def publish_packet(topic: bytes, payload: bytes, *, qos: int = 1, mid: int = 1, props: bytes = b"") -> bytes:
-    """An MQTT 5 PUBLISH as a broker sends it."""
-    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"")
-    body += _varint(len(props)) + props + payload
-    return bytes([0x30 | (qos << 1)]) + _varint(len(body)) + body
 
 
 def buffered(data: bytes) -> tuple[_BufferedSocket, socket.socket]:

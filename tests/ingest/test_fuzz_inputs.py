@@ -39,6 +39,7 @@ from citywatch.schema import FieldSpec, kinds
 from ingest.consumer import _BufferedSocket, _Client
 from ingest.decode import MAX_ITEMS, MIN_TS_MS, Decoder
 from ingest.types import Accepted, Rejected
+from tests.ingest.mqtt_packets import varint
 from tests.support import fuzz_settings
 
 FUZZ = fuzz_settings(250)  # derandomized in `make test`; `make fuzz` explores
@@ -512,15 +513,6 @@ def test_decode_nearly_valid_events_never_crash_and_store_what_was_sent(data, ki
 
 
 # -- _BufferedSocket.take_publishes ------------------------------------------------------------
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 127, n >> 7
-        out.append(byte | (128 if n else 0))
-        if not n:
-            return bytes(out)
-
 
 @dataclass(frozen=True)
 class Packet:

@@ -16,8 +16,16 @@ from citywatch.settings import Settings
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from citywatch.registry import Registry
     from ingest.workers import start_ingest_processes
 
+    # Configuration errors (the registry, the HJ 212 gateway's) stop here with exit 2,
+    # before any process starts.
+    Registry.load(settings.devices_file)
+    if settings.hj212_listen:
+        from ingest.service import check_hj212_startup
+
+        check_hj212_startup(settings, settings.hj212_listen)
     # The ingest process first: it needs nothing from this one to connect and drain the
     # broker, and its start-up then overlaps with the imports and set-up below.
     workers = start_ingest_processes(settings, forward=settings.alerts_enabled)

@@ -25,6 +25,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
 
@@ -473,3 +474,17 @@ def _identity_failure(outcome: Outcome) -> str | None:
         if code in ("bad_crc", "unknown_mn", "wrong_pw"):
             return code
     return None
+
+
+def gateway_from_settings(settings: Any, *, registry: Registry, sink: Sink, host: str, port: int,
+                          metrics: CollectorRegistry | None = None) -> "Hj212Gateway":
+    """The gateway as the `CW_HJ212_*` settings configure it (citywatch/settings.py)."""
+    policy = GuardPolicy(max_failures=settings.hj212_lockout_after, backoff_after=settings.hj212_backoff_after,
+                         lockout_s=settings.hj212_lockout_s, failure_window_s=settings.hj212_lockout_s,
+                         deadletter_rate=settings.hj212_deadletter_rate,
+                         deadletter_burst=settings.hj212_deadletter_burst)
+    return Hj212Gateway(registry=registry, sink=sink, tz=settings.tz, host=host, port=port,
+                        max_future_s=settings.max_future_s, max_connections=settings.hj212_max_connections,
+                        max_per_address=settings.hj212_max_per_address,
+                        auth_timeout_s=settings.hj212_auth_timeout_s, idle_timeout_s=settings.hj212_idle_timeout_s,
+                        guard=policy, metrics=metrics)

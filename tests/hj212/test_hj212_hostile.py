@@ -212,3 +212,15 @@ def test_garbage_from_unauthenticated_sources_is_rate_limited_not_stored() -> No
                 assert stored + dropped == 10_000
                 assert 20 <= stored <= 20 + 60  # the burst, plus 1/s for the seconds this took
         run(main())
+
+
+def test_the_refusal_uses_the_requests_crc_not_the_registered_devices() -> None:
+    from ingest.hj212.crc import crc_ok
+    from ingest.hj212.gateway import refusal_answer
+
+    for crc in ("strict", "modbus"):
+        [req] = FrameDecoder().feed(encode_frame(guess_frame("ANY", "x", 1)[6:-6], crc=crc))  # type: ignore[arg-type]
+        assert isinstance(req, Frame)
+        [ans] = FrameDecoder().feed(refusal_answer(read_header(req.data), req))
+        assert isinstance(ans, Frame) and crc_ok(ans.data, ans.crc, crc)  # type: ignore[arg-type]
+        assert b"MN=" not in ans.data and b"PW=" not in ans.data and b"QnRtn=3" in ans.data

@@ -37,7 +37,7 @@ from citywatch.registry import Registry
 from ingest.hj212.codes import ST_SYSTEM, VERSION_SHIFT, Cn, QnRtn
 from ingest.hj212.crc import CrcMode, crc_ok
 from ingest.hj212.decode import DecodeContext, Decoded, decode_frame, decode_framing_error, topic_for
-from ingest.hj212.framing import DEFAULT_MAX_DATA, Frame, FrameDecoder, encode_frame
+from ingest.hj212.framing import DEFAULT_MAX_DATA, Frame, FrameDecoder, FramingError, encode_frame
 from ingest.hj212.guard import GuardPolicy, Lockout, LoginGuard, SourceRateLimiter, lockout_outcome, source_address
 from ingest.hj212.metrics import GatewayMetrics
 from ingest.hj212.packet import Header, read_header
@@ -320,11 +320,13 @@ class Hj212Gateway:
                 return
             restart_timer = decoder.pending == 0
             received_ms = self._now_ms()
-            for item in decoder.feed(chunk):
+            items = decoder.feed(chunk)
+            for i, item in enumerate(items):
                 restart_timer = True  # whatever is buffered now belongs to a new frame
                 if isinstance(item, Frame):
                     bad_bytes = 0
                     if await self._frame(item, conn, received_ms, pending) is _CLOSE:
+                        await self._unread(items[i + 1:], decoder, conn, received_ms, pending)
                         return
                 else:
                     bad_bytes += item.discarded
@@ -340,6 +342,19 @@ class Hj212Gateway:
                 log.log(logging.INFO if conn.authenticated else logging.DEBUG,
                         "hj212: closing %s after %d bytes that are not HJ 212 frames", peer, bad_bytes)
                 return
+
+    async def _unread(self, rest: list[Frame | FramingError], decoder: FrameDecoder, conn: _Conn,
+                      received_ms: int, pending: asyncio.Queue[_Pending | None]) -> None:
+        """What arrived after the frame that closed the connection: not checked, but still a
+        dead letter each (or, beyond the rate of an unauthenticated source, counted)."""
+        why = "not_checked: the connection was closed after a failed login before this frame was read"
+        for item in [*rest, *decoder.flush(why)]:
+            if isinstance(item, Frame):
+                raw = RawMessage(topic_for(None, conn.peer), item.raw, received_ms, "hj212")
+                await self._dispatch(Decoded(Rejected(raw, (why,))), pending, conn)
+            else:
+                await self._dispatch(decode_framing_error(item, received_ms=received_ms, peer=conn.peer), pending,
+                                     conn)
 
     async def _frame(self, frame: Frame, conn: _Conn, received_ms: int,
                      pending: asyncio.Queue[_Pending | None]) -> bool | None:

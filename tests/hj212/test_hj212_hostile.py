@@ -224,3 +224,18 @@ def test_the_refusal_uses_the_requests_crc_not_the_registered_devices() -> None:
         [ans] = FrameDecoder().feed(refusal_answer(read_header(req.data), req))
         assert isinstance(ans, Frame) and crc_ok(ans.data, ans.crc, crc)  # type: ignore[arg-type]
         assert b"MN=" not in ans.data and b"PW=" not in ans.data and b"QnRtn=3" in ans.data
+
+
+def test_every_frame_is_accounted_for_when_a_failed_login_closes_the_connection() -> None:
+    with MemorySink() as sink:
+        async def main() -> None:
+            async with running(registry(), sink, guard=FAST) as gw:
+                c = await Client.connect(gw.bound_port, ATTACKER)
+                c.writer.write(b"".join(guess_frame(MN, f"wrong{i}", i) for i in range(6)) + b"##0100QN=")
+                answers = [await c.exchange(b"") for _ in range(5)]
+                # three refusals at once, the fourth after its delay, then the connection is closed
+                assert [b"QnRtn=3" in a for a in answers] == [True, True, True, True, False]
+                c.close()
+        run(main())
+        reasons = [r.reasons[0].split(":")[0] for r in sink.rejected]
+        assert reasons == ["wrong_pw"] * 4 + ["not_checked"] * 3  # two frames and the cut-off tail

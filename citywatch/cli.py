@@ -69,6 +69,8 @@ def _cmd_deadletters_replay(args: argparse.Namespace, settings: Settings) -> int
 def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from simulators import cli as sim_cli
 
+    if getattr(args, "ca_file", None) is None and settings.mqtt_ca_file is not None:
+        args.ca_file = str(settings.mqtt_ca_file)
     return sim_cli.run(args, settings.mqtt_url.get_secret_value())
 
 

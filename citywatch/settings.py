@@ -23,6 +23,9 @@ class Settings(BaseSettings):
 
     mqtt_url: SecretStr = SecretStr("mqtt://127.0.0.1:1883")
     mqtt_client_id: str = "citywatch-ingest"
+    # PEM CA certificate(s) that the broker's certificate must chain to (mqtts:// only);
+    # unset = the system's trust store. scripts/make-certs.sh makes a private CA.
+    mqtt_ca_file: Path | None = None
     influx_url: str = "http://127.0.0.1:8086"
     influx_api: Literal["v1", "v2"] = "v1"
     influx_database: str = "citywatch"
@@ -70,6 +73,13 @@ class Settings(BaseSettings):
     spool_min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+
+    @field_validator("mqtt_ca_file", mode="after")
+    @classmethod
+    def _readable_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"CW_MQTT_CA_FILE={v} is not a readable file (the CA certificate, PEM)")
+        return v
 
     @field_validator("data_dir", mode="after")
     @classmethod

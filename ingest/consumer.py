@@ -256,8 +256,9 @@ class MqttConsumer:
         a = self._address
         if a.username:
             c.username_pw_set(a.username, a.password)
-        if a.tls:
-            c.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        if a.tls:  # verify the broker: its certificate chains to CW_MQTT_CA_FILE and names the host
+            ca = self._settings.mqtt_ca_file
+            c.tls_set(ca_certs=str(ca) if ca else None, cert_reqs=ssl.CERT_REQUIRED)
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect

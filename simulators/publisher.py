@@ -162,6 +162,10 @@ class Publisher:
                 self._client.connect(self._address.host, self._address.port, keepalive=self._keepalive_s)
                 if self._await_connack(deadline):
                     return self
+            except ssl.SSLCertVerificationError as exc:  # retrying cannot help: say why at once
+                raise PublishError(f"the certificate of MQTT broker {self._address.host}:{self._address.port} did "
+                                   f"not verify ({exc.verify_message}): give the CA that signed it with --ca-file "
+                                   "or CW_MQTT_CA_FILE") from exc
             except OSError:
                 pass
             if self._clock() >= deadline:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from citywatch.errors import ConfigError
@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     influx_database: str = "citywatch"
     influx_org: str | None = None
     influx_token: SecretStr | None = None
+    # A file holding the token (docker-compose's influxdb-init writes one); used when
+    # CW_INFLUX_TOKEN is unset, so the token never sits in the environment or compose file.
+    influx_token_file: Path | None = None
     influx_user: str | None = None
     influx_password: SecretStr | None = None
     data_dir: Path = Path("./var/citywatch")
@@ -73,6 +76,27 @@ class Settings(BaseSettings):
     spool_min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+
+    @field_validator("influx_token_file", mode="after")
+    @classmethod
+    def _token_file_readable(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return v
+        try:
+            empty = not v.read_text("utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"CW_INFLUX_TOKEN_FILE={v} cannot be read: {exc.strerror}") from None
+        if empty:
+            raise ValueError(f"CW_INFLUX_TOKEN_FILE={v} is empty")
+        return v
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> "Settings":
+        # After validation, so that an error quotes the path only, never other settings.
+        if self.influx_token is None and self.influx_token_file is not None:
+            token = SecretStr(self.influx_token_file.read_text("utf-8").strip())
+            object.__setattr__(self, "influx_token", token)  # frozen model: set once, while it is built
+        return self
 
     @field_validator("mqtt_ca_file", mode="after")
     @classmethod

@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="finish within 60 s")
     bench.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     bench.add_argument("--readings", type=int, default=None, help="readings for the capacity run")
+    bench.add_argument("--tls", action="store_true",
+                       help="the capacity run over plain MQTT and over TLS, side by side (the cost of TLS)")
     bench.add_argument("--workers", type=int, default=1,
                        help="CW_INGEST_WORKERS for the measured service (default 1, the default setting)")
     bench.set_defaults(func=_cmd_bench)

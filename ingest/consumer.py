@@ -73,11 +73,13 @@ class _BufferedSocket:
     itself (see `_Client.loop_read`); everything else still goes through paho.
     """
 
-    __slots__ = ("_sock", "_buf", "_pos", "_short")
+    __slots__ = ("_sock", "_buf", "_pos", "_short", "_tls")
 
     def __init__(self, sock) -> None:
         self._sock, self._buf, self._pos = sock, b"", 0
         self._short = False  # take_publishes stopped at an incomplete packet; no byte came since
+        # TLS: decrypted bytes can wait inside the SSL object while the socket is not readable.
+        self._tls = isinstance(sock, ssl.SSLSocket)
 
     def recv(self, n: int) -> bytes:
         self._short = False
@@ -90,12 +92,16 @@ class _BufferedSocket:
         return out
 
     def pending(self) -> int:
-        return 0 if self._short else len(self._buf) - self._pos
+        mine = 0 if self._short else len(self._buf) - self._pos
+        return mine + self._sock.pending() if self._tls else mine
 
     def read_more(self) -> bool:
         """Append what the socket has to the unparsed rest; False at end of stream.
         Raises BlockingIOError when nothing is waiting."""
-        data = self._sock.recv(_READ_BYTES)
+        try:
+            data = self._sock.recv(_READ_BYTES)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:  # TLS's "nothing waiting"
+            raise BlockingIOError from exc
         if not data:
             return False
         self._buf, self._pos, self._short = self._buf[self._pos:] + data, 0, False
@@ -296,8 +302,8 @@ class MqttConsumer:
             log.error("broker refused the connection: %s", reason_code)
             return
         sock = getattr(client, "_sock", None)
-        if sock is not None and not self._address.tls and type(sock).__name__ == "socket":
-            client._sock = _BufferedSocket(sock)  # plain TCP only; TLS sockets buffer already
+        if sock is not None and type(sock).__name__ in ("socket", "SSLSocket"):
+            client._sock = _BufferedSocket(sock)  # TLS too: the bulk PUBLISH parse is most of the gain
         # Subscribing again is harmless with a present session and needed without one.
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._filters])
         self.connected.set()

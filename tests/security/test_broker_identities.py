@@ -229,3 +229,29 @@ def test_credentials_script_keeps_the_service_and_devices_apart(tmp_path):
     assert (tmp_path / "passwd-service").read_text().startswith("citywatch:")
     assert [line.split(":")[0] for line in (tmp_path / "passwd").read_text().splitlines()] == ["D00001"]
     assert oct((tmp_path / "passwd").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_services_alert_notifier_verifies_the_broker_and_reaches_the_safety_office(broker):
+    import asyncio
+
+    from alerts.notify import MqttNotifier, Notification
+    from citywatch.settings import Settings
+
+    office = Client(broker, "safety-office", client_id="dashboard")
+    assert office.subscribe("alerts/#") == 1
+    settings = Settings(mqtt_url=broker.service_url(), mqtt_ca_file=broker.ca_file)
+    notifier = MqttNotifier.from_settings(settings)
+    try:
+        deadline = time.monotonic() + 10
+        while not notifier._client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alert = {"site": "S0001", "device": "D00001", "rule": "pm10_exceed", "state": "firing"}
+        delivery = asyncio.run(notifier.send(Notification(seq=1, event="firing", alert=alert, created_ms=0)))
+        assert delivery.ok, delivery.detail
+        deadline = time.monotonic() + 5
+        while not office.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert office.messages == ["alerts/S0001/D00001/pm10_exceed"]
+    finally:
+        notifier.close()
+        office.close()

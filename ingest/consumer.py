@@ -98,14 +98,35 @@ class _BufferedSocket:
     def read_more(self) -> bool:
         """Append what the socket has to the unparsed rest; False at end of stream.
         Raises BlockingIOError when nothing is waiting."""
-        try:
+        if self._tls:
+            data = self._read_records()
+        else:
             data = self._sock.recv(_READ_BYTES)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:  # TLS's "nothing waiting"
-            raise BlockingIOError from exc
         if not data:
             return False
         self._buf, self._pos, self._short = self._buf[self._pos:] + data, 0, False
         return True
+
+    def _read_records(self) -> bytes:
+        """TLS: everything waiting, up to _READ_BYTES. The broker writes each packet as a TLS
+        record of its own and one SSL read returns one record, so a single recv would hand
+        the bulk parser one message at a time."""
+        parts: list[bytes] = []
+        size = 0
+        while size < _READ_BYTES:
+            try:
+                part = self._sock.recv(_READ_BYTES - size)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:  # TLS's "nothing waiting"
+                if parts:
+                    break
+                raise BlockingIOError from exc
+            if not part:
+                if parts:
+                    break  # the end of stream shows on the next read
+                return b""
+            parts.append(part)
+            size += len(part)
+        return b"".join(parts)
 
     def take_publishes(self, out: list) -> bool:
         """Move the complete QoS 0/1 PUBLISH packets at the head of the buffer into `out`

@@ -71,7 +71,8 @@ class MqttNotifier:
     name = "mqtt"
 
     def __init__(self, *, host: str, port: int, username: str | None = None, password: str | None = None,
-                 tls: bool = False, client_id: str = "citywatch-alerts", ack_timeout: float = 10.0):
+                 tls: bool = False, client_id: str = "citywatch-alerts", ack_timeout: float = 10.0,
+                 ca_file: str | None = None):
         import paho.mqtt.client as mqtt
 
         self._ack_timeout = ack_timeout
@@ -79,8 +80,10 @@ class MqttNotifier:
                                    client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True)
         if username:
             self._client.username_pw_set(username, password)
-        if tls:
-            self._client.tls_set()
+        if tls:  # verify the broker against ca_file (CW_MQTT_CA_FILE), else the system's CAs
+            import ssl
+
+            self._client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.connect_async(host, port, keepalive=30)
         self._client.loop_start()
@@ -89,7 +92,8 @@ class MqttNotifier:
     def from_settings(cls, settings: Any) -> "MqttNotifier":
         a = settings.mqtt
         return cls(host=a.host, port=a.port, username=a.username, password=a.password, tls=a.tls,
-                   client_id=f"{settings.mqtt_client_id}-alerts")
+                   client_id=f"{settings.mqtt_client_id}-alerts",
+                   ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
 
     async def send(self, notification: Notification) -> Delivery:
         if notification.event == "pending":

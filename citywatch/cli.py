@@ -77,6 +77,8 @@ def _cmd_deadletters_replay(args: argparse.Namespace, settings: Settings) -> int
 def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from simulators import cli as sim_cli
 
+    if getattr(args, "ca_file", None) is None and settings.mqtt_ca_file is not None:
+        args.ca_file = str(settings.mqtt_ca_file)
     return sim_cli.run(args, settings.mqtt_url.get_secret_value())
 
 
@@ -145,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="finish within 60 s")
     bench.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     bench.add_argument("--readings", type=int, default=None, help="readings for the capacity run")
+    bench.add_argument("--tls", action="store_true",
+                       help="the capacity run over plain MQTT and over TLS, side by side (the cost of TLS)")
     bench.add_argument("--workers", type=int, default=1,
                        help="CW_INGEST_WORKERS for the measured service (default 1, the default setting)")
     bench.set_defaults(func=_cmd_bench)

@@ -151,18 +151,29 @@ class InfluxClient:
         assert s.influx_token is not None
         with InfluxDBClient(url=s.influx_url, token=s.influx_token.get_secret_value(), org=s.influx_org) as client:
             buckets = client.buckets_api()
+            creating = False
             try:
                 if buckets.find_bucket_by_name(self.database) is not None:
                     return
                 orgs = client.organizations_api().find_organizations(org=s.influx_org)
                 if not orgs:
-                    raise ConfigError(f"InfluxDB organisation {s.influx_org!r} does not exist")
+                    # A token scoped to one bucket (docker-compose's influxdb-init) can see
+                    # neither other buckets nor the organisation: say both possibilities.
+                    raise ConfigError(
+                        f"InfluxDB bucket {self.database!r} is not visible to CW_INFLUX_TOKEN and organisation "
+                        f"{s.influx_org!r} is unknown or not visible to it: create the bucket, check "
+                        "CW_INFLUX_ORG / CW_INFLUX_DATABASE, or use a token that may read them")
+                creating = True
                 buckets.create_bucket(bucket_name=self.database, org_id=orgs[0].id)
             except ApiException as exc:
+                if exc.status == 401 and not creating:
+                    raise ConfigError(
+                        "InfluxDB refused CW_INFLUX_TOKEN (401 unauthorized): the token is wrong, revoked, or "
+                        f"may not use bucket {self.database!r}") from None
                 if exc.status in (401, 403):
                     raise ConfigError(
                         f"the InfluxDB token may not create bucket {self.database!r} ({exc.status}): create it, or "
-                        "use a token with write access to buckets") from exc
+                        "use a token with write access to buckets") from None
                 if exc.status == 404:
                     # Servers that speak only the write API (3.x, VictoriaMetrics): nothing to create.
                     return

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from citywatch.errors import ConfigError
@@ -23,11 +23,17 @@ class Settings(BaseSettings):
 
     mqtt_url: SecretStr = SecretStr("mqtt://127.0.0.1:1883")
     mqtt_client_id: str = "citywatch-ingest"
+    # PEM CA certificate(s) that the broker's certificate must chain to (mqtts:// only);
+    # unset = the system's trust store. scripts/make-certs.sh makes a private CA.
+    mqtt_ca_file: Path | None = None
     influx_url: str = "http://127.0.0.1:8086"
     influx_api: Literal["v1", "v2"] = "v1"
     influx_database: str = "citywatch"
     influx_org: str | None = None
     influx_token: SecretStr | None = None
+    # A file holding the token (docker-compose's influxdb-init writes one); used when
+    # CW_INFLUX_TOKEN is unset, so the token never sits in the environment or compose file.
+    influx_token_file: Path | None = None
     influx_user: str | None = None
     influx_password: SecretStr | None = None
     data_dir: Path = Path("./var/citywatch")
@@ -81,6 +87,34 @@ class Settings(BaseSettings):
     spool_min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+
+    @field_validator("influx_token_file", mode="after")
+    @classmethod
+    def _token_file_readable(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return v
+        try:
+            empty = not v.read_text("utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"CW_INFLUX_TOKEN_FILE={v} cannot be read: {exc.strerror}") from None
+        if empty:
+            raise ValueError(f"CW_INFLUX_TOKEN_FILE={v} is empty")
+        return v
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> "Settings":
+        # After validation, so that an error quotes the path only, never other settings.
+        if self.influx_token is None and self.influx_token_file is not None:
+            token = SecretStr(self.influx_token_file.read_text("utf-8").strip())
+            object.__setattr__(self, "influx_token", token)  # frozen model: set once, while it is built
+        return self
+
+    @field_validator("mqtt_ca_file", mode="after")
+    @classmethod
+    def _readable_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"CW_MQTT_CA_FILE={v} is not a readable file (the CA certificate, PEM)")
+        return v
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -73,11 +73,13 @@ class _BufferedSocket:
     itself (see `_Client.loop_read`); everything else still goes through paho.
     """
 
-    __slots__ = ("_sock", "_buf", "_pos", "_short")
+    __slots__ = ("_sock", "_buf", "_pos", "_short", "_tls")
 
     def __init__(self, sock) -> None:
         self._sock, self._buf, self._pos = sock, b"", 0
         self._short = False  # take_publishes stopped at an incomplete packet; no byte came since
+        # TLS: decrypted bytes can wait inside the SSL object while the socket is not readable.
+        self._tls = isinstance(sock, ssl.SSLSocket)
 
     def recv(self, n: int) -> bytes:
         self._short = False
@@ -90,16 +92,41 @@ class _BufferedSocket:
         return out
 
     def pending(self) -> int:
-        return 0 if self._short else len(self._buf) - self._pos
+        mine = 0 if self._short else len(self._buf) - self._pos
+        return mine + self._sock.pending() if self._tls else mine
 
     def read_more(self) -> bool:
         """Append what the socket has to the unparsed rest; False at end of stream.
         Raises BlockingIOError when nothing is waiting."""
-        data = self._sock.recv(_READ_BYTES)
+        if self._tls:
+            data = self._read_records()
+        else:
+            data = self._sock.recv(_READ_BYTES)
         if not data:
             return False
         self._buf, self._pos, self._short = self._buf[self._pos:] + data, 0, False
         return True
+
+    def _read_records(self) -> bytes:
+        """TLS: everything waiting, up to _READ_BYTES. The broker writes each packet as a TLS
+        record of its own and one SSL read returns one record, so a single recv would hand
+        the bulk parser one message at a time."""
+        parts: list[bytes] = []
+        size = 0
+        while size < _READ_BYTES:
+            try:
+                part = self._sock.recv(_READ_BYTES - size)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:  # TLS's "nothing waiting"
+                if parts:
+                    break
+                raise BlockingIOError from exc
+            if not part:
+                if parts:
+                    break  # the end of stream shows on the next read
+                return b""
+            parts.append(part)
+            size += len(part)
+        return b"".join(parts)
 
     def take_publishes(self, out: list) -> bool:
         """Move the complete QoS 0/1 PUBLISH packets at the head of the buffer into `out`
@@ -256,8 +283,9 @@ class MqttConsumer:
         a = self._address
         if a.username:
             c.username_pw_set(a.username, a.password)
-        if a.tls:
-            c.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        if a.tls:  # verify the broker: its certificate chains to CW_MQTT_CA_FILE and names the host
+            ca = self._settings.mqtt_ca_file
+            c.tls_set(ca_certs=str(ca) if ca else None, cert_reqs=ssl.CERT_REQUIRED)
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -295,8 +323,8 @@ class MqttConsumer:
             log.error("broker refused the connection: %s", reason_code)
             return
         sock = getattr(client, "_sock", None)
-        if sock is not None and not self._address.tls and type(sock).__name__ == "socket":
-            client._sock = _BufferedSocket(sock)  # plain TCP only; TLS sockets buffer already
+        if sock is not None and type(sock).__name__ in ("socket", "SSLSocket"):
+            client._sock = _BufferedSocket(sock)  # TLS too: the bulk PUBLISH parse is most of the gain
         # Subscribing again is harmless with a present session and needed without one.
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._filters])
         self.connected.set()

@@ -232,6 +232,8 @@ class _PahoLog(logging.LoggerAdapter):
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if self._stopping() and isinstance(msg, str) and msg.startswith("Client is not connected"):
             return
+        if isinstance(msg, str) and msg.startswith("Client is not connected") and "MQTT_CS_CONNECTING" in msg:
+            level = logging.DEBUG  # a failed (re)connect: MqttConsumer reports it, rate-limited, with the address
         super().log(level, msg, *args, **kwargs)
 
 
@@ -248,6 +250,9 @@ class MqttConsumer:
         self._generation = 0  # bumped on every disconnect: acks never cross connections
         self._draining = False
         self.connected = threading.Event()
+        self._connect_failures = 0
+        self._last_connect_warning: float | None = None
+        self._last_refused_log: float | None = None
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -261,6 +266,7 @@ class MqttConsumer:
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message  # what paho itself still delivers (QoS 2)
         c.on_publishes = self._on_publishes
         c.enable_logger(_PahoLog(lambda: self._draining))  # type: ignore[arg-type]  # paho only calls .log
@@ -290,10 +296,30 @@ class MqttConsumer:
         self._client.loop_stop()
 
     # -- paho callbacks (network thread) ---------------------------------------------
+    def _on_connect_fail(self, client, userdata) -> None:
+        """The broker cannot be reached: one WARNING with its address and the retry delay,
+        then one a minute while it stays so (paho retries every 1..30 s)."""
+        self._connect_failures += 1
+        now = time.monotonic()
+        if self._last_connect_warning is None or now - self._last_connect_warning >= 60:
+            self._last_connect_warning = now
+            current = getattr(client, "_reconnect_delay", None)  # paho doubles it before the next try
+            delay = 1 if current is None else min(current * 2, 30)
+            log.warning("MQTT broker %r unreachable (%d failed attempt(s) so far); retrying in %d s, then up to "
+                        "every 30 s; devices' messages wait in the broker", self._address, self._connect_failures,
+                        delay)
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
+            now = time.monotonic()
+            if self._last_refused_log is None or now - self._last_refused_log >= 60:
+                self._last_refused_log = now
+                log.error("broker %r refused the connection: %s (check CW_MQTT_URL's user and password and the "
+                          "broker's ACL); retrying up to every 30 s", self._address, reason_code)
             return
+        if self._connect_failures:
+            log.info("broker %r reachable again after %d failed attempt(s)", self._address, self._connect_failures)
+        self._connect_failures, self._last_connect_warning, self._last_refused_log = 0, None, None
         sock = getattr(client, "_sock", None)
         if sock is not None and not self._address.tls and type(sock).__name__ == "socket":
             client._sock = _BufferedSocket(sock)  # plain TCP only; TLS sockets buffer already

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from citywatch.errors import ConfigError
 from citywatch.influx import InfluxClient
+from citywatch.logs import redact_url
 from citywatch.registry import Registry
 from citywatch.settings import Settings
 from citywatch.stream import ValidatedStream
@@ -228,7 +229,8 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
     try:
         await ingest.influx.ensure_database()
     except Exception as exc:  # InfluxDB down at start: keep accepting, the writer retries
-        log.warning("InfluxDB not ready at start (%s); spooling until it is", exc)
+        log.warning("InfluxDB not ready at start (%s); spooling until it is, the writer retries with backoff "
+                    "(first retry within 1 s, then up to every 30 s)", exc)
     try:
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(ingest.writer.run(), name="writer")
@@ -241,7 +243,7 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
             if ingest.consumer is not None:
                 ingest.consumer.start()
             log.info("citywatch running: data in %s, InfluxDB %s (%s), backlog %d lines", settings.data_dir,
-                     settings.influx_url, settings.influx_api, ingest.spool.backlog_lines)
+                     redact_url(settings.influx_url), settings.influx_api, ingest.spool.backlog_lines)
             if ingest.workers is not None:
                 tasks.append(tg.create_task(ingest.workers.supervise(), name="workers"))
             if watch is not None:

@@ -223,7 +223,14 @@ class Settings(BaseSettings):
             from citywatch.registry import Registry
 
             try:
+                registry_doc = tomllib.loads(self.devices_file.read_text("utf-8"))
+                unknown = sorted(set(registry_doc) - {"device"})
+                if unknown:  # e.g. [[devices]]: read as an empty registry, every device refused
+                    raise ConfigError(f"CW_DEVICES_FILE: {self.devices_file} has {unknown[0]!r} where only "
+                                      "[[device]] tables belong (see deploy/devices.toml)")
                 Registry.load(self.devices_file)
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"CW_DEVICES_FILE: cannot read {self.devices_file}: {exc}") from None
             except ConfigError as exc:
                 text = str(exc)
                 raise ConfigError(text if text.startswith("CW_DEVICES_FILE") else f"CW_DEVICES_FILE: {text}") from None

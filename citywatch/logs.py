@@ -58,30 +58,6 @@ class TextFormatter(logging.Formatter):
         return scrub(super().format(record))
 
 
-class RepeatFilter:
-    """Lets the first of a run of equal messages through, then at most one per
-    `every_s` with how many were held back: a broker or database that stays unreachable
-    is one line per interval, not one per retry."""
-
-    def __init__(self, every_s: float = 60.0, clock=time.monotonic):
-        self.every_s = every_s
-        self._clock = clock
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def allow(self, key: str) -> tuple[bool, int]:
-        """(log it now?, how many equal messages were held back since the last one)."""
-        now = self._clock()
-        seen = self._last.get(key)
-        if seen is None or now - seen[0] >= self.every_s:
-            self._last[key] = (now, 0)
-            return True, 0 if seen is None else seen[1]
-        self._last[key] = (seen[0], seen[1] + 1)
-        return False, 0
-
-    def reset(self, key: str) -> None:
-        self._last.pop(key, None)
-
-
 def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else

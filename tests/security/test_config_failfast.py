@@ -152,3 +152,11 @@ def test_valid_settings_pass_the_same_checks(tmp_path):
     while _group_members(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _group_members(proc.pid) == []
+
+
+def test_rules_check_refuses_template_abuse(tmp_path):
+    rules_dir = _bad_rules(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "citywatch.cli", "rules", "check", "--dir", rules_dir],
+                       env=clean_environ(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "huge" in r.stdout and "'>100000000'" in r.stdout and "not a simple number format" in r.stdout

@@ -38,8 +38,9 @@ from citywatch.schema import kinds as load_kinds
 
 from alerts.guard import NEVER, Hot, Jump, cold_interval
 from alerts.notify import Backoff, HubSubscription, Notification, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
-from alerts.rules import (SEVERITIES, template_values, Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, Text,
-                          Threshold, ThresholdRule, load_rules, parse_rule, parse_schedule, rule_to_dict)
+from alerts.rules import (SEVERITIES, Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, Text,
+                          Threshold, ThresholdRule, load_rules, parse_rule, parse_schedule, rule_to_dict,
+                          template_values)
 from alerts.store import AlertStore
 from alerts.window import Series
 

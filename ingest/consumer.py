@@ -223,7 +223,9 @@ class AckToken:
 class _PahoLog(logging.LoggerAdapter):
     """paho's own log lines, less one: after our DISCONNECT has closed the socket, paho's
     network thread can look at it once more and log "Client is not connected" as an ERROR
-    — at a clean stop, now and then. That line is dropped while we are stopping."""
+    — at a clean stop, now and then. That line is dropped while we are stopping. While the
+    broker cannot be reached paho logs it at every retry; then it goes to DEBUG, and
+    `MqttConsumer._on_connect_fail` says it once a minute with the address and the delay."""
 
     def __init__(self, stopping: Callable[[], bool]) -> None:
         super().__init__(logging.getLogger("citywatch.paho"), {})

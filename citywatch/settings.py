@@ -242,6 +242,11 @@ class Settings(BaseSettings):
             except (ssl.SSLError, OSError) as exc:
                 raise ConfigError(f"CW_API_TLS_CERT / CW_API_TLS_KEY: cannot load the key pair ({exc.__class__.__name__}: "
                                   f"{getattr(exc, 'reason', None) or exc}); give a PEM certificate and its private key") from None
+        api_served = self.api_tokens is not None and bool(self.api_tokens.get_secret_value().strip())
+        for name, listen in (("CW_API_HOST / CW_API_PORT", (self.api_host.strip("[]"), self.api_port) if api_served else None),
+                             ("CW_HJ212_LISTEN", parse_listen(self.hj212_listen) if self.hj212_listen else None)):
+            if listen is not None:
+                _check_bindable(name, *listen)
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -337,6 +342,32 @@ def _check_host(host: str) -> None:
         pass
     if not _HOSTNAME.match(bare):
         raise ValueError(f"{host[:100]!r} is neither an IP address nor a host name: use e.g. 127.0.0.1 or 0.0.0.0")
+
+
+def _check_bindable(name: str, host: str, port: int) -> None:
+    """Bind and release the address the service will listen on: a port in use or an address
+    that is not this machine's is a start-up error, not a traceback after the ingest
+    process has started. (Something may still take the port in between; rare.)"""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{name}: cannot resolve {host!r} ({exc.strerror}); use an address of this machine") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio and uvicorn bind
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            hint = {errno.EADDRINUSE: "choose a free port or stop what holds it",
+                    errno.EADDRNOTAVAIL: "use an address of this machine (or 0.0.0.0)",
+                    errno.EACCES: "ports below 1024 need privileges; use a higher one"}.get(exc.errno, "")
+            raise ConfigError(f"{name}: cannot listen on {host}:{port} ({exc.strerror})"
+                              + (f"; {hint}" if hint else "")) from None
 
 
 def parse_listen(text: str) -> tuple[str, int]:

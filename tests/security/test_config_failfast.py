@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,11 @@ def _garbage_pem(tmp: Path) -> dict[str, str]:
     return {"CW_API_TLS_CERT": str(tmp / "cert.pem"), "CW_API_TLS_KEY": str(tmp / "key.pem")}
 
 
+_HELD = socket.socket()  # a port in use for the whole module
+_HELD.bind(("127.0.0.1", 0))
+_HELD.listen()
+HELD_PORT = _HELD.getsockname()[1]
+
 CASES = {
     "short token": ({"CW_API_TOKENS": f"{TOKEN_SECRET}=admin"}, "CW_API_TOKENS"),
     "bad role": ({"CW_API_TOKENS": "long-enough-token-1=root"}, "CW_API_TOKENS"),
@@ -68,6 +74,10 @@ CASES = {
     "rule template abuse": (_bad_rules, "CW_RULES_DIR"),
     "bad hj212 listen address": ({"CW_HJ212_LISTEN": "0.0.0.0"}, "CW_HJ212_LISTEN"),
     "bad hj212 listen port": ({"CW_HJ212_LISTEN": "127.0.0.1:70000"}, "CW_HJ212_LISTEN"),
+    "hj212 port in use": ({"CW_HJ212_LISTEN": f"127.0.0.1:{HELD_PORT}"}, "CW_HJ212_LISTEN"),
+    "api port in use": ({"CW_API_TOKENS": "long-enough-token-1=admin", "CW_API_PORT": str(HELD_PORT)}, "CW_API_HOST"),
+    "api address not of this machine": ({"CW_API_TOKENS": "long-enough-token-1=admin", "CW_API_HOST": "192.0.2.1"},
+                                        "CW_API_HOST"),
     "bad api host": ({"CW_API_HOST": "not a host"}, "CW_API_HOST"),
     "bad api port": ({"CW_API_PORT": "80800"}, "CW_API_PORT"),
     "tls cert without key": ({"CW_API_TLS_CERT": "/etc/hostname"}, "CW_API_TLS_KEY"),

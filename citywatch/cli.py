@@ -10,18 +10,18 @@ from pathlib import Path
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from citywatch.errors import CitywatchError
-from citywatch.logs import setup_logging
-from citywatch.settings import Settings
+from citywatch.errors import CitywatchError, ConfigError
+from citywatch.logs import scrub, setup_logging
+from citywatch.settings import Settings, parse_listen
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from citywatch.registry import Registry
     from ingest.workers import start_ingest_processes
 
-    # Configuration errors (the registry, the HJ 212 gateway's) stop here with exit 2,
-    # before any process starts.
-    Registry.load(settings.devices_file)
+    # Every setting is checked before any process or connection starts: a bad one ends
+    # here with status 2 and nothing left behind (a started ingest child would otherwise
+    # keep the interpreter waiting for it at exit).
+    settings.preflight()
     if settings.hj212_listen:
         from ingest.service import check_hj212_startup
 
@@ -31,11 +31,11 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     workers = start_ingest_processes(settings, forward=settings.alerts_enabled)
     try:
         from ingest.service import run_service
-    except BaseException:
+
+        asyncio.run(run_service(settings, workers=workers))
+    finally:
         if workers is not None:
-            workers.stop()
-        raise
-    asyncio.run(run_service(settings, workers=workers))
+            workers.stop()  # no-op when run_service stopped them already
     return 0
 
 
@@ -87,6 +87,10 @@ def _cmd_hj212(args: argparse.Namespace, settings: Settings) -> int:
 
     # On its own, the gateway keeps a spool of its own so it can run beside `citywatch run`.
     own = settings.model_copy(update={"data_dir": args.data_dir or settings.data_dir / "hj212-gateway"})
+    try:
+        parse_listen(args.listen)
+    except ValueError as exc:
+        raise ConfigError(f"--listen: {exc}") from None
     asyncio.run(run_service(own, hj212_listen=args.listen, mqtt=False, alerts=False, api=False))
     return 0
 
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(args.log_level or settings.log_level, settings.log_format)
         return int(args.func(args, settings) or 0)
     except CitywatchError as exc:
-        print(f"citywatch: {exc}", file=sys.stderr)
+        for line in scrub(str(exc)).splitlines() or [type(exc).__name__]:
+            print(f"citywatch: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from citywatch.logs import redact_url
 from citywatch.errors import ConfigError, InfluxError
 from citywatch.settings import Settings
 from citywatch.topics import is_identifier
@@ -130,7 +131,7 @@ class InfluxClient:
             try:
                 resp = await self._http.post("/query", data={"q": f'CREATE DATABASE "{self.database}"'})
             except httpx.HTTPError as exc:
-                raise InfluxError(f"InfluxDB at {self.settings.influx_url} unreachable: {exc}") from exc
+                raise InfluxError(f"InfluxDB at {redact_url(self.settings.influx_url)} unreachable: {exc}") from exc
             if resp.status_code in (401, 403):
                 raise ConfigError(
                     f"InfluxDB refused CREATE DATABASE {self.database} ({resp.status_code}): create it or use "
@@ -181,7 +182,7 @@ class InfluxClient:
             except Exception as exc:  # urllib3 connection errors
                 if isinstance(exc, ConfigError):
                     raise
-                raise InfluxError(f"InfluxDB at {s.influx_url} unreachable: {type(exc).__name__}") from exc
+                raise InfluxError(f"InfluxDB at {redact_url(s.influx_url)} unreachable: {type(exc).__name__}") from exc
 
     async def query(self, influxql: str, *, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run InfluxQL through `/query` (1.x, and 2.x's v1 compatibility API); return the

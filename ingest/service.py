@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from citywatch.errors import ConfigError
 from citywatch.influx import InfluxClient
+from citywatch.logs import redact_url
 from citywatch.registry import Registry
 from citywatch.settings import Settings
 from citywatch.stream import ValidatedStream
@@ -169,11 +170,14 @@ def _api_server(settings: Settings, ingest: Ingest, engine):
         return None
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, is_loopback_host, server_config
 
     app = create_app(settings=settings, ingest=ingest, engine=engine)
-    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                            access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+    config = server_config(app, settings)
+    if settings.api_tls_cert is None and not is_loopback_host(settings.api_host):
+        log.warning("the HTTP API listens on %s without TLS: bearer tokens cross the network in clear text. Set "
+                    "CW_API_TLS_CERT and CW_API_TLS_KEY, or keep it behind a TLS-terminating reverse proxy on a "
+                    "private network (see api/README.md)", settings.api_host)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours stop everything in order
     return server
@@ -246,7 +250,8 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
     try:
         await ingest.influx.ensure_database()
     except Exception as exc:  # InfluxDB down at start: keep accepting, the writer retries
-        log.warning("InfluxDB not ready at start (%s); spooling until it is", exc)
+        log.warning("InfluxDB not ready at start (%s); spooling until it is, the writer retries with backoff "
+                    "(first retry within 1 s, then up to every 30 s)", exc)
     try:
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(ingest.writer.run(), name="writer")
@@ -259,7 +264,7 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
             if ingest.consumer is not None:
                 ingest.consumer.start()
             log.info("citywatch running: data in %s, InfluxDB %s (%s), backlog %d lines", settings.data_dir,
-                     settings.influx_url, settings.influx_api, ingest.spool.backlog_lines)
+                     redact_url(settings.influx_url), settings.influx_api, ingest.spool.backlog_lines)
             if ingest.workers is not None:
                 tasks.append(tg.create_task(ingest.workers.supervise(), name="workers"))
             if watch is not None:
@@ -270,7 +275,8 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
                 log.info("HJ 212 gateway listening on %s (port %s)", listen, gateway.bound_port)
             if server is not None:
                 api_task = tg.create_task(server.serve(), name="api")
-                log.info("HTTP API and dashboard on http://%s:%s/", settings.api_host, settings.api_port)
+                log.info("HTTP API and dashboard on %s://%s:%s/", "https" if settings.api_tls_cert else "http",
+                         settings.api_host, settings.api_port)
             if started is not None:
                 started.set()
             await stop.wait()

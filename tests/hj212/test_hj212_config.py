@@ -90,5 +90,5 @@ def test_open_mode_accepts_any_monitor(tmp_path: Path) -> None:
                                         ("CW_HJ212_LOCKOUT_AFTER", "0"), ("CW_HJ212_DEADLETTER_RATE", "0")])
 def test_settings_are_validated(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError, match=name[3:].lower()):
+    with pytest.raises(ConfigError, match=name):  # the line names the CW_ variable
         Settings.load()

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     alerts_enabled: bool = True  # CW_ALERTS_ENABLED=false: ingest only (e.g. a second ingest node)
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
+    routes_file: Path | None = None  # alert routing (alerts/README.md, "Routing"); unset = as before
+    dashboard_url: str | None = None  # link in routed messages; unset = http://CW_API_HOST:CW_API_PORT/
 
     # Tuning knobs beyond the contract; the defaults suit a 2-core machine.
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)

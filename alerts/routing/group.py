@@ -125,15 +125,16 @@ class Grouper:
             resolved = [(aid, p) for aid, p, _, told in members if p.get("state") != "firing" and told]
             never_told = [aid for aid, p, _, told in members if p.get("state") != "firing" and not told]
             items = sorted(firing, key=_order) + sorted(resolved, key=_order)
-            digest = hashlib.sha256(json.dumps(sorted((aid, p.get("state"), p.get("severity")) for aid, p in items))
-                                    .encode()).hexdigest() if items else ""
+            # What the group says while firing; resolves are news by themselves and leave it.
+            digest = hashlib.sha256(json.dumps(sorted((aid, p.get("severity")) for aid, p in firing))
+                                    .encode()).hexdigest() if firing else ""
             repeat_due = bool(firing) and g["last_sent_ms"] is not None and \
                 now_ms - g["last_sent_ms"] >= route.repeat_interval_s * 1000
-            send = bool(items) and (digest != g["digest"] or repeat_due)
+            send = bool(resolved) or (bool(firing) and (digest != g["digest"] or repeat_due))
             if send:
                 message = {"receiver": receiver, "group_key": key, "group_labels": json.loads(g["labels"]),
                            "status": "firing" if firing else "resolved", "firing": len(firing),
-                           "resolved": len(resolved), "repeat": digest == g["digest"],
+                           "resolved": len(resolved), "repeat": digest == g["digest"] and not resolved,
                            "alerts": [p for _, p in items], "created_ms": now_ms}
                 tx.enqueue(outbox_name(receiver), "group", key, message, now_ms)
                 tx.executemany("UPDATE route_group_alerts SET notified=1 WHERE key=? AND alert_id=?",

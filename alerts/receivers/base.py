@@ -9,9 +9,12 @@ a log line.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -43,6 +46,33 @@ class Receiver(Protocol):
         ...
 
 
+class _RedactReceiverUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO (and the service sets it to WARNING, but a
+    library user may not): a robot's access_token, key or hook id would end up in a log.
+    This filter on the `httpx` logger replaces each receiver URL, query and all, by its name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._urls: dict[str, str] = {}
+
+    def add(self, url: str, name: str) -> None:
+        p = urlsplit(url)
+        self._urls[f"{p.scheme}://{p.netloc}{p.path}"] = name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._urls:
+            msg = record.getMessage()
+            for base, name in self._urls.items():
+                if base in msg:
+                    msg = re.sub(re.escape(base) + r"[^\s\"']*", f"<receiver {name}>", msg)
+            record.msg, record.args = msg, ()
+        return True
+
+
+REDACT = _RedactReceiverUrls()
+logging.getLogger("httpx").addFilter(REDACT)
+
+
 def retryable_status(status: int) -> bool:
     return status in (408, 425, 429) or status >= 500
 
@@ -65,6 +95,7 @@ class HttpReceiver:
         per_minute = getattr(cfg, "rate_limit_per_minute", None)
         self.limits = ((per_minute, 60.0),) if per_minute else self.default_limits
         self._client = client or httpx.AsyncClient(timeout=getattr(cfg, "timeout", 10.0))
+        REDACT.add(cfg.url.get_secret_value(), self.name)
 
     def render(self, messages: Sequence[Mapping[str, Any]]) -> Rendered:
         return render(messages, lang=self.lang, style=self.style, dashboard_url=self.dashboard_url)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alerts.notify import Delivery, Notification, WebhookNotifier
-from alerts.receivers.base import Clock, GroupBatch
+from alerts.receivers.base import REDACT, Clock, GroupBatch
 
 
 class WebhookGroupReceiver:
@@ -18,6 +18,7 @@ class WebhookGroupReceiver:
         self.name: str = cfg.name
         self.limits = ((cfg.rate_limit_per_minute, 60.0),) if cfg.rate_limit_per_minute else ()
         self.dashboard_url = dashboard_url
+        REDACT.add(cfg.url.get_secret_value(), cfg.name)
         self._notifier = WebhookNotifier(cfg.url.get_secret_value(), cfg.secret.get_secret_value(), name=cfg.name,
                                          timeout=cfg.timeout, client=client)
 

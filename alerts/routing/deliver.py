@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ DOWN_AFTER_FAILURES = 3
 class RateLimiter:
     """Sliding windows: at most `n` sends in any `per_s` seconds, for each (n, per_s)."""
 
-    def __init__(self, limits: tuple[tuple[int, float], ...], sent: list[float] = ()):  # type: ignore[assignment]
+    def __init__(self, limits: tuple[tuple[int, float], ...], sent: Iterable[float] = ()):
         self.limits = tuple(limits)
         horizon = max((p for _, p in self.limits), default=0.0)
         self._horizon = horizon

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import json
 
 import pytest
 from aiosmtpd.controller import Controller

@@ -33,7 +33,8 @@ rules:
 """
 
 
-def test_failures_back_off_mark_the_receiver_down_and_nothing_is_lost(tmp_path):
+def test_failures_back_off_mark_the_receiver_down_and_nothing_is_lost(tmp_path, caplog):
+    caplog.set_level("DEBUG")
     clock = FakeClock(local_s("2026-11-27 10:00"))
     with DingTalkRobot(clock=clock, fail_with=503) as ding:
         engine, routing = make_pair(tmp_path, ROUTES.format(url=ding.url, secret=ding.secret), clock)
@@ -57,6 +58,8 @@ def test_failures_back_off_mark_the_receiver_down_and_nothing_is_lost(tmp_path):
         asyncio.run(go())
         engine.close()
     assert len(ding.rejected) == 3 and len(ding.accepted) == 1
+    assert "not delivered (dust-office: HTTP 503); retry in 2.0s" in caplog.text
+    assert ding.token not in caplog.text and ding.secret not in caplog.text
 
 
 def test_the_rate_window_is_remembered_across_a_restart(tmp_path):

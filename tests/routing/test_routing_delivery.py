@@ -8,6 +8,7 @@ import asyncio
 import uuid
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -140,3 +141,24 @@ def test_a_down_receiver_shows_in_health_and_metrics(influx, tmp_path):
     assert 'citywatch_alert_receiver_backlog{receiver="dust-office"} 1.0' in metrics
     assert 'citywatch_alert_receiver_failures_total{receiver="dust-office"} 3.0' in metrics
     assert "tok123" not in metrics and ding.secret not in metrics
+
+
+def test_rate_limiter_windows():
+    from alerts.routing.deliver import RateLimiter
+
+    feishu = RateLimiter(((100, 60.0), (5, 1.0)))  # Feishu: 100 a minute and 5 a second
+    for i in range(5):
+        assert feishu.wait_s(10.0) == 0.0
+        feishu.record(10.0)
+    assert feishu.wait_s(10.5) == 0.5  # the second is full
+    assert feishu.wait_s(11.0) == 0.0
+    t, sent = 11.0, 5
+    while sent < 100:  # as fast as allowed: 5 a second
+        t += feishu.wait_s(t)
+        feishu.record(t)
+        sent += 1
+    assert t < 31.0  # the per-second window, not the minute, paced these
+    # 100 in the minute that began at 10.0: the next waits for the first one to leave it.
+    assert feishu.wait_s(t) == pytest.approx(70.0 - t)
+    seeded = RateLimiter(((20, 60.0),), sent=[float(i) for i in range(20)])  # restored after a restart
+    assert seeded.wait_s(30.0) == 30.0 and seeded.wait_s(60.0) == 0.0

@@ -74,7 +74,7 @@ def render(messages: Sequence[Mapping[str, Any]], *, lang: str = "zh", style: St
         where = group_title(messages[0].get("group_labels") or {}, lang)
     else:
         where = f"{len(messages)} {w['groups']}"
-    counts = f"{firing} {w['alerts']}" if lang == "en" else f"{firing} {w['alerts']}"
+    counts = f"{firing} {w['alerts']}"
     if firing:
         title = f"【{w['firing']}】{where}{w['colon']}{counts}" if lang == "zh" else f"[{w['firing']}] {where}: {counts}"
     else:
@@ -88,12 +88,12 @@ def render(messages: Sequence[Mapping[str, Any]], *, lang: str = "zh", style: St
             out.append(f"**{head}**" if md else f"== {head} ==")
         alerts = list(m.get("alerts") or [])
         shown = alerts[:max_alerts_per_group]
-        last_state = None
-        for a in shown:
+        resolved_heading = False
+        for a in shown:  # firing first, then resolved (group.py orders them)
             state = a.get("state")
-            if state != "firing" and last_state == "firing" or (state != "firing" and last_state is None):
+            if state != "firing" and not resolved_heading:
                 out.append(f"**{w['resolved']}**" if md else f"[{w['resolved']}]")
-            last_state = state
+                resolved_heading = True
             message = a.get("message" if lang == "zh" else "message_en") or a.get("message") or ""
             level = sev.get(a.get("severity", ""), a.get("severity", ""))
             level = f"**{level}**" if md and state == "firing" else level

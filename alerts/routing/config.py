@@ -275,15 +275,21 @@ class RoutesFile(_Strict):
             raise ValueError("the top-level route needs a receiver (the default)")
         if self.route.match or self.route.match_re:
             raise ValueError("the top-level route matches every alert: no match / match_re there")
+        return self  # unknown receiver names: unknown_receivers(), which knows where they are
 
-        def walk(r: RouteConfig, where: str) -> None:
+    def unknown_receivers(self) -> list[tuple[tuple[Any, ...], str]]:
+        """(location, reason) of every route naming a receiver the file does not define."""
+        names = {r.name for r in self.receivers}
+        found: list[tuple[tuple[Any, ...], str]] = []
+
+        def walk(r: RouteConfig, loc: tuple[Any, ...]) -> None:
             if r.receiver is not None and r.receiver not in names:
-                raise ValueError(f"{where}: unknown receiver {r.receiver!r}")
+                found.append(((*loc, "receiver"), f"unknown receiver {r.receiver!r}"))
             for i, child in enumerate(r.routes):
-                walk(child, f"{where}.routes[{i}]")
+                walk(child, (*loc, "routes", i))
 
-        walk(self.route, "route")
-        return self
+        walk(self.route, ("route",))
+        return found
 
     def receiver(self, name: str) -> Any:
         return next(r for r in self.receivers if r.name == name)
@@ -325,17 +331,20 @@ def parse_routes(text: str, source: str = "<routes>") -> RoutesFile:
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}:1: a route file is a mapping with receivers, route and inhibit_rules")
     try:
-        return RoutesFile.model_validate(doc)
+        cfg = RoutesFile.model_validate(doc)
+        problems = cfg.unknown_receivers()
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_input=False, include_url=False):
-            loc = tuple(err["loc"])
-            # A receiver's loc carries the union's tag ("receivers", 0, "dingtalk", "url").
-            shown = loc[:2] + loc[3:] if len(loc) > 2 and loc[0] == "receivers" and loc[2] in _TYPES else loc
-            where = ".".join(str(p) for p in shown) or "(file)"
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}:{_line_of(root, loc) or 1}: {where}: {msg}")
-        raise ConfigError("invalid route file\n  " + "\n  ".join(lines)) from None
+        problems = [(tuple(e["loc"]), e["msg"].removeprefix("Value error, "))
+                    for e in exc.errors(include_input=False, include_url=False)]
+    if not problems:
+        return cfg
+    lines = []
+    for loc, msg in problems:
+        # A receiver's loc carries the union's tag ("receivers", 0, "dingtalk", "url").
+        shown = loc[:2] + loc[3:] if len(loc) > 2 and loc[0] == "receivers" and loc[2] in _TYPES else loc
+        where = ".".join(str(p) for p in shown) or "(file)"
+        lines.append(f"{source}:{_line_of(root, loc) or 1}: {where}: {msg}")
+    raise ConfigError("invalid route file\n  " + "\n  ".join(lines))
 
 
 def load_routes(path: Path | str) -> RoutesFile:

@@ -39,7 +39,8 @@ def test_the_commented_sample_loads_and_every_type_in_it_resolves():
     # a regex that does not compile
     (GOOD + "  routes:\n    - {match_re: {site: \"S(00\"}, receiver: a}\n", 6, "invalid regular expression"),
     # a route naming a receiver that does not exist
-    (GOOD + "  routes:\n    - {match: {kind: dust}, receiver: nobody}\n", 1, "unknown receiver 'nobody'"),
+    (GOOD + "  routes:\n    - {match: {kind: dust}, receiver: nobody}\n", 6,
+     "route.routes.0.receiver: unknown receiver 'nobody'"),
     # a bad time interval
     (GOOD + "  routes:\n    - {match: {kind: heating}, receiver: a, active_time: \"22-08\"}\n", 6,
      "active_time is HH:MM-HH:MM"),
@@ -90,5 +91,5 @@ def test_citywatch_run_with_an_invalid_route_file_stops_at_once(tmp_path):
                           timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "CW_ROUTES_FILE" in proc.stderr and "unknown receiver 'nobody'" in proc.stderr
-    assert f"{bad}:1:" in proc.stderr
+    assert f"{bad}:6: route.routes.0.receiver" in proc.stderr
     assert not (tmp_path / "data" / "spool").exists()  # nothing started

@@ -127,3 +127,29 @@ def test_a_silent_monitors_threshold_alerts_are_inhibited(tmp_path):
     assert "dust_no_data" in last and "dust_pm25_high" in last  # other devices are not inhibited
     # The silent monitor's threshold alert never reached anyone after its source fired.
     assert "dust_pm10_high · S0002/D00002" not in last
+
+
+def test_silences_keep_working_on_top_of_routing(tmp_path):
+    clock = FakeClock(local_s("2026-11-27 10:00"))
+    with DingTalkRobot(clock=clock) as ding, WeComRobot(clock=clock) as wecom, CitywatchWebhook() as archive:
+        engine, routing = make_pair(tmp_path, _routes(ding, wecom, archive), clock)
+        engine.silence(by="王工", ends_at=clock() + 600, site="S0005", comment="洒水车检修")
+
+        async def go() -> None:
+            engine.process_readings([reading("dust", "S0005", "D00005", clock, pm10=220.0)])
+            await pump(engine)
+            clock.advance(31)
+            routing.flush()
+            await routing.deliver_pending()
+            assert ding.accepted == []  # silenced: the routing stage never saw it
+            clock.advance(600)  # the silence ends; the engine tells the still-firing alert now
+            engine.process_readings([reading("dust", "S0005", "D00005", clock, pm10=220.0)])
+            engine.tick()
+            await pump(engine)
+            clock.advance(31)
+            routing.flush()
+            await routing.deliver_pending()
+
+        asyncio.run(go())
+        engine.close()
+    assert len(ding.accepted) == 1 and "dust_pm10_high · S0005/D00005" in ding.accepted[0].body["markdown"]["text"]

@@ -97,11 +97,24 @@ class HttpReceiver:
         self._client = client or httpx.AsyncClient(timeout=getattr(cfg, "timeout", 10.0))
         REDACT.add(cfg.url.get_secret_value(), self.name)
 
+    def _render(self, messages: Sequence[Mapping[str, Any]], per_group: int) -> Rendered:
+        return render(messages, lang=self.lang, style=self.style, dashboard_url=self.dashboard_url,
+                      max_alerts_per_group=per_group)
+
     def render(self, messages: Sequence[Mapping[str, Any]]) -> Rendered:
-        return render(messages, lang=self.lang, style=self.style, dashboard_url=self.dashboard_url)
+        """The message, within the platform's size limit: a group too big for it lists fewer
+        of its alerts and says how many more are on the dashboard (a refused message would
+        say nothing at all)."""
+        for per_group in (20, 10, 5, 3, 1):
+            r = self._render(messages, per_group)
+            if len(r.body.encode()) <= self.max_bytes:
+                return r
+        cut = r.body.encode()[:self.max_bytes - 4].decode(errors="ignore")
+        return Rendered(r.title, cut + " …", r.firing, r.resolved)
 
     def fits(self, messages: Sequence[Mapping[str, Any]]) -> bool:
-        return len(self.render(messages).body.encode()) <= self.max_bytes
+        """Whether these groups, with full detail, fit one message (decides merging)."""
+        return len(self._render(messages, 20).body.encode()) <= self.max_bytes
 
     async def post_json(self, url: str, body: Any, *, ok_key: str = "errcode", retry_codes: Container[int] = (),
                         permanent_codes: Container[int] = ()) -> Delivery:

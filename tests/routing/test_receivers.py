@@ -183,3 +183,17 @@ def test_plain_smtp_to_a_public_host_is_refused_by_the_file():
     with pytest.raises(ConfigError, match="loopback SMTP relay"):
         parse_routes("receivers:\n  - {name: r, type: email, smtp_host: smtp.example.com, tls: none, "
                      "from: a@b.c, to: [d@e.f]}\nroute:\n  receiver: r\n")
+
+
+def test_a_group_too_big_for_one_wecom_message_is_shortened_not_refused():
+    clock = FakeClock(local_s("2026-11-27 10:01"))
+    with WeComRobot(clock=clock) as wecom:
+        r = _receiver(f'{{name: r, type: wecom, url: "{wecom.url}"}}', clock)
+        huge = _group("S0001", 40)
+        for a in huge["alerts"]:
+            a["message"] += "，" + "请立即组织洒水降尘并上报处置结果" * 4  # long messages: far over 4 KB in full
+        assert not r.fits([huge])
+        assert _send(r, huge).ok
+    assert wecom.rejected == []
+    content = wecom.accepted[0].body["markdown"]["content"]
+    assert len(content.encode()) <= 4096 and "dust_rule_0 " in content and "见看板" in content

@@ -750,6 +750,8 @@ def hj212_run(env: "Env", monitors: int, packets_each: int) -> dict[str, Any]:
                                   database=db, client_id="bench-svc-hj212",
                                   extra={"CW_DEVICES_FILE": str(root / "devices.toml"),
                                          "CW_HJ212_LISTEN": f"127.0.0.1:{port}",
+                                         # the whole simulated fleet connects from 127.0.0.1
+                                         "CW_HJ212_MAX_PER_ADDRESS": str(max(monitors, 256)),
                                          "CW_INGEST_WORKERS": str(env.workers)}))
     svc.start()
     try:

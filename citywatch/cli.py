@@ -16,11 +16,18 @@ from citywatch.settings import Settings
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from citywatch.registry import Registry
     from ingest.workers import start_ingest_processes
 
+    # Configuration errors (the registry, the HJ 212 gateway's, the route file's) stop here
+    # with exit 2, before any process starts.
+    Registry.load(settings.devices_file)
+    if settings.hj212_listen:
+        from ingest.service import check_hj212_startup
+
+        check_hj212_startup(settings, settings.hj212_listen)
     if settings.routes_file is not None and settings.alerts_enabled:
-        # Before anything starts: a route file that does not validate stops start-up with
-        # its file:line: reason lines (build_alerting loads it again, for use).
+        # The route file's file:line: reason lines (build_alerting loads it again, for use).
         from alerts.routing.config import load_routes
 
         try:

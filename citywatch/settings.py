@@ -38,6 +38,17 @@ class Settings(BaseSettings):
     devices_file: Path | None = None
     rules_dir: Path | None = None
     hj212_listen: str | None = None
+    # The HJ 212 port on a hostile network (ingest/hj212/README.md "On a hostile network").
+    hj212_open: bool = False  # no device registry: accept any MN without a password, on purpose
+    hj212_max_connections: int = Field(default=2000, ge=1, le=100_000)
+    hj212_max_per_address: int = Field(default=256, ge=1, le=100_000)  # IPv6: per /64
+    hj212_auth_timeout_s: float = Field(default=60.0, gt=0, le=86400)  # connect → first logged-in frame
+    hj212_idle_timeout_s: float = Field(default=900.0, gt=0, le=86400)
+    hj212_lockout_after: int = Field(default=10, ge=1, le=10_000)  # failed logins per MN / address
+    hj212_backoff_after: int = Field(default=3, ge=0, le=10_000)  # failures answered at once
+    hj212_lockout_s: float = Field(default=900.0, gt=0, le=7 * 86400)
+    hj212_deadletter_rate: float = Field(default=1.0, gt=0, le=100_000)  # per s per unauthenticated address
+    hj212_deadletter_burst: int = Field(default=20, ge=1, le=1_000_000)
     # MQTT ingest processes sharing one subscription ($share/citywatch/...): paho parses
     # packets in Python, so one process is one core. Opt-in: mosquitto 2.0 does not restore
     # shared subscriptions from persistence, so after a broker restart it drops what is

@@ -143,11 +143,23 @@ def _parse_listen(text: str) -> tuple[str, int]:
 
 
 def _hj212_gateway(settings: Settings, ingest: Ingest, listen: str):
-    from ingest.hj212 import Hj212Gateway
+    from ingest.hj212.gateway import gateway_from_settings
 
     host, port = _parse_listen(listen)
-    return Hj212Gateway(registry=ingest.registry, sink=ingest.committer, tz=settings.tz, host=host, port=port,
-                        max_future_s=settings.max_future_s)
+    return gateway_from_settings(settings, registry=ingest.registry, sink=ingest.committer, host=host, port=port,
+                                 metrics=ingest.metrics.registry)
+
+
+def check_hj212_startup(settings: Settings, listen: str | None) -> None:
+    """Configuration errors of the HJ 212 gateway, before anything starts (exit 2): the
+    registry loads (a monitor without a PW is an error there) and, without one, open mode
+    was asked for."""
+    if not listen:
+        return
+    from ingest.hj212.gateway import require_identity
+
+    _parse_listen(listen)
+    require_identity(Registry.load(settings.devices_file), open_mode=settings.hj212_open)
 
 
 def _api_server(settings: Settings, ingest: Ingest, engine):
@@ -193,6 +205,12 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
     `workers`: MQTT ingest processes the caller started already (`citywatch run` starts
     them first thing); without `ingest` or `workers`, they are started here as configured."""
     with_alerts = alerts and settings.alerts_enabled
+    try:
+        check_hj212_startup(settings, hj212_listen or settings.hj212_listen)
+    except BaseException:
+        if workers is not None:
+            workers.stop()
+        raise
     if ingest is None and mqtt and workers is None:
         workers = start_ingest_processes(settings, forward=with_alerts)
     try:

@@ -63,22 +63,6 @@ CREATE TABLE IF NOT EXISTS rule_overrides (
 );
 """
 
-# Routing (alerts/routing/group.py): one row per aggregation group (route x receiver x
-# group_by values) and its alerts' latest payloads. A flush writes the receiver's outbox row
-# and the group's new state in one transaction: a group notification is queued once.
-_ROUTING_SCHEMA = """
-CREATE TABLE IF NOT EXISTS route_groups (
-  key TEXT PRIMARY KEY, route TEXT NOT NULL, receiver TEXT NOT NULL, labels TEXT NOT NULL,
-  created_ms INTEGER NOT NULL, next_flush_ms INTEGER NOT NULL, last_flush_ms INTEGER,
-  last_sent_ms INTEGER, digest TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS route_groups_due ON route_groups(next_flush_ms);
-CREATE TABLE IF NOT EXISTS route_group_alerts (
-  key TEXT NOT NULL, alert_id TEXT NOT NULL, payload TEXT NOT NULL, labels TEXT NOT NULL,
-  notified INTEGER NOT NULL DEFAULT 0, updated_ms INTEGER NOT NULL, PRIMARY KEY (key, alert_id)
-);
-"""
-
 ALERT_COLUMNS = ("id", "rule", "kind", "site", "device", "field", "severity", "state", "acked", "acked_by",
                  "acked_ms", "ack_note", "value", "threshold", "started_ms", "fired_ms", "resolved_ms",
                  "message", "message_en", "notified", "escalated", "last_notified_ms", "occurrence", "count",
@@ -250,3 +234,20 @@ class _Tx:
         self.execute("INSERT INTO outbox (notifier, event, alert_id, payload, created_ms, next_ms) "
                      "VALUES (?,?,?,?,?,?)",
                      (notifier, event, alert_id, json.dumps(payload, ensure_ascii=False), now_ms, 0))
+
+
+# Routing (alerts/routing/group.py): one row per aggregation group (route x receiver x
+# group_by values) and its alerts' latest payloads. A flush writes the receiver's outbox row
+# and the group's new state in one transaction: a group notification is queued once.
+_ROUTING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS route_groups (
+  key TEXT PRIMARY KEY, route TEXT NOT NULL, receiver TEXT NOT NULL, labels TEXT NOT NULL,
+  created_ms INTEGER NOT NULL, next_flush_ms INTEGER NOT NULL, last_flush_ms INTEGER,
+  last_sent_ms INTEGER, digest TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS route_groups_due ON route_groups(next_flush_ms);
+CREATE TABLE IF NOT EXISTS route_group_alerts (
+  key TEXT NOT NULL, alert_id TEXT NOT NULL, payload TEXT NOT NULL, labels TEXT NOT NULL,
+  notified INTEGER NOT NULL DEFAULT 0, updated_ms INTEGER NOT NULL, PRIMARY KEY (key, alert_id)
+);
+"""

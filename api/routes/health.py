@@ -10,11 +10,10 @@ from api.models import Health
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=Health, response_model_exclude_none=True,
+@router.get("/health", response_model=Health, response_model_exclude_unset=True,
             summary="Liveness and dependencies (no auth)",
-            description="`degraded` when the broker is disconnected, InfluxDB does not answer its ping, "
-                        "the writer is retrying, or a routed receiver is down. Readings keep being spooled "
-                        "while degraded.")
+            description="`degraded` when the broker is disconnected, InfluxDB does not answer its ping, or "
+                        "the writer is retrying. Readings keep being spooled while degraded.")
 async def health(ctx: CtxDep) -> Health:
     ingest = ctx.ingest
     connected = ingest.mqtt_connected  # this process's consumer, or every MQTT worker
@@ -26,4 +25,5 @@ async def health(ctx: CtxDep) -> Health:
     ok = influx_ok and writer_ok and mqtt != "disconnected" and "down" not in (receivers or {}).values()
     return Health(status="ok" if ok else "degraded", mqtt=mqtt, influx="ok" if influx_ok else "unreachable",
                   spool_backlog=int(ingest.backlog_lines), writer="ok" if writer_ok else "retrying",
-                  alerts="running" if ctx.engine is not None else "disabled", receivers=receivers)
+                  alerts="running" if ctx.engine is not None else "disabled",
+                  **({"receivers": receivers} if receivers is not None else {}))

@@ -106,8 +106,12 @@ def _cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_routes_check(args: argparse.Namespace, settings: Settings) -> int:
     from alerts.routing.check import routes_check
+    from alerts.rules import load_rules
+    from citywatch.schema import load_kinds
 
-    return routes_check(args.file or settings.routes_file)
+    # Rule ids and kinds as `citywatch run` would load them, to flag matches that name none.
+    return routes_check(args.file or settings.routes_file, rules=set(load_rules(settings.rules_dir)),
+                        kinds=set(load_kinds()))
 
 
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:

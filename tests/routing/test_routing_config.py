@@ -82,6 +82,18 @@ def test_routes_check_command(tmp_path, capsys):
     assert f"{bad}:2: receivers.0.url" in out and "TOPSECRET" not in out
 
 
+def test_routes_check_warns_about_rule_ids_and_kinds_that_match_nothing(tmp_path, capsys):
+    f = tmp_path / "w.yaml"
+    f.write_text(GOOD + "  routes:\n    - {match: {kind: dust, rule: dust_pm10_10min}, receiver: a}\n"
+                 "inhibit_rules:\n  - {source_match: {rule: dust_monitor_silent}, target_match: {kind: dustt}}\n",
+                 "utf-8")
+    assert main(["routes", "check", str(f)]) == 0  # valid: warnings only
+    out = capsys.readouterr().out
+    assert "warning: inhibit_rules.0.source_match: rule 'dust_monitor_silent' is not a loaded rule id" in out
+    assert "warning: inhibit_rules.0.target_match: kind 'dustt' is not a known kind" in out
+    assert "route.routes.0" not in out  # dust_pm10_10min is a shipped rule, dust a kind
+
+
 def test_citywatch_run_with_an_invalid_route_file_stops_at_once(tmp_path):
     bad = tmp_path / "routes.yaml"
     bad.write_text(GOOD + "  routes:\n    - {match: {kind: dust}, receiver: nobody}\n", "utf-8")

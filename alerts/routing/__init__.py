@@ -82,6 +82,7 @@ class Routing:
         self.tz = ZoneInfo(tz)
         self.labels_of = labels_of or labels_from(None)
         self.stage = RoutingStage(self)
+        self.store: Any = None  # the engine's AlertStore, from attach()
         self.grouper: Grouper | None = None
         self.dispatchers: dict[str, GroupDispatcher] = {}
         self._wake = asyncio.Event()

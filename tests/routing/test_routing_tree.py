@@ -69,3 +69,18 @@ def test_settings_are_inherited(tree):
     assert dust.group_by == ("site", "rule") and dust.group_wait_s == 10
     assert east.group_by == ("site", "rule") and east.group_wait_s == 60
     assert tree.children[1].group_by == ("site",)
+
+
+def test_public_names_are_pinned():
+    import alerts.receivers
+    import alerts.routing
+
+    assert sorted(alerts.routing.__all__) == [
+        "GroupDispatcher", "Grouper", "RateLimiter", "Route", "RoutesFile", "Routing", "RoutingStage",
+        "build_routing", "build_tree", "labels_from", "load_routes", "parse_routes"]
+    assert sorted(alerts.receivers.__all__) == [
+        "DingTalkReceiver", "EmailReceiver", "FeishuReceiver", "GroupBatch", "RECEIVERS", "Receiver",
+        "SmsReceiver", "WeComReceiver", "WebhookGroupReceiver", "build_receiver", "dingtalk_sign", "feishu_sign"]
+    for module in (alerts.routing, alerts.receivers):
+        for name in module.__all__:
+            assert hasattr(module, name), name

@@ -211,7 +211,8 @@ def build_routing(settings: Any, *, registry: Any = None, clock: Clock = time.ti
     cfg = load_routes(path or settings.routes_file)
     dashboard = getattr(settings, "dashboard_url", None) or \
         f"http://{getattr(settings, 'api_host', '127.0.0.1')}:{getattr(settings, 'api_port', 8000)}/"
-    receivers = {r.name: build_receiver(r, dashboard_url=dashboard, clock=clock) for r in cfg.receivers}
+    mqtt = settings.mqtt if any(r.type == "mqtt" for r in cfg.receivers) else None
+    receivers = {r.name: build_receiver(r, dashboard_url=dashboard, clock=clock, mqtt=mqtt) for r in cfg.receivers}
     return Routing(cfg, receivers=receivers, clock=clock, tz=getattr(settings, "tz", "Asia/Shanghai"),
                    labels_of=labels_from(registry))
 

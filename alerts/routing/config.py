@@ -159,6 +159,23 @@ class SmsReceiver(_HttpReceiver):
         return v
 
 
+class MqttReceiver(_Strict):
+    """Group notifications as JSON on the service's own broker (CW_MQTT_URL), QoS 1."""
+
+    type: Literal["mqtt"]
+    name: str = Field(pattern=_NAME)
+    topic: str = Field(default="citywatch/alert-groups/{receiver}", pattern=r"^[^#+\s]{1,200}$")
+    rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    language: Literal["zh", "en"] = "zh"
+
+    @field_validator("topic")
+    @classmethod
+    def _not_alerts(cls, v: str) -> str:
+        if v.split("/")[0] == "alerts":
+            raise ValueError("alerts/... topics are the per-alert contract (CONTRACT §3): pick another topic")
+        return v
+
+
 class EmailReceiver(_Strict):
     """Email over SMTP. Plain SMTP only to a loopback relay; else `starttls` or `ssl`."""
 
@@ -183,7 +200,7 @@ class EmailReceiver(_Strict):
 
 
 ReceiverConfig = Annotated[DingTalkReceiver | WeComReceiver | FeishuReceiver | WebhookReceiver | SmsReceiver
-                           | EmailReceiver, Field(discriminator="type")]
+                           | EmailReceiver | MqttReceiver, Field(discriminator="type")]
 
 
 class RouteConfig(_Strict):
@@ -295,7 +312,7 @@ class RoutesFile(_Strict):
         return next(r for r in self.receivers if r.name == name)
 
 
-_TYPES = ("dingtalk", "wecom", "feishu", "webhook", "sms", "email")
+_TYPES = ("dingtalk", "wecom", "feishu", "webhook", "sms", "email", "mqtt")
 
 
 # -- loading ---------------------------------------------------------------------------------

@@ -197,3 +197,45 @@ def test_a_group_too_big_for_one_wecom_message_is_shortened_not_refused():
     assert wecom.rejected == []
     content = wecom.accepted[0].body["markdown"]["content"]
     assert len(content.encode()) <= 4096 and "dust_rule_0 " in content and "见看板" in content
+
+
+def test_mqtt_receiver_publishes_the_group_on_the_real_broker(broker):
+    import json as _json
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    from citywatch.settings import MqttAddress
+
+    got: list[tuple[str, bytes, int, bool]] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="routing-mqtt-listener")
+    sub.on_message = lambda c, u, m: got.append((m.topic, m.payload, m.qos, bool(m.retain)))
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe("citywatch/alert-groups/#", qos=1)
+    sub.loop_start()
+    cfg = parse_routes("receivers:\n  - {name: wall, type: mqtt}\nroute:\n  receiver: wall\n").receivers[0]
+    r = build_receiver(cfg, dashboard_url=DASHBOARD, clock=FakeClock(), mqtt=MqttAddress.parse(broker.url))
+    try:
+        deadline = time.monotonic() + 20
+        while not r._client.is_connected():
+            assert time.monotonic() < deadline, "the receiver did not connect"
+            time.sleep(0.05)
+        assert _send(r, _group(), seq=5).ok
+        deadline = time.monotonic() + 20
+        while not got:
+            assert time.monotonic() < deadline, "nothing arrived"
+            time.sleep(0.05)
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    topic, payload, qos, retained = got[0]
+    body = _json.loads(payload)
+    assert topic == "citywatch/alert-groups/wall" and qos == 1 and not retained
+    assert body["seq"] == 5 and body["group_labels"] == {"site": "S0001"} and len(body["alerts"]) == 2
+
+
+def test_mqtt_receiver_may_not_use_the_per_alert_topics():
+    from citywatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="per-alert contract"):
+        parse_routes("receivers:\n  - {name: w, type: mqtt, topic: alerts/x}\nroute:\n  receiver: w\n")

@@ -79,7 +79,7 @@ def test_public_names_are_pinned():
         "GroupDispatcher", "Grouper", "RateLimiter", "Route", "RoutesFile", "Routing", "RoutingStage",
         "build_routing", "build_tree", "labels_from", "load_routes", "parse_routes"]
     assert sorted(alerts.receivers.__all__) == [
-        "DingTalkReceiver", "EmailReceiver", "FeishuReceiver", "GroupBatch", "RECEIVERS", "Receiver",
+        "DingTalkReceiver", "EmailReceiver", "FeishuReceiver", "GroupBatch", "MqttGroupReceiver", "RECEIVERS", "Receiver",
         "SmsReceiver", "WeComReceiver", "WebhookGroupReceiver", "build_receiver", "dingtalk_sign", "feishu_sign"]
     for module in (alerts.routing, alerts.receivers):
         for name in module.__all__:

@@ -2,8 +2,8 @@
 
 Alertmanager's timing: a new group waits `group_wait` to collect its first alerts, then is
 looked at every `group_interval`; it is sent when what it would say changed (an alert
-started firing, resolved or escalated), or, unchanged but still firing, every
-`repeat_interval`. Inhibited alerts are left out at flush time. A resolve is told only in
+started firing, resolved or escalated), or, unchanged but still firing and not all
+acknowledged, every `repeat_interval`. Inhibited alerts are left out at flush time. A resolve is told only in
 the groups that were told of the firing.
 
 State lives in SQLite (`route_groups`, `route_group_alerts`, see store.py). Lifecycle
@@ -128,7 +128,9 @@ class Grouper:
             # What the group says while firing; resolves are news by themselves and leave it.
             digest = hashlib.sha256(json.dumps(sorted((aid, p.get("severity")) for aid, p in firing))
                                     .encode()).hexdigest() if firing else ""
-            repeat_due = bool(firing) and g["last_sent_ms"] is not None and \
+            # Repeat an unchanged group only while someone still has to act: not once every
+            # firing alert in it is acknowledged (as the engine stops its own re-sends on ack).
+            repeat_due = any(not p.get("acked") for _, p in firing) and g["last_sent_ms"] is not None and \
                 now_ms - g["last_sent_ms"] >= route.repeat_interval_s * 1000
             send = bool(resolved) or (bool(firing) and (digest != g["digest"] or repeat_due))
             if send:

@@ -68,15 +68,16 @@ def test_timing_resolve_and_repeat(tmp_path):
     assert len(sent(g)) == 4
 
 
-def test_escalation_sends_again_and_ack_does_not(tmp_path):
+def test_escalation_sends_again_ack_does_not_and_acked_groups_do_not_repeat(tmp_path):
     g = grouper(tmp_path)
     g.add(alert("a"), T0)
     g.flush_due(T0 + 30 * S)
     g.add({**alert("a"), "acked": True}, T0 + 60 * S)
     assert g.flush_due(T0 + 330 * S) == set()
-    g.add(alert("a", severity="critical"), T0 + 400 * S)
+    g.add({**alert("a", severity="critical"), "acked": True}, T0 + 400 * S)
     assert g.flush_due(T0 + 630 * S) == {"office"}
     assert len(sent(g)) == 2
+    assert g.flush_due(T0 + 630 * S + 3600 * S) == set()  # all acknowledged: no repeat
 
 
 def test_fired_and_resolved_within_group_wait_is_never_told(tmp_path):

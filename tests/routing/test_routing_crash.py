@@ -83,10 +83,10 @@ def _setup(tmp: Path, ding: DingTalkRobot, wait: str) -> tuple[Path, Path, Path]
 @pytest.mark.slow
 def test_sigkill_during_group_wait_then_restart_delivers_once(tmp_path):
     with DingTalkRobot() as ding:
-        rules, routes, db = _setup(tmp_path, ding, "3s")
+        rules, routes, db = _setup(tmp_path, ding, "8s")
         child = _start(tmp_path, routes, rules, "fire")
         try:
-            # The firing is recorded in its group; the group waits (group_wait 3 s): kill now.
+            # The firing is recorded in its group; the group waits (group_wait 8 s): kill now.
             _wait(lambda: _query(db, "SELECT alert_id FROM route_group_alerts"), what="the group")
             _kill(child)
         finally:

@@ -68,21 +68,23 @@ class Grouper:
         aid = str(alert["id"])
         payload = json.dumps(dict(alert), ensure_ascii=False)
         labels_json = json.dumps(labels, sort_keys=True)
+        # Reads first, then a write-only transaction: a store that holds writes on a full
+        # disk (and answers reads inside a held transaction with nothing) stays correct.
+        keys = {r["key"] for r in self.store.query("SELECT key FROM route_group_alerts WHERE alert_id=?", (aid,))}
+        new_groups = []
+        if alert.get("state") == "firing":
+            for route in self.route(labels, now_ms):
+                key, values = group_key(route, labels)
+                keys.add(key)
+                new_groups.append((key, route.path, route.receiver, json.dumps(values, ensure_ascii=False), now_ms,
+                                   now_ms + int(route.group_wait_s * 1000)))
         with self.store.transaction() as tx:
-            keys = {r["key"] for r in tx.execute("SELECT key FROM route_group_alerts WHERE alert_id=?", (aid,))}
-            if alert.get("state") == "firing":
-                for route in self.route(labels, now_ms):
-                    key, values = group_key(route, labels)
-                    keys.add(key)
-                    tx.execute("INSERT OR IGNORE INTO route_groups (key, route, receiver, labels, created_ms, "
-                               "next_flush_ms) VALUES (?,?,?,?,?,?)",
-                               (key, route.path, route.receiver, json.dumps(values, ensure_ascii=False), now_ms,
-                                now_ms + int(route.group_wait_s * 1000)))
-            for key in keys:
-                tx.execute("INSERT INTO route_group_alerts (key, alert_id, payload, labels, updated_ms) "
+            tx.executemany("INSERT OR IGNORE INTO route_groups (key, route, receiver, labels, created_ms, "
+                           "next_flush_ms) VALUES (?,?,?,?,?,?)", new_groups)
+            tx.executemany("INSERT INTO route_group_alerts (key, alert_id, payload, labels, updated_ms) "
                            "VALUES (?,?,?,?,?) ON CONFLICT(key, alert_id) DO UPDATE SET payload=excluded.payload, "
                            "labels=excluded.labels, updated_ms=excluded.updated_ms",
-                           (key, aid, payload, labels_json, now_ms))
+                           [(key, aid, payload, labels_json, now_ms) for key in sorted(keys)])
 
     # -- out: due groups become outbox rows ------------------------------------------------
     def next_due_ms(self) -> int | None:
@@ -112,27 +114,30 @@ class Grouper:
     def _flush(self, g: Any, inhibitor: Inhibitor, now_ms: int) -> bool:
         key, receiver = g["key"], g["receiver"]
         route = self._routes.get(g["route"])
-        with self.store.transaction() as tx:
-            if route is None or route.receiver != receiver or receiver not in self.receivers:
-                # The route file changed since this group was made: its route is gone.
+        if route is None or route.receiver != receiver or receiver not in self.receivers:
+            # The route file changed since this group was made: its route is gone.
+            with self.store.transaction() as tx:
                 tx.execute("DELETE FROM route_group_alerts WHERE key=?", (key,))
                 tx.execute("DELETE FROM route_groups WHERE key=?", (key,))
-                return False
-            members = [(r["alert_id"], json.loads(r["payload"]), json.loads(r["labels"]), bool(r["notified"]))
-                       for r in tx.execute("SELECT * FROM route_group_alerts WHERE key=?", (key,))]
-            firing = [(aid, p) for aid, p, labels, _ in members
-                      if p.get("state") == "firing" and not inhibitor.inhibited(aid, labels)]
-            resolved = [(aid, p) for aid, p, _, told in members if p.get("state") != "firing" and told]
-            never_told = [aid for aid, p, _, told in members if p.get("state") != "firing" and not told]
-            items = sorted(firing, key=_order) + sorted(resolved, key=_order)
-            # What the group says while firing; resolves are news by themselves and leave it.
-            digest = hashlib.sha256(json.dumps(sorted((aid, p.get("severity")) for aid, p in firing))
-                                    .encode()).hexdigest() if firing else ""
-            # Repeat an unchanged group only while someone still has to act: not once every
-            # firing alert in it is acknowledged (as the engine stops its own re-sends on ack).
-            repeat_due = any(not p.get("acked") for _, p in firing) and g["last_sent_ms"] is not None and \
-                now_ms - g["last_sent_ms"] >= route.repeat_interval_s * 1000
-            send = bool(resolved) or (bool(firing) and (digest != g["digest"] or repeat_due))
+            return False
+        # Reads first, then one write-only transaction (see add()).
+        members = [(r["alert_id"], json.loads(r["payload"]), json.loads(r["labels"]), bool(r["notified"]))
+                   for r in self.store.query("SELECT * FROM route_group_alerts WHERE key=?", (key,))]
+        firing = [(aid, p) for aid, p, labels, _ in members
+                  if p.get("state") == "firing" and not inhibitor.inhibited(aid, labels)]
+        resolved = [(aid, p) for aid, p, _, told in members if p.get("state") != "firing" and told]
+        never_told = [aid for aid, p, _, told in members if p.get("state") != "firing" and not told]
+        items = sorted(firing, key=_order) + sorted(resolved, key=_order)
+        # What the group says while firing; resolves are news by themselves and leave it.
+        digest = hashlib.sha256(json.dumps(sorted((aid, p.get("severity")) for aid, p in firing))
+                                .encode()).hexdigest() if firing else ""
+        # Repeat an unchanged group only while someone still has to act: not once every
+        # firing alert in it is acknowledged (as the engine stops its own re-sends on ack).
+        repeat_due = any(not p.get("acked") for _, p in firing) and g["last_sent_ms"] is not None and \
+            now_ms - g["last_sent_ms"] >= route.repeat_interval_s * 1000
+        send = bool(resolved) or (bool(firing) and (digest != g["digest"] or repeat_due))
+        gone = never_told + ([aid for aid, _ in resolved] if send else [])
+        with self.store.transaction() as tx:
             if send:
                 message = {"receiver": receiver, "group_key": key, "group_labels": json.loads(g["labels"]),
                            "status": "firing" if firing else "resolved", "firing": len(firing),
@@ -141,12 +146,8 @@ class Grouper:
                 tx.enqueue(outbox_name(receiver), "group", key, message, now_ms)
                 tx.executemany("UPDATE route_group_alerts SET notified=1 WHERE key=? AND alert_id=?",
                                [(key, aid) for aid, _ in firing])
-                tx.executemany("DELETE FROM route_group_alerts WHERE key=? AND alert_id=?",
-                               [(key, aid) for aid, _ in resolved])
-            tx.executemany("DELETE FROM route_group_alerts WHERE key=? AND alert_id=?",
-                           [(key, aid) for aid in never_told])
-            left = tx.execute("SELECT COUNT(*) AS n FROM route_group_alerts WHERE key=?", (key,)).fetchone()["n"]
-            if not left:
+            tx.executemany("DELETE FROM route_group_alerts WHERE key=? AND alert_id=?", [(key, aid) for aid in gone])
+            if len(members) == len(gone):
                 tx.execute("DELETE FROM route_groups WHERE key=?", (key,))
             else:
                 tx.execute("UPDATE route_groups SET next_flush_ms=?, last_flush_ms=?, last_sent_ms=?, digest=? "

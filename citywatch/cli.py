@@ -1,4 +1,4 @@
-"""The `citywatch` command: run, simulate, bench, deadletters, hj212, rules."""
+"""The `citywatch` command: run, simulate, bench, deadletters, hj212, rules, routes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         from ingest.service import check_hj212_startup
 
         check_hj212_startup(settings, settings.hj212_listen)
+    if settings.routes_file is not None and settings.alerts_enabled:
+        # The route file's file:line: reason lines (build_alerting loads it again, for use).
+        from alerts.routing.config import load_routes
+
+        try:
+            load_routes(settings.routes_file)
+        except CitywatchError as exc:
+            raise type(exc)(f"CW_ROUTES_FILE: {exc}") from None
     # The ingest process first: it needs nothing from this one to connect and drain the
     # broker, and its start-up then overlaps with the imports and set-up below.
     workers = start_ingest_processes(settings, forward=settings.alerts_enabled)
@@ -102,6 +110,16 @@ def _cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
     return rules_check(args)
 
 
+def _cmd_routes_check(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.routing.check import routes_check
+    from alerts.rules import load_rules
+    from citywatch.schema import load_kinds
+
+    # Rule ids and kinds as `citywatch run` would load them, to flag matches that name none.
+    return routes_check(args.file or settings.routes_file, rules=set(load_rules(settings.rules_dir)),
+                        kinds=set(load_kinds()))
+
+
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from citywatch.bench import run_bench
 
@@ -146,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = rules_sub.add_parser("check", help="validate the shipped rule packs and CW_RULES_DIR")
     check.add_argument("--dir", type=Path, default=None, help="an extra rules directory to check")
     check.set_defaults(func=_cmd_rules_check)
+
+    routes = sub.add_parser("routes", help="alert routing (CW_ROUTES_FILE)")
+    routes_sub = routes.add_subparsers(dest="action", required=True)
+    rcheck = routes_sub.add_parser("check", help="validate a route file without starting anything")
+    rcheck.add_argument("file", type=Path, nargs="?", default=None, help="the route file (default CW_ROUTES_FILE)")
+    rcheck.set_defaults(func=_cmd_routes_check)
 
     bench = sub.add_parser("bench", help="measure ingest throughput, latency and cost against a baseline")
     bench.add_argument("--quick", action="store_true", help="finish within 60 s")

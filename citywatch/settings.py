@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     alerts_enabled: bool = True  # CW_ALERTS_ENABLED=false: ingest only (e.g. a second ingest node)
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
+    routes_file: Path | None = None  # alert routing (alerts/README.md, "Routing"); unset = as before
+    dashboard_url: str | None = None  # link in routed messages; unset = http://CW_API_HOST:CW_API_PORT/
 
     # Tuning knobs beyond the contract; the defaults suit a 2-core machine.
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
@@ -137,6 +139,11 @@ class Settings(BaseSettings):
         if v is not None and not v.is_file():
             raise ValueError(f"CW_MQTT_CA_FILE={v} is not a readable file (the CA certificate, PEM)")
         return v
+
+    @field_validator("routes_file", "dashboard_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
 
     @field_validator("data_dir", mode="after")
     @classmethod

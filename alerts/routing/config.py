@@ -121,7 +121,17 @@ class WebhookReceiver(_HttpReceiver):
     """The generic citywatch webhook (HMAC-SHA256 signed, alerts/README.md), one group per POST."""
 
     type: Literal["webhook"]
-    secret: SecretStr = SecretStr("")
+    # Required, as for CW_ALERT_WEBHOOK_SECRET: an empty key signs nothing a receiver can trust.
+    secret: SecretStr
+
+    @field_validator("secret")
+    @classmethod
+    def _long_secret(cls, v: SecretStr) -> SecretStr:
+        from alerts.notify import MIN_SECRET_BYTES
+
+        if len(v.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"a webhook secret must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)")
+        return v
 
 
 class SmsReceiver(_HttpReceiver):

@@ -218,7 +218,7 @@ class FeishuBot(Platform):
 class CitywatchWebhook(Platform):
     """A receiver of the citywatch webhook that checks X-Citywatch-Signature."""
 
-    def __init__(self, secret: str = "whsecret", **kw: Any):
+    def __init__(self, secret: str = "whsecret-0123456789abcdef0123456789abcdef", **kw: Any):
         super().__init__(**kw)
         self.secret = secret
 
@@ -227,7 +227,11 @@ class CitywatchWebhook(Platform):
         return f"{self.base}/hook"
 
     def check(self, req: Received):
-        expected = "sha256=" + hmac.new(self.secret.encode(), req.raw, hashlib.sha256).hexdigest()
+        # As alerts/README.md documents: HMAC over "<timestamp>.<body>", timestamp within 300 s.
+        ts = req.headers.get("x-citywatch-timestamp", "")
+        if not ts.isdigit() or abs(time.time() - int(ts)) > 300:
+            return 401, {"error": "stale or missing timestamp"}, False
+        expected = "sha256=" + hmac.new(self.secret.encode(), ts.encode() + b"." + req.raw, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(req.headers.get("x-citywatch-signature", ""), expected):
             return 401, {"error": "bad signature"}, False
         return 200, {"ok": True}, True

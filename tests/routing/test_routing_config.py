@@ -53,6 +53,9 @@ def test_the_commented_sample_loads_and_every_type_in_it_resolves():
     # two receivers with one name
     (GOOD.replace("route:", "  - {name: a, type: wecom, url: \"https://qyapi.weixin.qq.com/x?key=K\"}\nroute:"), 1,
      "unique"),
+    # a webhook signed with a short key (the same 32-byte floor as CW_ALERT_WEBHOOK_SECRET)
+    (GOOD.replace("route:", "  - {name: w, type: webhook, url: \"https://x.example/h\", secret: short}\nroute:"), 3,
+     "at least 32 bytes"),
     # an unknown key (a typo like `recevier`)
     (GOOD + "  recevier: a\n", 5, "Extra inputs are not permitted"),
 ])

@@ -16,8 +16,8 @@ from alerts.store import AlertStore
 
 FILE = """\
 receivers:
-  - {name: office, type: webhook, url: "https://a.example/"}
-  - {name: other, type: webhook, url: "https://b.example/"}
+  - {name: office, type: webhook, url: "https://a.example/", secret: "0123456789abcdef0123456789abcdef"}
+  - {name: other, type: webhook, url: "https://b.example/", secret: "0123456789abcdef0123456789abcdef"}
 route:
   receiver: office
   group_by: [site]

@@ -21,7 +21,7 @@ TZ = ZoneInfo("Asia/Shanghai")
 ROUTES = """\
 receivers:
   - {{name: dust-office, type: dingtalk, url: "{url}", secret: "{secret}", at_mobiles: ["13800000000"]}}
-  - {{name: archive, type: webhook, url: "http://127.0.0.1:9/never", secret: "x"}}
+  - {{name: archive, type: webhook, url: "http://127.0.0.1:9/never", secret: "archive-secret-0123456789abcdef0123456789"}}
 route:
   receiver: archive
   group_by: [site]

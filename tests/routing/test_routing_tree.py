@@ -9,11 +9,11 @@ from alerts.routing.tree import build_tree
 
 FILE = """\
 receivers:
-  - {name: default, type: webhook, url: "https://a.example/"}
-  - {name: dust, type: webhook, url: "https://b.example/"}
-  - {name: east, type: webhook, url: "https://c.example/"}
-  - {name: night, type: webhook, url: "https://d.example/"}
-  - {name: crit, type: webhook, url: "https://e.example/"}
+  - {name: default, type: webhook, url: "https://a.example/", secret: "0123456789abcdef0123456789abcdef"}
+  - {name: dust, type: webhook, url: "https://b.example/", secret: "0123456789abcdef0123456789abcdef"}
+  - {name: east, type: webhook, url: "https://c.example/", secret: "0123456789abcdef0123456789abcdef"}
+  - {name: night, type: webhook, url: "https://d.example/", secret: "0123456789abcdef0123456789abcdef"}
+  - {name: crit, type: webhook, url: "https://e.example/", secret: "0123456789abcdef0123456789abcdef"}
 route:
   receiver: default
   group_by: [site]

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
+from collections import Counter
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from citywatch.influx import InfluxClient
 from citywatch.registry import Registry
 from citywatch.settings import Settings
 from ingest.committer import Committer
@@ -36,7 +39,9 @@ from ingest.hj212.framing import FrameDecoder
 from ingest.hj212.testing import encode_packet, fleet_registry, monitor_values, read_answer
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
+from ingest.writer import InfluxWriter
 from tests.durability import Recorder, line_key, mqtt_packets
+from tests.influx_proxy import RecordingInfluxProxy
 from tests.support import Publisher, readings
 
 pytestmark = pytest.mark.integration
@@ -189,3 +194,56 @@ def test_every_hj212_answer_leaves_after_its_reading_is_spooled_and_fsynced(tmp_
     late = [(qn, index, durable.get(reading_of_qn[qn])) for index, qn in answers
             if durable.get(reading_of_qn[qn]) is None or durable[reading_of_qn[qn]] > index]
     assert not late, f"{len(late)} answers left before their reading was fsynced, e.g. {late[:3]}"
+
+
+def test_the_writer_moves_its_checkpoint_only_past_lines_influxdb_accepted(tmp_path, influx, monkeypatch):
+    """The real writer, spool and influxd, with the recording proxy between them: at every
+    move of the checkpoint, every line before the new position was in a write InfluxDB had
+    already accepted. The proxy refuses the first write (503), so a writer that moved on
+    a failed write fails here too. And without a crash each line is delivered once."""
+    rec = Recorder(tmp_path / "spool").install(monkeypatch)
+    spool = Spool(tmp_path / "spool")
+    lines_before: dict[tuple[int, int], list[bytes]] = {}
+    appended: list[bytes] = []
+    for group in range(6):
+        lines = [f"dust,device=D{d:05d},site=S0001 pm10={group}.5 {1_700_000_000_000 + group * 1000}"
+                 for d in range(500)]
+        end = spool.append(lines)
+        appended += [line.encode() for line in lines]
+        lines_before[(end.segment, end.offset)] = list(appended)
+
+    with RecordingInfluxProxy(influx.url, on_write=lambda lines, status: rec.record(
+            "influx_write", info={"status": status, "lines": lines})) as proxy:
+        proxy.fail_next = 1
+        settings = Settings(influx_url=proxy.url, influx_database="invariant_checkpoint", data_dir=tmp_path)
+        deadletters = DeadLetterStore(tmp_path / "dead.sqlite3")
+        writer = InfluxWriter(spool=spool, client=InfluxClient(settings), deadletters=deadletters,
+                              metrics=IngestMetrics(), batch_lines=1000, max_backoff_s=0.05, rng=random.Random(1))
+
+        async def deliver_all() -> None:
+            task = asyncio.create_task(writer.run())
+            deadline = time.monotonic() + 30
+            while spool.backlog_lines and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            writer.request_stop()
+            await asyncio.wait_for(task, 10)
+
+        asyncio.run(deliver_all())
+        deadletters.close()
+        spool.close()
+
+    accepted: set[bytes] = set()
+    moves = 0
+    for e in rec.snapshot():
+        if e.kind == "influx_write" and 200 <= e.info["status"] < 300:
+            accepted.update(e.info["lines"])
+        elif e.kind == "checkpoint":
+            moves += 1
+            position = (e.info["segment"], e.info["offset"])
+            missing = [line for line in lines_before[position] if line not in accepted]
+            assert not missing, (f"checkpoint moved to {position} while InfluxDB had not accepted "
+                                 f"{len(missing)} line(s) before it, e.g. {missing[0]!r}")
+    assert moves == 3  # three batches of two records each
+    assert proxy.writes[0][0] == 503  # the refused first write was retried, not skipped
+    deliveries = Counter(proxy.accepted_lines())
+    assert set(deliveries) == set(appended) and set(deliveries.values()) == {1}

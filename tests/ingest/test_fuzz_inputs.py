@@ -67,7 +67,7 @@ REGISTRY = Registry({"D00001": Device(id="D00001", site="S0001", kind="dust"),
 STRICT = Decoder(clock=lambda: NOW, registry=REGISTRY, max_payload_bytes=96)
 
 
-# -- a strict parser of the CONTRACT §5 line layout ------------------------------------------
+# -- a strict parser of the docs/contract.md §5 line layout ------------------------------
 
 _ID = r"[A-Za-z0-9_-]{1,64}"
 _READING_HEAD = re.compile(rf"({_ID}),device=({_ID}),site=({_ID}) ")

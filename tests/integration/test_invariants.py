@@ -30,6 +30,7 @@ import pytest
 from citywatch.influx import InfluxClient
 from citywatch.registry import Registry
 from citywatch.settings import Settings
+from ingest import paho_adapter
 from ingest.committer import Committer
 from ingest.consumer import MqttConsumer
 from ingest.deadletters import DeadLetterStore
@@ -104,11 +105,12 @@ def pubacks_sent(rec: Recorder, broker_port: int) -> int:
     return sum(p.type == PUBACK for p in mqtt_packets(rec.snapshot(), kind="send", local_port=port))
 
 
-def run_mqtt(tmp_path, mosquitto, rec: Recorder, n: int) -> None:
+def run_mqtt(tmp_path, mosquitto, rec: Recorder, n: int, *, fast: bool = True) -> None:
     pipeline = Pipeline(tmp_path)
     settings = Settings(mqtt_url=mosquitto.url, data_dir=tmp_path, mqtt_client_id="cw-invariants")
     consumer = MqttConsumer(settings=settings, decoder=Decoder(registry=Registry.load(None)),
                             sink=pipeline.committer, metrics=IngestMetrics())
+    assert paho_adapter.is_fast(consumer._client) is fast
     pipeline.committer.start()
     consumer.start()
     publisher = None
@@ -128,9 +130,12 @@ def run_mqtt(tmp_path, mosquitto, rec: Recorder, n: int) -> None:
         pipeline.close()
 
 
-def test_every_puback_leaves_after_its_reading_is_spooled_and_fsynced(tmp_path, mosquitto, monkeypatch):
+@pytest.mark.parametrize("paho", ["fast", "plain"])
+def test_every_puback_leaves_after_its_reading_is_spooled_and_fsynced(tmp_path, mosquitto, monkeypatch, paho):
+    if paho == "plain":  # what the consumer runs on when paho's internals changed (ingest/paho_adapter.py)
+        monkeypatch.setattr(paho_adapter, "fast_path_available", lambda: False)
     rec = Recorder(tmp_path / "spool", fsync_delay_s=SLOW_FSYNC_S).install(monkeypatch)
-    run_mqtt(tmp_path, mosquitto, rec, 3000)
+    run_mqtt(tmp_path, mosquitto, rec, 3000, fast=paho == "fast")
     assert_every_puback_follows_the_fsync_of_its_reading(rec, mosquitto.port, 3000)
 
 

@@ -349,10 +349,3 @@ class OutboxDispatcher:
         self.store.outbox_failed(row.seq, result.detail)
         log.error("alert notification %s #%d dropped (not retryable): %s", name, row.seq, result.detail)
         return 0.0
-
-
-NOTIFIERS: dict[str, Callable[..., Notifier]] = {
-    "mqtt": MqttNotifier.from_settings,
-    "webhook": WebhookNotifier,
-    "history": SinkNotifier,
-}

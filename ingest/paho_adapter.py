@@ -27,10 +27,11 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt import __version__ as PAHO_VERSION
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ingest.mqtt_wire import PUBACK_COMMAND, Publish, pubacks, take_publishes
 
@@ -59,7 +60,7 @@ class BufferedSocket:
 
     __slots__ = ("_sock", "_buf", "_pos", "_short")
 
-    def __init__(self, sock) -> None:
+    def __init__(self, sock: Any) -> None:  # a socket.socket (or a test double with recv)
         self._sock, self._buf, self._pos = sock, b"", 0
         self._short = False  # take_publishes stopped at an incomplete packet; no byte came since
 
@@ -93,7 +94,7 @@ class BufferedSocket:
         self._pos, self._short = take_publishes(self._buf, self._pos, out)
         return self._short
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
 
@@ -110,11 +111,12 @@ class FastClient(mqtt.Client):
 
     on_publishes: Callable[[list[Publish]], None] | None = None
 
-    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
-        sock = self._sock
-        if self.on_publishes is None or not isinstance(sock, BufferedSocket):
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        on_publishes = self.on_publishes
+        if on_publishes is None or not isinstance(self._sock, BufferedSocket):
             return self._loop_read_paho(max_packets)
-        ok = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        sock: BufferedSocket = self._sock
+        ok = MQTTErrorCode.MQTT_ERR_SUCCESS
         batch: list[Publish] = []
         try:
             while self._sock is sock:
@@ -122,7 +124,7 @@ class FastClient(mqtt.Client):
                     need_more = sock.take_publishes(batch)
                     if batch:
                         self._last_bytes_received = mqtt.time_func()
-                        self.on_publishes(batch)
+                        on_publishes(batch)
                         batch = []
                     if need_more or sock.pending() == 0:
                         try:
@@ -141,14 +143,16 @@ class FastClient(mqtt.Client):
             return ok
         finally:
             if batch:
-                self.on_publishes(batch)
+                on_publishes(batch)
 
-    def _loop_read_paho(self, max_packets: int) -> mqtt.MQTTErrorCode:
+    def _loop_read_paho(self, max_packets: int) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
         sock = self._sock
+        if not isinstance(sock, BufferedSocket):
+            return rc
+        pending = sock.pending
         # Parse everything already read into user space before the next select().
-        while rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and isinstance(sock, BufferedSocket) \
-                and sock.pending() > 0 and self._sock is sock:
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and pending() > 0 and self._sock is sock:
             rc = super().loop_read(1)
         return rc
 
@@ -160,7 +164,7 @@ def paho_internals_problems() -> list[str]:
     if not callable(getattr(mqtt, "time_func", None)):
         problems.append("paho.mqtt.client.time_func is missing")
     try:
-        probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cw-probe", protocol=mqtt.MQTTv5,
+        probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cw-probe", protocol=mqtt.MQTTv5,
                             manual_ack=True)
         message = mqtt.MQTTMessage(topic=b"t")
     except Exception as exc:  # a paho this different cannot even be probed
@@ -214,9 +218,9 @@ def new_client(client_id: str, *, on_publishes: Callable[[list[Publish]], None],
     if fast is None:
         fast = fast_path_available()
     if not fast:
-        return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+        return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                            manual_ack=True)
-    client = FastClient(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+    client = FastClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                         manual_ack=True)
     client.on_publishes = on_publishes
     return client
@@ -259,7 +263,13 @@ def message_topic(msg: mqtt.MQTTMessage) -> str:
         return "(topic is not UTF-8)"
 
 
-class PahoLog(logging.LoggerAdapter):
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class PahoLog(_LoggerAdapter):
     """paho's own log lines, less one: after our DISCONNECT has closed the socket, paho's
     network thread can look at it once more and log "Client is not connected" as an ERROR
     — at a clean stop, now and then. That line is dropped while we are stopping."""

@@ -166,7 +166,7 @@ def test_every_hj212_answer_leaves_after_its_reading_is_spooled_and_fsynced(tmp_
         async def monitor(k: int, device) -> int:
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.bound_port)
             decoder, backlog, answered = FrameDecoder(), [], 0
-            rng = __import__("random").Random(k)
+            rng = random.Random(k)
             for n in range(40):
                 ts = first + timedelta(seconds=30 * n)
                 qn = ts.strftime("%Y%m%d%H%M%S") + f"{k:03d}"

@@ -37,7 +37,8 @@ fuzz: venv
 
 ## typecheck: mypy --strict on the modules listed in pyproject.toml [tool.mypy] (not yet in `make test`)
 typecheck: venv
-	$(BIN)/mypy
+	@$(BIN)/python -m mypy --version >/dev/null 2>&1 || $(BIN)/python -m pip install -q 'mypy>=1.10'
+	$(BIN)/python -m mypy
 
 bench: venv servers
 	$(BIN)/citywatch bench --json var/bench.json

@@ -10,24 +10,32 @@ from pathlib import Path
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from citywatch.errors import CitywatchError
-from citywatch.logs import setup_logging
-from citywatch.settings import Settings
+from citywatch.errors import CitywatchError, ConfigError
+from citywatch.logs import scrub, setup_logging
+from citywatch.settings import Settings, parse_listen
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.workers import start_ingest_processes
 
+    # Every setting is checked before any process or connection starts: a bad one ends
+    # here with status 2 and nothing left behind (a started ingest child would otherwise
+    # keep the interpreter waiting for it at exit).
+    settings.preflight()
+    if settings.hj212_listen:
+        from ingest.service import check_hj212_startup
+
+        check_hj212_startup(settings, settings.hj212_listen)
     # The ingest process first: it needs nothing from this one to connect and drain the
     # broker, and its start-up then overlaps with the imports and set-up below.
     workers = start_ingest_processes(settings, forward=settings.alerts_enabled)
     try:
         from ingest.service import run_service
-    except BaseException:
+
+        asyncio.run(run_service(settings, workers=workers))
+    finally:
         if workers is not None:
-            workers.stop()
-        raise
-    asyncio.run(run_service(settings, workers=workers))
+            workers.stop()  # no-op when run_service stopped them already
     return 0
 
 
@@ -69,6 +77,8 @@ def _cmd_deadletters_replay(args: argparse.Namespace, settings: Settings) -> int
 def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from simulators import cli as sim_cli
 
+    if getattr(args, "ca_file", None) is None and settings.mqtt_ca_file is not None:
+        args.ca_file = str(settings.mqtt_ca_file)
     return sim_cli.run(args, settings.mqtt_url.get_secret_value())
 
 
@@ -77,6 +87,10 @@ def _cmd_hj212(args: argparse.Namespace, settings: Settings) -> int:
 
     # On its own, the gateway keeps a spool of its own so it can run beside `citywatch run`.
     own = settings.model_copy(update={"data_dir": args.data_dir or settings.data_dir / "hj212-gateway"})
+    try:
+        parse_listen(args.listen)
+    except ValueError as exc:
+        raise ConfigError(f"--listen: {exc}") from None
     asyncio.run(run_service(own, hj212_listen=args.listen, mqtt=False, alerts=False, api=False))
     return 0
 
@@ -137,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="finish within 60 s")
     bench.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     bench.add_argument("--readings", type=int, default=None, help="readings for the capacity run")
+    bench.add_argument("--tls", action="store_true",
+                       help="the capacity run over plain MQTT and over TLS, side by side (the cost of TLS)")
     bench.add_argument("--workers", type=int, default=1,
                        help="CW_INGEST_WORKERS for the measured service (default 1, the default setting)")
     bench.set_defaults(func=_cmd_bench)
@@ -150,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(args.log_level or settings.log_level, settings.log_format)
         return int(args.func(args, settings) or 0)
     except CitywatchError as exc:
-        print(f"citywatch: {exc}", file=sys.stderr)
+        for line in scrub(str(exc)).splitlines() or [type(exc).__name__]:
+            print(f"citywatch: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

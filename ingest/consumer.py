@@ -65,6 +65,9 @@ class MqttConsumer:
         self._generation = 0  # bumped on every disconnect: acks never cross connections
         self._draining = False
         self.connected = threading.Event()
+        self._connect_failures = 0
+        self._last_connect_warning: float | None = None
+        self._last_refused_log: float | None = None
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -74,11 +77,13 @@ class MqttConsumer:
         a = self._address
         if a.username:
             c.username_pw_set(a.username, a.password)
-        if a.tls:
-            c.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        if a.tls:  # verify the broker: its certificate chains to CW_MQTT_CA_FILE and names the host
+            ca = self._settings.mqtt_ca_file
+            c.tls_set(ca_certs=str(ca) if ca else None, cert_reqs=ssl.CERT_REQUIRED)
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message  # what paho itself still delivers (QoS 2, or all on plain paho)
         c.enable_logger(paho_adapter.PahoLog(lambda: self._draining))  # type: ignore[arg-type]  # paho only calls .log
         return c
@@ -107,12 +112,30 @@ class MqttConsumer:
         self._client.loop_stop()
 
     # -- paho callbacks (network thread) ---------------------------------------------
+    def _on_connect_fail(self, client, userdata) -> None:
+        """The broker cannot be reached: one WARNING with its address and the retry delay,
+        then one a minute while it stays so (paho retries every 1..30 s)."""
+        self._connect_failures += 1
+        now = time.monotonic()
+        if self._last_connect_warning is None or now - self._last_connect_warning >= 60:
+            self._last_connect_warning = now
+            delay = paho_adapter.next_reconnect_delay(client, max_delay=30)
+            log.warning("MQTT broker %r unreachable (%d failed attempt(s) so far); retrying in %d s, then up to "
+                        "every 30 s; devices' messages wait in the broker", self._address, self._connect_failures,
+                        delay)
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
+            now = time.monotonic()
+            if self._last_refused_log is None or now - self._last_refused_log >= 60:
+                self._last_refused_log = now
+                log.error("broker %r refused the connection: %s (check CW_MQTT_URL's user and password and the "
+                          "broker's ACL); retrying up to every 30 s", self._address, reason_code)
             return
-        if not self._address.tls:
-            paho_adapter.buffer_socket(client)  # plain TCP only; TLS sockets buffer already
+        if self._connect_failures:
+            log.info("broker %r reachable again after %d failed attempt(s)", self._address, self._connect_failures)
+        self._connect_failures, self._last_connect_warning, self._last_refused_log = 0, None, None
+        paho_adapter.buffer_socket(client)  # TLS too: the bulk PUBLISH parse is most of the gain
         # Subscribing again is harmless with a present session and needed without one.
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._filters])
         self.connected.set()

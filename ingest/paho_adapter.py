@@ -4,14 +4,15 @@ The MQTT input's fast path (docs/scaling.md) leans on paho internals no public A
 
 | private part | what we do with it |
 |---|---|
-| `Client._sock` | read it, and replace a plain TCP socket by a `BufferedSocket` after CONNACK |
+| `Client._sock` | read it, and replace the TCP (or TLS) socket by a `BufferedSocket` after CONNACK |
 | paho's loop asking `self._sock.pending()` (`hasattr(self._sock, 'pending')`) | `BufferedSocket.pending()` tells it bytes are already read |
 | paho reading through `self._sock.recv(n)` | `BufferedSocket.recv` serves those reads from its buffer |
 | `Client._in_packet["command"]` | 0 when paho is not in the middle of a packet: only then may we parse |
 | `Client._last_bytes_received`, `paho.mqtt.client.time_func` | keepalive bookkeeping for the packets we parse ourselves |
 | `Client._packet_queue(command, packet, mid, qos)` | queue a whole group commit's PUBACKs as one write |
 | `MQTTMessage._topic` | the raw topic bytes of a message whose topic is not UTF-8 |
-| the log text `"Client is not connected"` | dropped while we stop (`PahoLog`) |
+| `Client._reconnect_delay` | the delay before the next reconnect, for the "broker unreachable" warning |
+| the log text `"Client is not connected"` (with the state `MQTT_CS_CONNECTING`) | dropped while we stop; DEBUG while (re)connecting (`PahoLog`) |
 
 `paho_internals_problems()` checks every one of them on the installed paho. `new_client()`
 runs that check once: when all are present it returns the fast client; when one is
@@ -26,6 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,7 @@ log = logging.getLogger("citywatch.ingest.mqtt")
 VERIFIED_PAHO = "2.2"  # the minor version these internals were checked on (pyproject pins it)
 _READ_BYTES = 262144
 _NOT_CONNECTED = "Client is not connected"
+_CONNECTING = "MQTT_CS_CONNECTING"
 
 
 class BufferedSocket:
@@ -58,11 +61,13 @@ class BufferedSocket:
     (`ingest.mqtt_wire.take_publishes`); everything else still goes through paho.
     """
 
-    __slots__ = ("_sock", "_buf", "_pos", "_short")
+    __slots__ = ("_sock", "_buf", "_pos", "_short", "_tls")
 
-    def __init__(self, sock: Any) -> None:  # a socket.socket (or a test double with recv)
+    def __init__(self, sock: Any) -> None:  # a socket.socket, an ssl.SSLSocket, or a test double with recv
         self._sock, self._buf, self._pos = sock, b"", 0
         self._short = False  # take_publishes stopped at an incomplete packet; no byte came since
+        # TLS: decrypted bytes can wait inside the SSL object while the socket is not readable.
+        self._tls = isinstance(sock, ssl.SSLSocket)
 
     def recv(self, n: int) -> bytes:
         self._short = False
@@ -75,16 +80,41 @@ class BufferedSocket:
         return out
 
     def pending(self) -> int:
-        return 0 if self._short else len(self._buf) - self._pos
+        mine = 0 if self._short else len(self._buf) - self._pos
+        return mine + int(self._sock.pending()) if self._tls else mine
 
     def read_more(self) -> bool:
         """Append what the socket has to the unparsed rest; False at end of stream.
         Raises BlockingIOError when nothing is waiting."""
-        data = self._sock.recv(_READ_BYTES)
+        if self._tls:
+            data = self._read_records()
+        else:
+            data = self._sock.recv(_READ_BYTES)
         if not data:
             return False
         self._buf, self._pos, self._short = self._buf[self._pos:] + data, 0, False
         return True
+
+    def _read_records(self) -> bytes:
+        """TLS: everything waiting, up to _READ_BYTES. The broker writes each packet as a TLS
+        record of its own and one SSL read returns one record, so a single recv would hand
+        the bulk parser one message at a time."""
+        parts: list[bytes] = []
+        size = 0
+        while size < _READ_BYTES:
+            try:
+                part = self._sock.recv(_READ_BYTES - size)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:  # TLS's "nothing waiting"
+                if parts:
+                    break
+                raise BlockingIOError from exc
+            if not part:
+                if parts:
+                    break  # the end of stream shows on the next read
+                return b""
+            parts.append(part)
+            size += len(part)
+        return b"".join(parts)
 
     def take_publishes(self, out: list[Publish]) -> bool:
         """Move the complete QoS 0/1 PUBLISH packets at the head of the buffer into `out`
@@ -185,6 +215,8 @@ def paho_internals_problems() -> list[str]:
         problems.append(f"Client._packet_queue(command, packet, mid, qos) has changed: {params or 'missing'}")
     if not isinstance(getattr(message, "_topic", None), bytes):
         problems.append("MQTTMessage._topic is not the raw topic bytes")
+    if not hasattr(probe, "_reconnect_delay"):
+        problems.append("Client._reconnect_delay is missing")
     try:
         source = inspect.getsource(mqtt.Client)
     except (OSError, TypeError):
@@ -195,8 +227,10 @@ def paho_internals_problems() -> list[str]:
         problems.append("paho no longer reads through self._sock.recv()")
     if "self._in_packet[\"command\"]" not in source and "self._in_packet['command']" not in source:
         problems.append('paho no longer keeps the packet in progress in self._in_packet["command"]')
-    if _NOT_CONNECTED not in source:
-        problems.append(f"paho no longer logs {_NOT_CONNECTED!r} (PahoLog's filter would do nothing)")
+    if _NOT_CONNECTED not in source or "Last known Connection State" not in source \
+            or not hasattr(getattr(mqtt, "_ConnectionState", None), _CONNECTING):
+        problems.append(f"paho no longer logs {_NOT_CONNECTED!r} with its {_CONNECTING} state "
+                        "(PahoLog's filter would do nothing)")
     return problems
 
 
@@ -231,11 +265,18 @@ def is_fast(client: mqtt.Client) -> bool:
 
 
 def buffer_socket(client: mqtt.Client) -> None:
-    """After CONNACK: serve a fast client's reads of a plain TCP socket from a buffer
-    (TLS sockets buffer already; plain paho keeps its socket)."""
+    """After CONNACK: serve a fast client's reads of its TCP or TLS socket from a buffer, so
+    that the bulk PUBLISH parse applies (plain paho keeps its socket)."""
     sock = getattr(client, "_sock", None) if is_fast(client) else None
-    if sock is not None and type(sock).__name__ == "socket":
+    if sock is not None and type(sock).__name__ in ("socket", "SSLSocket"):
         client._sock = BufferedSocket(sock)
+
+
+def next_reconnect_delay(client: mqtt.Client, *, max_delay: int) -> int:
+    """Seconds until paho's next reconnect attempt, as far as it can be known (paho doubles
+    its private delay before each try); 1 when this paho does not say."""
+    current = getattr(client, "_reconnect_delay", None)
+    return 1 if not isinstance(current, int) else min(current * 2, max_delay)
 
 
 def send_pubacks(client: mqtt.Client, mids: list[int]) -> None:
@@ -272,7 +313,9 @@ else:
 class PahoLog(_LoggerAdapter):
     """paho's own log lines, less one: after our DISCONNECT has closed the socket, paho's
     network thread can look at it once more and log "Client is not connected" as an ERROR
-    — at a clean stop, now and then. That line is dropped while we are stopping."""
+    — at a clean stop, now and then. That line is dropped while we are stopping. While the
+    broker cannot be reached paho logs it at every retry; then it goes to DEBUG, and
+    `MqttConsumer._on_connect_fail` says it once a minute with the address and the delay."""
 
     def __init__(self, stopping: Callable[[], bool]) -> None:
         super().__init__(logging.getLogger("citywatch.paho"), {})
@@ -281,4 +324,6 @@ class PahoLog(_LoggerAdapter):
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if self._stopping() and isinstance(msg, str) and msg.startswith(_NOT_CONNECTED):
             return
+        if isinstance(msg, str) and msg.startswith(_NOT_CONNECTED) and _CONNECTING in msg:
+            level = logging.DEBUG  # a failed (re)connect: MqttConsumer reports it, rate-limited, with the address
         super().log(level, msg, *args, **kwargs)

@@ -18,7 +18,7 @@ from paho.mqtt import __version__ as installed_paho
 from ingest import paho_adapter
 
 ROOT = Path(__file__).resolve().parents[2]
-PRIVATE_USE = re.compile(r"\._(sock|in_packet|packet_queue|last_bytes_received|topic|out_packet|sockpair[RW])\b"
+PRIVATE_USE = re.compile(r"\._(sock|in_packet|packet_queue|last_bytes_received|reconnect_delay|topic|out_packet|sockpair[RW])\b"
                          r"|\btime_func\b|_ConnectionState")
 
 

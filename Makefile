@@ -7,7 +7,7 @@ SERVER_DEBS := mosquitto influxdb
 # Browser test (dashboard), CJK fonts for its screenshot, compose checker, a v2-dialect server.
 TEST_DEBS   := chromium fonts-noto-cjk docker-compose victoria-metrics
 
-.PHONY: demo test fuzz venv servers test-debs bench clean
+.PHONY: demo test fuzz typecheck venv servers test-debs bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: venv servers test-debs
 ## fuzz: the input parsers' property tests with new random examples (CW_FUZZ_EXAMPLES per test, default 5000)
 fuzz: venv
 	CW_FUZZ_EXPLORE=1 $(BIN)/python -m pytest -q tests/ingest/test_fuzz_inputs.py tests/hj212/test_hj212_fuzz.py
+
+## typecheck: mypy --strict on the modules listed in pyproject.toml [tool.mypy] (not yet in `make test`)
+typecheck: venv
+	@$(BIN)/python -m mypy --version >/dev/null 2>&1 || $(BIN)/python -m pip install -q 'mypy>=1.10'
+	$(BIN)/python -m mypy
 
 bench: venv servers
 	$(BIN)/citywatch bench --json var/bench.json

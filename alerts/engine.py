@@ -1064,7 +1064,7 @@ class AlertEngine:
 
     # ------------------------------------------------------------------ notifications
     def payload(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The CONTRACT §3 alert payload (plus a few documented extras)."""
+        """The docs/contract.md §3 alert payload (plus a few documented extras)."""
         return {
             "id": row["id"], "rule": row["rule"], "severity": row["severity"], "state": row["state"],
             "acked": bool(row["acked"]), "kind": row["kind"], "site": row["site"], "device": row["device"],

@@ -38,7 +38,7 @@ class Notification:
 
     seq: int
     event: str
-    alert: dict[str, Any]  # the CONTRACT §3 alert payload at the time of the change
+    alert: dict[str, Any]  # the docs/contract.md §3 alert payload at the time of the change
     created_ms: int
 
     @property
@@ -66,7 +66,7 @@ class Notifier(Protocol):
 # -- MQTT --------------------------------------------------------------------------------
 class MqttNotifier:
     """Publishes the alert to `alerts/{site}/{device}/{rule}`, QoS 1, retained while firing;
-    on resolve an empty retained payload clears it (CONTRACT §3)."""
+    on resolve an empty retained payload clears it (docs/contract.md §3)."""
 
     name = "mqtt"
 
@@ -371,10 +371,3 @@ class OutboxDispatcher:
         self.store.outbox_failed(row.seq, result.detail)
         log.error("alert notification %s #%d dropped (not retryable): %s", name, row.seq, result.detail)
         return 0.0
-
-
-NOTIFIERS: dict[str, Callable[..., Notifier]] = {
-    "mqtt": MqttNotifier.from_settings,
-    "webhook": WebhookNotifier,
-    "history": SinkNotifier,
-}

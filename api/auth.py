@@ -1,4 +1,4 @@
-"""Bearer tokens from `CW_API_TOKENS` (CONTRACT §2) and the role order.
+"""Bearer tokens from `CW_API_TOKENS` (docs/contract.md §2) and the role order.
 
 `CW_API_TOKENS="tok1=admin,tok2=operator:王工,tok3=viewer"`: comma-separated `token=role`
 pairs; a role may carry a display name after a colon (`operator:王工`), which is what the

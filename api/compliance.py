@@ -1,4 +1,4 @@
-"""六个百分百 (six 100%) daily compliance per site, computed from InfluxDB (DOMAIN §1).
+"""六个百分百 (six 100%) daily compliance per site, computed from InfluxDB (docs/domain.md §1).
 
 One local day (CW_TZ), up to now for today. Items and how each is judged:
 
@@ -30,7 +30,7 @@ from api import influxql
 from api.models import ComplianceItem, SiteCompliance
 
 PM10_SET_DEFAULT = 150.0
-MIN_WASH_SECONDS = 60.0  # DOMAIN §1 (unconfirmed minimum)
+MIN_WASH_SECONDS = 60.0  # docs/domain.md §1 (unconfirmed minimum)
 WET_EPISODE_MIN = 10
 MONITORING_PASS_PERCENT = 90.0
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, HTTPException, Query, Request, status
@@ -22,6 +22,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.auth import Principal, Role, TokenStore
 from citywatch.schema import KindSpec
 from citywatch.topics import is_identifier
+
+if TYPE_CHECKING:  # for the type checker only: at run time api needs none of these modules
+    from alerts.engine import AlertEngine
+    from api.routes.metrics import ApiMetrics
+    from citywatch.settings import Settings
+    from ingest.service import Ingest
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -75,14 +81,14 @@ class StreamLeases:
 class AppContext:
     """Everything the handlers use, built once in `create_app`."""
 
-    settings: Any
-    ingest: Any
-    engine: Any
+    settings: Settings
+    ingest: Ingest
+    engine: AlertEngine | None  # None: alerting is off in this process (alert routes answer 503)
     tokens: TokenStore
     tz: ZoneInfo
     kinds: dict[str, KindSpec]
     limits: Limits = field(default_factory=Limits)
-    api_metrics: Any = None
+    api_metrics: ApiMetrics | None = None
     closing: threading.Event = field(default_factory=threading.Event)  # set → SSE streams end
     streams: StreamLeases = field(default_factory=StreamLeases)
 

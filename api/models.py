@@ -68,7 +68,7 @@ class SeriesResponse(BaseModel):
 
 
 class Alert(BaseModel):
-    """The CONTRACT §3 alert payload, plus acknowledgement details."""
+    """The docs/contract.md §3 alert payload, plus acknowledgement details."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
         "id": "3f1c2a9b7d0e4c5f6a7b", "rule": "dust_pm10_10min", "severity": "major", "state": "firing",

@@ -27,7 +27,10 @@ from citywatch.settings import Settings
 from citywatch.topics import is_identifier
 
 
-class Outcome(Enum):
+class WriteOutcome(Enum):
+    """What InfluxDB's answer to one write means for the writer (a decoded message's
+    outcome is another thing: `ingest.types.Outcome`)."""
+
     OK = "ok"
     REJECTED = "rejected"  # the data is bad (400/422): retrying it as is cannot succeed
     TOO_LARGE = "too_large"  # 413: split the batch
@@ -37,7 +40,7 @@ class Outcome(Enum):
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    outcome: Outcome
+    outcome: WriteOutcome
     status: int | None = None
     detail: str = ""
     retry_after_s: float | None = None
@@ -45,20 +48,20 @@ class WriteResult:
 
 def _classify(status: int, body: str, headers: httpx.Headers) -> WriteResult:
     if status in (200, 204):
-        return WriteResult(Outcome.OK, status)
+        return WriteResult(WriteOutcome.OK, status)
     detail = body[:500]
     if status == 404 or "database not found" in body or "bucket" in body and "not found" in body:
-        return WriteResult(Outcome.NO_DATABASE, status, detail)
+        return WriteResult(WriteOutcome.NO_DATABASE, status, detail)
     if status in (400, 422):
-        return WriteResult(Outcome.REJECTED, status, detail)
+        return WriteResult(WriteOutcome.REJECTED, status, detail)
     if status == 413:
-        return WriteResult(Outcome.TOO_LARGE, status, detail)
+        return WriteResult(WriteOutcome.TOO_LARGE, status, detail)
     retry_after = headers.get("Retry-After")
     try:
         ra = float(retry_after) if retry_after else None
     except ValueError:
         ra = None
-    return WriteResult(Outcome.RETRY, status, detail, ra)
+    return WriteResult(WriteOutcome.RETRY, status, detail, ra)
 
 
 def _is_loopback(url: str) -> bool:
@@ -114,7 +117,7 @@ class InfluxClient:
         try:
             resp = await self._http.post(self._write_path, params=self._write_params, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            return WriteResult(Outcome.RETRY, None, f"{type(exc).__name__}: {exc}")
+            return WriteResult(WriteOutcome.RETRY, None, f"{type(exc).__name__}: {exc}")
         return _classify(resp.status_code, resp.text, resp.headers)
 
     async def ping(self) -> bool:

@@ -1,4 +1,4 @@
-"""InfluxDB line protocol, written once here (CONTRACT §5).
+"""InfluxDB line protocol, written once here (docs/contract.md §5).
 
 Measurement = kind, tags site/device, numbers always float, booleans bool, time in ms.
 Identifiers are validated before they get here; escaping is still applied so that a

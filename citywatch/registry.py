@@ -1,4 +1,4 @@
-"""The optional device registry (`CW_DEVICES_FILE`, TOML, CONTRACT §2).
+"""The optional device registry (`CW_DEVICES_FILE`, TOML, docs/contract.md §2).
 
 Without a registry every well-formed device id is accepted. With one, a message from an
 unregistered device, or whose topic kind/site disagree with the registry, is rejected.

@@ -1,4 +1,4 @@
-"""The one settings object, read from `CW_*` environment variables (CONTRACT §2).
+"""The one settings object, read from `CW_*` environment variables (docs/contract.md §2).
 
 Built once in the command-line entry point and passed down; nothing else reads the
 environment. A TOML file named by `CW_CONFIG` may mirror the variables (lower-case keys

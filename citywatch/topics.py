@@ -1,4 +1,4 @@
-"""The MQTT topic scheme (CONTRACT §3) and the identifier rule shared with InfluxDB."""
+"""The MQTT topic scheme (docs/contract.md §3) and the identifier rule shared with InfluxDB."""
 
 from __future__ import annotations
 

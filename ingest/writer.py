@@ -19,7 +19,7 @@ import time
 
 from citywatch.aio import wait_event
 from citywatch.errors import CitywatchError
-from citywatch.influx import InfluxClient, Outcome, WriteResult
+from citywatch.influx import InfluxClient, WriteOutcome, WriteResult
 from citywatch.logs import redact_url
 from citywatch.model import RawMessage
 from ingest.deadletters import DeadLetterStore
@@ -136,19 +136,19 @@ class InfluxWriter:
             started = time.perf_counter()
             result = await self._client.write(payload, compressed=gzipped)
             self._metrics.write_latency.observe(time.perf_counter() - started)
-            if result.outcome is Outcome.OK:
+            if result.outcome is WriteOutcome.OK:
                 self._recovered()
                 return None
-            if result.outcome in (Outcome.REJECTED, Outcome.TOO_LARGE):
+            if result.outcome in (WriteOutcome.REJECTED, WriteOutcome.TOO_LARGE):
                 self._recovered()
                 return result
-            if result.outcome is Outcome.NO_DATABASE:
+            if result.outcome is WriteOutcome.NO_DATABASE:
                 try:
                     await self._client.ensure_database()
                     log.info("created InfluxDB database/bucket %s", self._client.database)
                     continue
                 except CitywatchError as exc:
-                    result = WriteResult(Outcome.RETRY, result.status, str(exc))
+                    result = WriteResult(WriteOutcome.RETRY, result.status, str(exc))
             attempt += 1
             await self._backoff(attempt, result, count)
 
@@ -158,7 +158,7 @@ class InfluxWriter:
         if result is None:
             return []
         if len(lines) == 1:
-            if result.outcome is Outcome.TOO_LARGE:
+            if result.outcome is WriteOutcome.TOO_LARGE:
                 return [(lines[0], f"413 line too large for InfluxDB: {result.detail}")]
             return [(lines[0], f"{result.status} {result.detail}")]
         mid = len(lines) // 2

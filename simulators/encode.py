@@ -1,4 +1,4 @@
-"""JSON payloads (CONTRACT §3), built with one %-format per message.
+"""JSON payloads (docs/contract.md §3), built with one %-format per message.
 
 A template per kind (`{"ts":%s,"seq":%d,"values":{"pm10":%.1f,...}}`) is an order of
 magnitude cheaper than json.dumps of a dict; payload faults, being rare, go through

@@ -1,4 +1,4 @@
-"""HJ 212 command numbers, answer codes and pollutant codes → canonical fields (DOMAIN §4)."""
+"""HJ 212 command numbers, answer codes and pollutant codes → canonical fields (docs/domain.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HJ 212 checksums (DOMAIN §4).
+"""HJ 212 checksums (docs/domain.md §4).
 
 The HJ 212 CRC is *not* CRC-16/MODBUS: it shifts the register right by 8 and XORs the
 byte into the low half, so only the low byte of the register carries the input and just

@@ -109,7 +109,7 @@ def _device(h: Header, registry: Registry) -> Device | None:
         return None
     if registry.enabled:
         return registry.by_mn.get(mn)
-    # No registry (CONTRACT §2: every well-formed id accepted): the MN is the device id.
+    # No registry (docs/contract.md §2: every well-formed id accepted): the MN is the device id.
     return Device(id=mn, site=OPEN_SITE, kind="dust")
 
 

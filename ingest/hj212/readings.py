@@ -2,7 +2,7 @@
 
 Policy (README "Data flags"): N and S are valid; any other flag is stored in
 `Reading.quality[field]` with the value. A valid value outside the kind's physical range
-rejects the packet (CONTRACT §4); a flagged value outside it is dropped (the flag stays),
+rejects the packet (docs/contract.md §4); a flagged value outside it is dropped (the flag stays),
 because a faulty sensor must not sink the healthy fields of the same monitor.
 """
 

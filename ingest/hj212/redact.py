@@ -1,7 +1,7 @@
 """Hide the monitor password in stored HJ 212 frames before they are shown to people.
 
 Raw frames are kept verbatim (replay must re-check the PW), but the dead-letter API and
-logs must never show a secret (CONTRACT §2).
+logs must never show a secret (docs/contract.md §2).
 """
 
 from __future__ import annotations

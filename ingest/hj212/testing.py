@@ -133,7 +133,7 @@ def fleet_registry(count: int, *, pw: str = "123456", site_every: int = 1) -> Re
 
 
 def monitor_values(rng: random.Random) -> dict[str, float]:
-    """Plausible real-time values of a construction-site monitor (DOMAIN §5)."""
+    """Plausible real-time values of a construction-site monitor (docs/domain.md §5)."""
     pm10 = rng.uniform(40, 300)
     return {"a34001": round(pm10 * rng.uniform(1.3, 2.5), 1), "a34002": round(pm10, 1),
             "a34004": round(pm10 * rng.uniform(0.3, 0.6), 1), "LA": round(rng.uniform(50, 75), 1),

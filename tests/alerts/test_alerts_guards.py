@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 from alerts_helpers import Harness
 
+import simulators.stream as simulators_stream
 from alerts.guard import LAST_SPAN, NEVER, Hot, Jump, cold_interval
 from alerts.rules import Cond
 from alerts.window import Series, aggregate
 from citywatch.model import Event, Reading
 from citywatch.registry import Device, Registry
-
-simulators_stream = pytest.importorskip("simulators.stream")
 from simulators.faults import PAYLOAD_FAULTS
 
 

@@ -5,15 +5,13 @@ fires nothing. Healthy messages only (payload faults are the ingest's business).
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime
 
 import pytest
+from alerts_helpers import Harness
 
-simulators_stream = pytest.importorskip("simulators.stream")
-
-from alerts_helpers import Harness  # noqa: E402
-from citywatch.model import Event, Reading  # noqa: E402
+import simulators.stream as simulators_stream
+from citywatch.model import Event, Reading
 
 
 def ts_ms(v) -> int:
@@ -64,8 +62,6 @@ def test_scenario_fires_expected_rules(tmp_path, scenario, sites, expect):
 def test_normal_day_24h_zero_alerts(tmp_path):
     # 24 h, 10 sites (dust 10 s, heating/water 60 s): not one alert, not even pending
     h = Harness(tmp_path / "a.sqlite3")
-    t = time.monotonic()
     run(h, "normal-day", 10)
     assert h.engine.list_alerts() == [], [(a["rule"], a["device"], a["message"]) for a in h.engine.list_alerts()][:5]
     assert h.engine.stats["readings"] > 50_000
-    assert time.monotonic() - t < 60

@@ -1,4 +1,4 @@
-"""Shared HJ 212 test data: the two verified packets of DOMAIN §4 and a one-device registry."""
+"""Shared HJ 212 test data: the two verified packets of docs/domain.md §4 and a one-device registry."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The two verified packets of DOMAIN §4 and their device."""
+"""The two verified packets of docs/domain.md §4 and their device."""
 
-# Verbatim from DOMAIN §4 (verified against real monitors), plus the CRLF terminator.
+# Verbatim from docs/domain.md §4 (verified against real monitors), plus the CRLF terminator.
 REALTIME = (b"##0372QN=20240601120000000;ST=39;CN=2011;PW=123456;MN=4A4300000000000000D00001;Flag=5;"
             b"CP=&&DataTime=20240601120000;a34001-Rtd=185.0,a34001-Flag=N;a34002-Rtd=96.0,a34002-Flag=N;"
             b"a34004-Rtd=48.0,a34004-Flag=N;LA-Rtd=62.3,LA-Flag=N;a01001-Rtd=26.4,a01001-Flag=N;"

@@ -7,7 +7,7 @@ from tests.hj212.samples import MINUTE, REALTIME
 
 
 def _reference_hj212(data: bytes) -> int:
-    # DOMAIN §4 pseudo-code, literally, to pin the table-driven version to it.
+    # docs/domain.md §4 pseudo-code, literally, to pin the table-driven version to it.
     crc = 0xFFFF
     for byte in data:
         crc = (crc >> 8) ^ byte

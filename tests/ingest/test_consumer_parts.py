@@ -8,7 +8,7 @@ import socket
 
 from citywatch.model import RawMessage
 from ingest.committer import _acknowledge
-from ingest.consumer import _BufferedSocket
+from ingest.paho_adapter import BufferedSocket
 from ingest.types import Accepted
 from tests.ingest.mqtt_packets import publish_packet
 
@@ -17,7 +17,7 @@ def test_buffered_socket_serves_small_reads_from_one_recv_and_reports_pending():
     a, b = socket.socketpair()
     try:
         a.sendall(b"\x30\x05hello\x30\x02hi")
-        buf = _BufferedSocket(b)
+        buf = BufferedSocket(b)
         assert buf.recv(1) == b"\x30"
         assert buf.pending() == 10  # the rest came with the first recv
         assert buf.recv(1) == b"\x05" and buf.recv(5) == b"hello"
@@ -60,11 +60,11 @@ def test_acknowledgements_of_one_connection_go_out_together_in_order():
     assert group.calls == [[1, 2, 3]] and other.calls == [[7]] and plain == [True]
 
 
-def buffered(data: bytes) -> tuple[_BufferedSocket, socket.socket]:
+def buffered(data: bytes) -> tuple[BufferedSocket, socket.socket]:
     a, b = socket.socketpair()
     a.sendall(data)
     a.close()
-    buf = _BufferedSocket(b)
+    buf = BufferedSocket(b)
     assert buf.read_more()
     return buf, b
 
@@ -91,7 +91,7 @@ def test_take_publishes_stops_at_a_partial_packet_and_resumes_after_more_bytes()
     a, b = socket.socketpair()
     try:
         a.sendall((first + second)[:cut])
-        buf = _BufferedSocket(b)
+        buf = BufferedSocket(b)
         assert buf.read_more()
         out: list = []
         assert buf.take_publishes(out) is True  # needs more bytes
@@ -138,10 +138,10 @@ def test_take_publishes_hands_malformed_lengths_to_paho():
 
 
 def test_paho_log_drops_only_the_not_connected_error_while_stopping(caplog):
-    from ingest.consumer import _PahoLog
+    from ingest.paho_adapter import PahoLog
 
     stopping = False
-    plog = _PahoLog(lambda: stopping)
+    plog = PahoLog(lambda: stopping)
     line = "Client is not connected. Socket: None). Last known Connection State: MQTT_CS_DISCONNECTED"
     with caplog.at_level(logging.DEBUG, logger="citywatch.paho"):
         plog.log(logging.ERROR, line)  # not stopping: a real problem, kept

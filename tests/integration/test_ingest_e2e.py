@@ -1,5 +1,9 @@
 """End to end against real mosquitto and influxd: the service runs as a subprocess, a
-QoS 1 publisher sends readings, InfluxDB is counted. Nothing here is faked."""
+QoS 1 publisher sends readings, InfluxDB is counted. Nothing here is faked.
+
+The service writes through a recording proxy in front of the real influxd
+(`tests/influx_proxy.py`), so these tests count deliveries — how many accepted writes
+carried each reading — not only points, which overwrite themselves when re-sent."""
 
 from __future__ import annotations
 
@@ -13,12 +17,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.influx_proxy import RecordingInfluxProxy
 from tests.support import (ROOT, Publisher, ServiceProcess, influx_count, readings, service_env, wait_count)
 
 pytestmark = pytest.mark.integration
 
 N_DEVICES, PER_DEVICE = 20, 1000
 TOTAL = N_DEVICES * PER_DEVICE
+# Small windows for the SIGKILL tests, so that "duplicates only of what was in flight at
+# the kill" is a bound that can fail: at most RECEIVE_MAXIMUM messages spooled but not yet
+# acknowledged (the broker sends them again) plus one write batch stored but not yet
+# checkpointed (the writer sends it again), per spool.
+IN_FLIGHT = {"mqtt_receive_maximum": "1000", "write_batch_lines": "1000"}
+MAX_RESENT_PER_SPOOL = 1000 + 1000
 
 
 def per_device_counts(influx_url: str, db: str) -> dict[str, int]:
@@ -27,8 +38,15 @@ def per_device_counts(influx_url: str, db: str) -> dict[str, int]:
 
 
 @pytest.fixture
-def service(mosquitto, influxd, tmp_path):
-    env = service_env(mqtt_url=mosquitto.url, influx_url=influxd.url, data_dir=tmp_path / "cw", database="e2e")
+def proxy(influxd):
+    with RecordingInfluxProxy(influxd.url) as recording:
+        yield recording
+
+
+@pytest.fixture
+def service(mosquitto, influxd, proxy, tmp_path):
+    env = service_env(mqtt_url=mosquitto.url, influx_url=proxy.url, data_dir=tmp_path / "cw", database="e2e",
+                      **IN_FLIGHT)
     svc = ServiceProcess(env, tmp_path / "service.log").start()
     svc.wait_log("connected to broker")
     yield svc
@@ -52,10 +70,19 @@ def publish_in_background(port: int, messages, client_id: str) -> tuple[threadin
     return t, result
 
 
-def kill_mid_stream_then_count_all(svc: ServiceProcess, mosquitto, influxd, db: str, client_id: str) -> int:
+def assert_delivered_once_each(proxy: RecordingInfluxProxy, total: int) -> None:
+    deliveries = proxy.deliveries()
+    assert len(deliveries) == total
+    resent = {key: n for key, n in deliveries.items() if n != 1}
+    assert not resent, f"{len(resent)} readings delivered more than once, e.g. {list(resent.items())[:3]}"
+
+
+def kill_mid_stream_then_count_all(svc: ServiceProcess, mosquitto, influxd, db: str, client_id: str,
+                                   proxy: RecordingInfluxProxy, spools: int = 1) -> int:
     """Publish TOTAL readings in the background, SIGKILL the service once part of the
-    stream is stored and more is in flight, restart it, and check that exactly every
-    reading arrives. Returns how many were stored when it was killed."""
+    stream is stored and more is in flight, restart it, and check that every reading
+    arrives, and that the only readings delivered twice are those in flight at the kill
+    (at most MAX_RESENT_PER_SPOOL per spool). Returns how many were stored at the kill."""
     thread, result = publish_in_background(mosquitto.port, readings(N_DEVICES, PER_DEVICE), client_id)
     assert wait_count(influxd.url, db, 3000, timeout=60) >= 3000
     svc.kill()
@@ -68,10 +95,14 @@ def kill_mid_stream_then_count_all(svc: ServiceProcess, mosquitto, influxd, db: 
     time.sleep(1.0)
     assert influx_count(influxd.url, db) == TOTAL
     assert set(per_device_counts(influxd.url, db).values()) == {PER_DEVICE}
+    deliveries = proxy.deliveries()
+    assert len(deliveries) == TOTAL and min(deliveries.values()) >= 1
+    resent = sum(n - 1 for n in deliveries.values())
+    assert resent <= spools * MAX_RESENT_PER_SPOOL, f"{resent} re-deliveries after one kill"
     return stored_at_kill
 
 
-def test_20k_readings_from_20_devices_arrive_exactly_once(service, mosquitto, influxd):
+def test_20k_readings_from_20_devices_arrive_exactly_once(service, mosquitto, influxd, proxy):
     pub = Publisher(mosquitto.port, "pub-20k")
     assert pub.publish_all(readings(N_DEVICES, PER_DEVICE)) == TOTAL
     pub.close()
@@ -79,27 +110,28 @@ def test_20k_readings_from_20_devices_arrive_exactly_once(service, mosquitto, in
     time.sleep(1.0)  # nothing extra trickles in afterwards
     assert influx_count(influxd.url, "e2e") == TOTAL
     assert set(per_device_counts(influxd.url, "e2e").values()) == {PER_DEVICE}
+    assert_delivered_once_each(proxy, TOTAL)
     assert service.stop() == 0
     assert "spool drained" in service.log()
 
 
-def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(service, mosquitto, influxd):
+def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(service, mosquitto, influxd, proxy):
     # The default layout: MQTT ingest in a child process with the plain session; killing
     # the main process takes the child with it (PR_SET_PDEATHSIG).
     assert "started the MQTT ingest process" in service.log()
     client_id = service.env["CW_MQTT_CLIENT_ID"]
     assert f"as {client_id}" in service.log() and f"as {client_id}-0" not in service.log()
-    stored_at_kill = kill_mid_stream_then_count_all(service, mosquitto, influxd, "e2e", "pub-kill")
+    stored_at_kill = kill_mid_stream_then_count_all(service, mosquitto, influxd, "e2e", "pub-kill", proxy)
     assert stored_at_kill < TOTAL, "the kill happened after the stream had finished: the test proved nothing"
 
 
-def test_one_process_layout_sigkill_mid_stream_loses_nothing(mosquitto, influxd, tmp_path):
-    env = service_env(mqtt_url=mosquitto.url, influx_url=influxd.url, data_dir=tmp_path / "cw", database="single",
-                      ingest_process="false")
+def test_one_process_layout_sigkill_mid_stream_loses_nothing(mosquitto, influxd, proxy, tmp_path):
+    env = service_env(mqtt_url=mosquitto.url, influx_url=proxy.url, data_dir=tmp_path / "cw", database="single",
+                      ingest_process="false", **IN_FLIGHT)
     svc = ServiceProcess(env, tmp_path / "service.log").start()
     svc.wait_log("connected to broker")
     assert "MQTT ingest process" not in svc.log()
-    stored_at_kill = kill_mid_stream_then_count_all(svc, mosquitto, influxd, "single", "pub-single")
+    stored_at_kill = kill_mid_stream_then_count_all(svc, mosquitto, influxd, "single", "pub-single", proxy)
     assert stored_at_kill < TOTAL, "the kill happened after the stream had finished: the test proved nothing"
     assert svc.stop() == 0
     assert not (tmp_path / "cw" / "spool-mqtt-0").exists()  # everything went through the main spool
@@ -229,16 +261,16 @@ def test_deadletter_replay_after_registry_fix(mosquitto, influxd, tmp_path):
     svc.stop()
 
 
-def test_two_ingest_workers_share_the_stream_and_survive_sigkill(mosquitto, influxd, tmp_path):
-    env = service_env(mqtt_url=mosquitto.url, influx_url=influxd.url, data_dir=tmp_path / "cw", database="workers",
-                      ingest_workers="2")
+def test_two_ingest_workers_share_the_stream_and_survive_sigkill(mosquitto, influxd, proxy, tmp_path):
+    env = service_env(mqtt_url=mosquitto.url, influx_url=proxy.url, data_dir=tmp_path / "cw", database="workers",
+                      ingest_workers="2", **IN_FLIGHT)
     svc = ServiceProcess(env, tmp_path / "service.log").start()
     svc.wait_log("started 2 MQTT ingest worker processes")
     deadline = time.monotonic() + 20
     while svc.log().count("connected to broker") < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     # Killing the main process: the kernel takes its workers with it.
-    kill_mid_stream_then_count_all(svc, mosquitto, influxd, "workers", "pub-workers")
+    kill_mid_stream_then_count_all(svc, mosquitto, influxd, "workers", "pub-workers", proxy, spools=2)
     log = svc.log()
     assert "as cw-workers-0" in log and "as cw-workers-1" in log
     assert svc.stop() == 0

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from citywatch.errors import ConfigError
-from citywatch.influx import InfluxClient, Outcome
+from citywatch.influx import InfluxClient, WriteOutcome
 from citywatch.settings import Settings
 from tests.security.influx2_server import Influx2, Influx2Server, Permission, auth_create_flags, cli_permissions
 from tests.support import Publisher, ServiceProcess, readings, service_env
@@ -104,7 +104,7 @@ def test_citywatch_writes_and_finds_its_bucket_with_the_least_privilege_token(in
         return plain, packed
 
     plain, packed = asyncio.run(run())
-    assert plain.outcome is Outcome.OK and packed.outcome is Outcome.OK
+    assert plain.outcome is WriteOutcome.OK and packed.outcome is WriteOutcome.OK
     assert influx2.db.stored(ORG, BUCKET) == [LINE, LINE.replace(b"61.5", b"62.5")]
     assert len(influx2.db.buckets) == 2, "no bucket was created"
     assert all(with_auth for _, path, with_auth in influx2.requests if path.startswith("/api/v2/"))
@@ -125,7 +125,7 @@ def test_a_wrong_token_fails_clearly_and_is_never_quoted(influx2):
 
     message, result = asyncio.run(run())
     assert "CW_INFLUX_TOKEN" in message and "401" in message and wrong not in message
-    assert result.outcome is Outcome.RETRY and result.status == 401  # kept in the spool, retried
+    assert result.outcome is WriteOutcome.RETRY and result.status == 401  # kept in the spool, retried
     assert influx2.db.stored(ORG, BUCKET) == []
 
 
@@ -139,7 +139,7 @@ def test_a_token_that_may_only_read_is_refused_writes(influx2):
             await client.aclose()
 
     result = asyncio.run(run())
-    assert result.outcome is Outcome.RETRY and result.status == 403
+    assert result.outcome is WriteOutcome.RETRY and result.status == 403
     assert "insufficient permissions for write" in result.detail
 
 

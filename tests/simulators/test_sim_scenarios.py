@@ -1,4 +1,4 @@
-"""Each scenario emits what its file claims (DOMAIN §1–§3, §5)."""
+"""Each scenario emits what its file claims (docs/domain.md §1–§3, §5)."""
 
 from __future__ import annotations
 

@@ -85,6 +85,7 @@ def _cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
     from alerts.rules import rules_check
 
     args.dir = args.dir or settings.rules_dir
+    args.pack = args.pack or settings.rule_pack
     return rules_check(args)
 
 
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules_sub = rules.add_subparsers(dest="action", required=True)
     check = rules_sub.add_parser("check", help="validate the shipped rule packs and CW_RULES_DIR")
     check.add_argument("--dir", type=Path, default=None, help="an extra rules directory to check")
+    check.add_argument("--pack", default=None, help="a regional rule pack to check (default CW_RULE_PACK)")
     check.set_defaults(func=_cmd_rules_check)
 
     bench = sub.add_parser("bench", help="measure ingest throughput, latency and cost against a baseline")

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     tz: str = "Asia/Shanghai"
     devices_file: Path | None = None
     rules_dir: Path | None = None
+    # Regional rule pack overlaid on the shipped rules (alerts/rules/packs/<name>/):
+    # default (the seed city's) | hebei | tianjin | shanghai | taiyuan | beijing.
+    rule_pack: str = "default"
     hj212_listen: str | None = None
     # MQTT ingest processes sharing one subscription ($share/citywatch/...): paho parses
     # packets in Python, so one process is one core. Opt-in: mosquitto 2.0 does not restore

@@ -69,10 +69,12 @@ def test_six100_json(client, stack):
     assert s2["wet_operation"]["name_zh"] == "湿法作业"
     one = client.get("/v1/compliance/six100", params={"date": DAY, "site": "S1"}, headers=V).json()
     assert [s["site"] for s in one["sites"]] == ["S1"]
-    # a site without any data: every item no_data, monitoring 0 % fail
+    # a site without any data: every item no_evidence (sensor silent, never a pass), monitoring 0 % fail
     empty = client.get("/v1/compliance/six100", params={"date": DAY, "site": "S9"}, headers=V).json()["sites"][0]
     items = _items(empty)
-    assert items["monitoring"]["status"] == "fail" and items["hoarding"]["status"] == "no_data"
+    assert items["monitoring"]["status"] == "fail" and items["hoarding"]["status"] == "no_evidence"
+    assert items["hoarding"]["reason"] == "sensor_silent" and items["hoarding"]["pass"] is None
+    assert items["wash"]["reason"] == "no_activity" and items["wash"]["detail_zh"].startswith("已登记")
     assert empty["all_pass"] is False
 
 

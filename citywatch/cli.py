@@ -89,6 +89,12 @@ def _cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
     return rules_check(args)
 
 
+def _cmd_report_six100(args: argparse.Namespace, settings: Settings) -> int:
+    from api.six100.report import run_report
+
+    return run_report(args, settings)
+
+
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from citywatch.bench import run_bench
 
@@ -134,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dir", type=Path, default=None, help="an extra rules directory to check")
     check.add_argument("--pack", default=None, help="a regional rule pack to check (default CW_RULE_PACK)")
     check.set_defaults(func=_cmd_rules_check)
+
+    report = sub.add_parser("report", help="compliance reports")
+    report_sub = report.add_subparsers(dest="report", required=True)
+    six = report_sub.add_parser("six100", help="六个百分百 daily or monthly report as XLSX (or CSV) from InfluxDB")
+    six.add_argument("--date", help="local day YYYY-MM-DD (CW_TZ): one sheet plus 明细")
+    six.add_argument("--month", help="local month YYYY-MM: a month summary, one sheet per day, 明细")
+    six.add_argument("--site", default=None, help="one site only")
+    six.add_argument("--format", choices=("xlsx", "csv"), default="xlsx")
+    six.add_argument("--out", default=None, help="output file (default 六个百分百-<date or month>.<format>)")
+    six.set_defaults(func=_cmd_report_six100)
 
     bench = sub.add_parser("bench", help="measure ingest throughput, latency and cost against a baseline")
     bench.add_argument("--quick", action="store_true", help="finish within 60 s")

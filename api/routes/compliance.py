@@ -58,8 +58,9 @@ def _args(ctx: AppContext, site: str | None):
                 rules=item_rules(rules, getattr(ctx.settings, "rule_pack", "default")))
 
 
-def _attachment(name: str) -> dict[str, str]:
-    return {"Content-Disposition": f"attachment; filename=\"{name}\"; filename*=UTF-8''{quote(name)}"}
+def _attachment(ascii_name: str, name: str) -> dict[str, str]:
+    """An ASCII file name for old clients, the Chinese one (RFC 6266 filename*) for the rest."""
+    return {"Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"}
 
 
 @router.get("/six100", response_model=ComplianceResponse, summary="六个百分百 daily compliance per site",
@@ -123,9 +124,9 @@ async def six100_xlsx(ctx: CtxDep, _: ViewerDep, site: SiteDep, day: DateQ = Non
     if month is not None:
         days = _month(month, today)
         by_day = await compliance.six100_month(days=days, now_ms=now_ms, **args)
-        body, name = month_workbook(month, by_day), f"六个百分百-{month}.xlsx"
+        body, key = month_workbook(month, by_day), month
     else:
         d = _day(day, today)
         sites = await compliance.six100(day=d, now_ms=now_ms, **args)
-        body, name = day_workbook(d.isoformat(), sites), f"六个百分百-{d.isoformat()}.xlsx"
-    return Response(body, media_type=XLSX, headers=_attachment(name))
+        body, key = day_workbook(d.isoformat(), sites), d.isoformat()
+    return Response(body, media_type=XLSX, headers=_attachment(f"six100-{key}.xlsx", f"六个百分百-{key}.xlsx"))

@@ -27,15 +27,16 @@ site has it, else the rule's default.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from api.models import SiteCompliance
-from api.six100.evidence import read_day
-from api.six100.judge import judge_site
-from api.six100.thresholds import ItemRules
+from api.six100.evidence import SiteEvidence, read_day
+from api.six100.judge import judge_site, low_limit
+from api.six100.thresholds import ItemRules, cond_on
 
 
 def day_bounds(day: date, tz) -> tuple[int, int]:
@@ -64,18 +65,25 @@ async def six100(influx: Any, *, day: date, tz, now_ms: int, site: str | None, r
                  max_sites: int, rules: ItemRules) -> list[SiteCompliance]:
     start_ms, end_ms = day_bounds(day, tz)
     until = min(end_ms, now_ms)
-    evidence = await read_day(influx, start_ms=start_ms, end_ms=end_ms, site=site, max_sites=max_sites)
     devices_by_site: dict[str, list[Any]] = {}
     if registry is not None:
         for d in registry.devices.values():
             devices_by_site.setdefault(d.site, []).append(d)
+    # the highest ratio limit of any site: the minutes at or below it are read
+    low_limits: dict[str, tuple[float, bool]] = {}
+    for item, name in (("cover", "cover_ratio"), ("hardened", "hardened_ratio")):
+        limits = [v for devs in [[], *devices_by_site.values()]
+                  if (v := low_limit(rules.get(item), name, _site_params(devs))) is not None]
+        if limits:
+            cond = cond_on(rules.get(item), name)
+            low_limits[name] = (max(limits), cond.op == "at_most")
+    evidence = await read_day(influx, start_ms=start_ms, end_ms=end_ms, site=site, max_sites=max_sites,
+                              low_limits=low_limits)
     names = set(evidence)
     if site is not None:
         names = {site}
     elif registry is not None:  # every registered dust site, data or not
         names |= {d.site for d in registry.devices.values() if d.kind == "dust"}
-    from api.six100.evidence import SiteEvidence
-
     out: list[SiteCompliance] = []
     for name in sorted(names)[:max_sites]:
         devices = devices_by_site.get(name, [])
@@ -126,6 +134,11 @@ def rules_mapping(engine: Any, settings: Any) -> Mapping[str, Any]:
     from the packs the settings name."""
     if engine is not None and getattr(engine, "rules", None):
         return engine.rules
+    return _rules_from_files(getattr(settings, "rules_dir", None), getattr(settings, "rule_pack", "default"))
+
+
+@functools.lru_cache(maxsize=4)
+def _rules_from_files(rules_dir: Any, pack: str) -> Mapping[str, Any]:
     from alerts.rules import load_rules
 
-    return load_rules(getattr(settings, "rules_dir", None), pack=getattr(settings, "rule_pack", "default"))
+    return load_rules(rules_dir, pack=pack)

@@ -7,6 +7,7 @@ without the prefix); the environment wins.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -73,6 +74,15 @@ class Settings(BaseSettings):
     spool_min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+
+    @field_validator("rule_pack", mode="after")
+    @classmethod
+    def _pack_name(cls, v: str) -> str:
+        # a folder name under alerts/rules/packs/; whether it exists is checked when the
+        # rules load (citywatch run, rules check, report)
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
+            raise ValueError("CW_RULE_PACK must be a pack name like default, hebei, shanghai")
+        return v
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -20,7 +20,7 @@ from typing import Any
 
 from alerts.rules import DailyRatioRule, EventRule, Rule, ThresholdRule
 from api.models import ComplianceItem, SiteCompliance
-from api.six100.evidence import MIN_MS, PARTICULATE, SiteEvidence
+from api.six100.evidence import MIN_MS, SiteEvidence
 from api.six100.thresholds import ItemRules, cond_on, deadman, holds, threshold_value, tolerance_s
 
 ITEMS = ("hoarding", "cover", "wash", "hardened", "wet_operation", "muck_covered", "monitoring")
@@ -105,29 +105,40 @@ def _fmt_min(ms: float) -> str:
     return f"{ms / 60_000:g}"
 
 
+LOW_OPS = ("below", "at_most")  # ratio conditions the report reads minute by minute (evidence.low)
+
+
+def low_limit(rule: Rule | None, field: str, params: Mapping[str, Any]) -> float | None:
+    """The limit under which a ratio sample is bad for this site (None: not judgeable)."""
+    cond = cond_on(rule, field) if rule is not None else None
+    if cond is None or cond.op not in LOW_OPS:
+        return None
+    return threshold_value(cond.threshold, params)
+
+
 def _ratio(key: str, field: str, rule: ThresholdRule, ev: SiteEvidence, params: Mapping[str, Any]) -> ComplianceItem:
-    means = ev.minute_means(field, combine=min)
-    if not means:
+    n, mean = ev.day_mean(field)
+    if n == 0 or mean is None:
         return _no_evidence(key, "only_flagged" if ev.flagged.get(field) else "sensor_silent", rule=rule,
                             n=ev.flagged.get(field, 0))
     cond = cond_on(rule, field)
-    limit = threshold_value(cond.threshold, params) if cond is not None else None
+    limit = low_limit(rule, field, params)
     if cond is None or limit is None:
         return _no_evidence(key, "no_rule")
-    bad = [t for t, v in means.items() if holds(cond, v, params)]
+    bad = [t for t, lo in ev.low_minutes(field).items() if holds(cond, lo, params)]
     tol = tolerance_s(rule) * 1000
     n_viol = violations(bad, tol)
     _, longest = longest_run(bad)
-    pct = sum(means.values()) / len(means)
-    detail = (f"mean {pct:.1f} %, {len(bad)} min below {limit:g} %, longest {_fmt_min(longest + MIN_MS) if bad else 0} min "
+    run_min = _fmt_min(longest + MIN_MS) if bad else "0"
+    detail = (f"mean {mean:.1f} %, {len(bad)} min below {limit:g} %, longest {run_min} min "
               f"(tolerance {_fmt_min(tol)} min)")
-    detail_zh = (f"均值 {pct:.1f}%，低于 {limit:g}% 共 {len(bad)} 分钟，最长连续 "
-                 f"{_fmt_min(longest + MIN_MS) if bad else 0} 分钟（容忍 {_fmt_min(tol)} 分钟）")
-    return _item(key, "fail" if n_viol else "pass", percent=pct, rule=rule, detail=detail, detail_zh=detail_zh)
+    detail_zh = (f"均值 {mean:.1f}%，低于 {limit:g}% 共 {len(bad)} 分钟，最长连续 {run_min} 分钟"
+                 f"（容忍 {_fmt_min(tol)} 分钟）")
+    return _item(key, "fail" if n_viol else "pass", percent=mean, rule=rule, detail=detail, detail_zh=detail_zh)
 
 
 def _hoarding(rule: ThresholdRule, ev: SiteEvidence) -> ComplianceItem:
-    n = sum(ev.hoarding_n.values())
+    n = ev.hoarding_n
     if n == 0:
         return _no_evidence("hoarding", "sensor_silent", rule=rule)
     bad = [t for t, k in ev.hoarding_false.items() if k]
@@ -170,20 +181,18 @@ def _exits(key: str, rule: Rule, ev: SiteEvidence, params: Mapping[str, Any]) ->
 
 
 def _spray_minutes(ev: SiteEvidence, hold_ms: float) -> set[int]:
-    """Minutes with the spray observed on, each observation held for `hold_ms` (a relay that
-    reports every few minutes is still on between its reports); never assumed on."""
+    """Minutes with the spray observed on, each observation held for `hold_ms` (the relay's
+    expected interval: one that reports every 3 min is still on between its reports); never
+    assumed on."""
     on: set[int] = set()
-    observed = sorted(ev.spray_n)
-    for t in observed:
-        if ev.spray_true.get(t):
-            on.update(range(t, t + int(hold_ms), MIN_MS))
-    off_seen = {t for t in observed if not ev.spray_true.get(t)}
-    return on - off_seen
+    for t in ev.spray_true:
+        on.update(range(t, t + max(int(hold_ms), MIN_MS), MIN_MS))
+    return on
 
 
 def _wet(rule: ThresholdRule, ev: SiteEvidence, params: Mapping[str, Any], equipment: frozenset[str] | None,
          hold_ms: float) -> ComplianceItem:
-    pm10 = ev.minute_means("pm10", combine=max)
+    pm10 = ev.pm10_minutes()
     if not pm10:
         return _no_evidence("wet_operation", "only_flagged" if ev.flagged.get("pm10") else "sensor_silent",
                             rule=rule, n=ev.flagged.get("pm10", 0))
@@ -222,9 +231,9 @@ def _monitoring(rule: Rule, ev: SiteEvidence, start_ms: int, until_ms: int, inte
     spec = rule.six100
     need = spec.pass_percent if spec is not None and spec.pass_percent is not None else 90.0
     factor, _ = deadman(rule)
-    times = sorted(ev.valid_minutes(PARTICULATE))
+    times = sorted(ev.pm10_minutes())
     if not times:
-        n = sum(ev.flagged.get(f, 0) for f in PARTICULATE)
+        n = ev.flagged.get("pm10", 0)
         why_en = f"only flagged values ({n})" if n else "no data from any monitor"
         why_zh = f"仅有无效标记数据（{n} 个）" if n else "所有监测仪当日无数据"
         return _item("monitoring", "fail", percent=0.0, rule=rule, detail=f"online 0 %: {why_en}",
@@ -238,8 +247,8 @@ def _monitoring(rule: Rule, ev: SiteEvidence, start_ms: int, until_ms: int, inte
         prev = t + MIN_MS
     pct = max(0.0, min(100.0, (span - offline) / span * 100))
     return _item("monitoring", "pass" if pct >= need else "fail", percent=pct, rule=rule,
-                 detail=f"online {pct:.1f} % of the day so far with valid data (pass >= {need:g} %)",
-                 detail_zh=f"有效数据在线率 {pct:.1f}%（合格线 {need:g}%）")
+                 detail=f"online {pct:.1f} % of the day so far with valid PM10 data (pass >= {need:g} %)",
+                 detail_zh=f"PM10 有效数据在线率 {pct:.1f}%（合格线 {need:g}%）")
 
 
 def judge_site(ev: SiteEvidence, *, day: str, rules: ItemRules, equipment: frozenset[str] | None,
@@ -261,7 +270,7 @@ def judge_site(ev: SiteEvidence, *, day: str, rules: ItemRules, equipment: froze
         elif key in ("wash", "muck_covered"):
             items.append(_exits(key, rule, ev, params))
         elif key == "wet_operation":
-            items.append(_wet(rule, ev, params, equipment, max(3 * interval_s, 180.0) * 1000))
+            items.append(_wet(rule, ev, params, equipment, max(interval_s, 60.0) * 1000))
         else:
             items.append(_monitoring(rule, ev, start_ms, until_ms, interval_s))
     judged = [i for i in items if i.measurable]

@@ -39,10 +39,11 @@ def test_dusty_site_without_spray_sensor_fails_wet_operation(db):
 
 
 def test_spray_evidence_decides_wet_operation(db):
-    registry = db.registry(MONITOR_ONLY.replace('["dust_monitor"]', '["dust_monitor", "spray_relay"]')
+    registry = db.registry(MONITOR_ONLY.replace('["dust_monitor"]', '["dust_monitor", "spray_relay"]\n'
+                                                                    'expected_interval_s = 180')
                            + MONITOR_ONLY.replace("D1", "D2").replace("DUSTY", "HALF")
                            .replace('["dust_monitor"]', '["dust_monitor", "spray_relay"]'))
-    # DUSTY: PM10 300 all day, spray reported on every 3 minutes (held 3 x 60 s between reports)
+    # DUSTY: PM10 300 all day, spray reported on every 3 minutes (its expected interval: held between reports)
     db.write(minutes("DUSTY", "D1", 0, FULL, lambda i: "pm10=300" + (",spray_on=true" if i % 3 == 0 else "")))
     # HALF: spray on in the morning, reported off from noon: 720 high minutes without it
     db.write(minutes("HALF", "D2", 0, FULL, lambda i: f"pm10=300,spray_on={'true' if i < 720 else 'false'}"))

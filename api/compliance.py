@@ -13,9 +13,9 @@ pack, CW_RULE_PACK), so the report and the alerts agree:
 | item | rule (default pack) | data | percent | fail when |
 |---|---|---|---|---|
 | hoarding 周边围挡 | dust_hoarding | `hoarding_intact` | share of samples intact | a false sample (held `for`) |
-| cover 物料覆盖 | dust_cover_ratio | `cover_ratio` 1-min means | mean | below the set value for the rule's `for` (1 h) |
+| cover 物料覆盖 | dust_cover_ratio | `cover_ratio` samples; minutes with one below the set value | day mean | below the set value for the rule's `for` (1 h) |
 | wash 车辆冲洗 | dust_wash_rate | `vehicle_exit` events | share meeting the numerator | share below the rule's `below` |
-| hardened 路面硬化 | dust_hardened_ratio | `hardened_ratio` 1-min means | mean | below the set value for `for` |
+| hardened 路面硬化 | dust_hardened_ratio | `hardened_ratio` samples; minutes with one below the set value | day mean | below the set value for `for` |
 | wet_operation 湿法作业 | dust_wet_operation | PM10 1-min means + observed `spray_on` | share of high minutes sprayed | PM10 above the set value for `for` (10 min) with no spray observed |
 | muck_covered 渣土车辆密闭 | dust_vehicle_uncovered | `vehicle_exit` events | share covered | any exit breaking the rule |
 | monitoring 在线监测 | dust_no_data | valid particulate data | share of the day online (gaps > factor x interval offline) | below `pass_percent` (90) |

@@ -8,7 +8,9 @@ values flagged invalid), `no_activity` (means registered, nothing happened to ju
 no vehicle left: "measured, nothing happened" — a dead camera looks the same, so it is no
 pass), `no_rule` (the pack has no rule for the item).
 
-Every minute judgement uses valid 1-minute means; a rule's `for` is the tolerance: an item
+Minutes are judged on valid values only: PM10 on its 1-minute mean (the worst monitor), a
+cover/hardening minute as bad when a valid sample in it is below the limit (as the engine
+judges each sample). A rule's `for` is the tolerance: an item
 fails when its condition held from one minute to a minute at least `for` later (as the
 engine fires), or on any minute when `for` is 0.
 """

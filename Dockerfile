@@ -6,7 +6,8 @@ COPY ingest ingest
 COPY alerts alerts
 COPY api api
 COPY simulators simulators
-RUN pip install --no-cache-dir . && useradd --system --home /var/lib/citywatch citywatch \
+# uid 10001: docker-compose's influxdb-init gives citywatch's token file to this uid.
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 --home /var/lib/citywatch citywatch \
     && mkdir -p /var/lib/citywatch && chown citywatch /var/lib/citywatch
 USER citywatch
 ENV CW_DATA_DIR=/var/lib/citywatch CW_API_HOST=0.0.0.0

@@ -20,6 +20,10 @@ def build_alerting(settings: Any, *, registry: Any = None, sink: Any = None, str
     outbox, InfluxDB history through `sink`). Returns the engine (for the API) and the
     coroutines to run in the service's TaskGroup (they run until cancelled).
 
+    With CW_ROUTES_FILE (`settings.routes_file`), alert changes also go through the routing
+    pipeline (alerts/routing: route tree, groups, inhibition, receivers); `engine.routing`
+    is then set. Without it, nothing changes.
+
     Webhooks come from `webhooks=[(url, secret)]`, or from the settings attributes
     `alert_webhook_url` / `alert_webhook_secret` when Settings has them.
     """
@@ -36,6 +40,17 @@ def build_alerting(settings: Any, *, registry: Any = None, sink: Any = None, str
     for i, (u, secret) in enumerate(hooks):
         notifiers.append(WebhookNotifier(u, secret, name="webhook" if i == 0 else f"webhook{i + 1}"))
     notifiers.extend(extra_notifiers)
+    routing = None
+    if getattr(settings, "routes_file", None):
+        from alerts.routing import build_routing
+
+        # Validated before anything starts: a bad file stops start-up with file:line: reason.
+        routing = build_routing(settings, registry=registry, clock=clock)
+        notifiers.append(routing.stage)
     engine = AlertEngine(settings=settings, rules=rules, registry=registry, notifiers=notifiers, sink=sink,
                          clock=clock)
-    return engine, [engine.run(stream)]
+    tasks = [engine.run(stream)]
+    if routing is not None:
+        engine.routing = routing.attach(engine.store)  # type: ignore[attr-defined]  # read by /health, /metrics
+        tasks.append(routing.run())
+    return engine, tasks

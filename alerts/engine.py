@@ -39,7 +39,8 @@ from citywatch.schema import kinds as load_kinds
 from alerts.guard import NEVER, Hot, Jump, cold_interval
 from alerts.notify import Backoff, HubSubscription, Notification, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
 from alerts.rules import (SEVERITIES, Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, Text,
-                          Threshold, ThresholdRule, load_rules, parse_rule, parse_schedule, rule_to_dict)
+                          Threshold, ThresholdRule, load_rules, parse_rule, parse_schedule, rule_to_dict,
+                          template_values)
 from alerts.store import AlertStore
 from alerts.window import Series
 
@@ -1050,10 +1051,13 @@ class AlertEngine:
         out = []
         for lang in ("zh", "en"):
             zh = lang == "zh"
-            ctx = {"value": self._fmt(value, rule.decimals, zh), "unit": self._unit(rule),
-                   "limit": self._fmt_limit(threshold, rule.decimals, zh), "site": dev.site, "device": dev.device,
-                   "field": rule.primary_field or "", "rule": rule.id, "count": count, "kind": dev.kind,
-                   "duration": self._duration(window, zh)}
+            limit = self._fmt_limit(threshold, rule.decimals, zh)
+            texts = {"value": self._fmt(value, rule.decimals, zh), "unit": self._unit(rule),
+                     "limit": limit, "threshold": limit, "site": dev.site, "device": dev.device,
+                     "field": rule.primary_field or "", "rule": rule.id, "count": str(count), "kind": dev.kind,
+                     "duration": self._duration(window, zh)}
+            # Number fields format with the rule's (validated) spec: alerts.rules.check_template
+            ctx = template_values(texts, {"value": value, "limit": threshold, "threshold": threshold, "count": count})
             act = getattr(action, lang).format_map(ctx)
             out.append(getattr(message, lang).format_map({**ctx, "action": act}))
         return out[0], out[1]

@@ -71,7 +71,8 @@ class MqttNotifier:
     name = "mqtt"
 
     def __init__(self, *, host: str, port: int, username: str | None = None, password: str | None = None,
-                 tls: bool = False, client_id: str = "citywatch-alerts", ack_timeout: float = 10.0):
+                 tls: bool = False, client_id: str = "citywatch-alerts", ack_timeout: float = 10.0,
+                 ca_file: str | None = None):
         import paho.mqtt.client as mqtt
 
         self._ack_timeout = ack_timeout
@@ -79,8 +80,10 @@ class MqttNotifier:
                                    client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True)
         if username:
             self._client.username_pw_set(username, password)
-        if tls:
-            self._client.tls_set()
+        if tls:  # verify the broker against ca_file (CW_MQTT_CA_FILE), else the system's CAs
+            import ssl
+
+            self._client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.connect_async(host, port, keepalive=30)
         self._client.loop_start()
@@ -89,7 +92,8 @@ class MqttNotifier:
     def from_settings(cls, settings: Any) -> "MqttNotifier":
         a = settings.mqtt
         return cls(host=a.host, port=a.port, username=a.username, password=a.password, tls=a.tls,
-                   client_id=f"{settings.mqtt_client_id}-alerts")
+                   client_id=f"{settings.mqtt_client_id}-alerts",
+                   ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
 
     async def send(self, notification: Notification) -> Delivery:
         if notification.event == "pending":
@@ -120,9 +124,17 @@ class MqttNotifier:
 
 
 # -- webhook ------------------------------------------------------------------------------
-def sign(secret: bytes, body: bytes) -> str:
-    """The `X-Citywatch-Signature` value: `sha256=<hex HMAC-SHA256 of the body>`."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+MIN_SECRET_BYTES = 32  # the same floor as CW_ALERT_WEBHOOK_SECRET's check in citywatch/settings.py
+TIMESTAMP_HEADER = "X-Citywatch-Timestamp"
+SIGNATURE_HEADER = "X-Citywatch-Signature"
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The `X-Citywatch-Signature` value: `sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>`.
+    The timestamp (Unix seconds, also sent as `X-Citywatch-Timestamp`) is inside the MAC, so a
+    receiver that rejects old timestamps and remembers the deliveries of the last few minutes
+    rejects a captured request played again (alerts/README.md shows the receiver's check)."""
+    return "sha256=" + hmac.new(secret, f"{int(timestamp)}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 def _retryable_status(status: int) -> bool:
@@ -130,15 +142,23 @@ def _retryable_status(status: int) -> bool:
 
 
 class WebhookNotifier:
-    """POSTs `{"event", "seq", "alert"}` as JSON, signed with HMAC-SHA256 over the exact
-    body. `X-Citywatch-Delivery` carries the outbox seq so a receiver can drop the rare
-    duplicate (a crash between its 2xx and our commit)."""
+    """POSTs `{"event", "seq", "alert"}` as JSON, signed with HMAC-SHA256 over the send time
+    and the exact body (`sign`). `X-Citywatch-Delivery` carries the outbox seq so a receiver
+    can drop the rare duplicate (a crash between its 2xx and our commit). Each attempt is
+    signed with its own time, so a delivery retried after an outage is not stale."""
 
     def __init__(self, url: str, secret: bytes | str, *, name: str = "webhook", timeout: float = 10.0,
-                 client: httpx.AsyncClient | None = None):
+                 client: httpx.AsyncClient | None = None, clock: Clock = time.time):
+        from citywatch.errors import ConfigError
+
         self.name = name
         self.url = url
-        self._secret = secret.encode() if isinstance(secret, str) else secret
+        self._secret = secret.encode() if isinstance(secret, str) else bytes(secret or b"")
+        if len(self._secret) < MIN_SECRET_BYTES:
+            # An empty or short key makes the signature forgeable: refuse to start instead.
+            raise ConfigError(f"webhook {name}: the secret must be at least {MIN_SECRET_BYTES} bytes "
+                              f"(got {len(self._secret)}); set CW_ALERT_WEBHOOK_SECRET, e.g. `openssl rand -hex 32`")
+        self._clock = clock
         self._client = client or httpx.AsyncClient(timeout=timeout)
 
     async def send(self, notification: Notification) -> Delivery:
@@ -146,8 +166,10 @@ class WebhookNotifier:
             return Delivery(True)
         body = json.dumps({"event": notification.event, "seq": notification.seq, "alert": notification.alert},
                           ensure_ascii=False, separators=(",", ":")).encode()
+        ts = int(self._clock())
         headers = {"Content-Type": "application/json; charset=utf-8",
-                   "X-Citywatch-Signature": sign(self._secret, body),
+                   TIMESTAMP_HEADER: str(ts),
+                   SIGNATURE_HEADER: sign(self._secret, ts, body),
                    "X-Citywatch-Event": notification.event,
                    "X-Citywatch-Delivery": str(notification.seq)}
         try:

@@ -40,8 +40,14 @@ SEVERITIES: tuple[str, ...] = ("info", "warning", "major", "critical")
 Agg = Literal["last", "mean", "max", "min", "median", "count", "rate", "energy_mean"]
 Op = Literal["above", "below", "at_least", "at_most", "outside", "is"]
 _OPS: tuple[str, ...] = ("above", "below", "at_least", "at_most", "outside", "is")
-TEMPLATE_FIELDS = frozenset({"value", "unit", "limit", "action", "site", "device", "field", "rule",
+TEMPLATE_FIELDS = frozenset({"value", "unit", "limit", "threshold", "action", "site", "device", "field", "rule",
                              "count", "duration", "kind"})
+# Fields that are numbers and may carry a format spec; the others are text, placed as is.
+NUMBER_TEMPLATE_FIELDS = frozenset({"value", "limit", "threshold", "count"})
+# A simple number format: optional align, sign, zero, width <= 2 digits, grouping,
+# precision <= 1 digit, type. `{value:>100000000}` (a 100 MB string per alert) is refused.
+NUMBER_FORMAT_SPEC = re.compile(r"[<>^=]?[+\- ]?0?(?P<width>[1-9][0-9]?)?[,_]?(?:\.(?P<precision>[0-9]))?[defgEFG%]?")
+MAX_TEMPLATE_CHARS = 1000
 
 _DUR = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?!s))?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 
@@ -91,16 +97,73 @@ class Text(_Strict):
     @field_validator("zh", "en")
     @classmethod
     def _placeholders(cls, v: str) -> str:
-        try:
-            names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
-        except ValueError as exc:
-            raise ValueError(f"bad template {v!r}: {exc}") from exc
-        unknown = {n.split(".")[0].split("[")[0] for n in names} - TEMPLATE_FIELDS - {""}
-        if unknown or "" in names:
-            bad = sorted(unknown) or ["{}"]
-            raise ValueError(f"template {v!r} uses unknown placeholder(s) {bad}; "
-                             f"allowed: {sorted(TEMPLATE_FIELDS)}")
+        check_template(v)
         return v
+
+
+def check_template(template: str) -> None:
+    """Only `{name}` of TEMPLATE_FIELDS, and `{name:spec}` with a simple number format for
+    the number fields; no conversions (`!r`), attributes, indexes or nested fields.
+    ValueError says which placeholder is wrong and what is allowed."""
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise ValueError(f"template is {len(template)} characters long; at most {MAX_TEMPLATE_CHARS}")
+    short = template if len(template) <= 80 else template[:77] + "..."
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad template {short!r}: {exc} (write {{{{ and }}}} for literal braces)") from None
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if name not in TEMPLATE_FIELDS:
+            raise ValueError(f"template {short!r}: unknown placeholder {shown[:60]}; "
+                             f"use one of {{{'}, {'.join(sorted(TEMPLATE_FIELDS))}}}")
+        if conversion:
+            raise ValueError(f"template {short!r}: conversion !{conversion} in {shown[:60]} is not allowed")
+        if not spec:
+            continue
+        if name not in NUMBER_TEMPLATE_FIELDS:
+            raise ValueError(f"template {short!r}: {shown[:60]}: only the number fields "
+                             f"{sorted(NUMBER_TEMPLATE_FIELDS)} take a format")
+        if not NUMBER_FORMAT_SPEC.fullmatch(spec):
+            raise ValueError(f"template {short!r}: format {spec[:40]!r} in {{{name}:...}} is not a simple number "
+                             "format; use e.g. {value:.1f}, {value:g}, {count:d} (width up to 99, precision up to 9)")
+
+
+class _Plain(str):
+    """Formats as its text for any spec: a number field whose value is no number (a bool,
+    a missing value) keeps its usual words instead of failing the alert."""
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
+
+
+class _Number:
+    """A template number: its usual text (the rule's decimals) without a spec, and
+    Python's number formatting with a (validated) spec."""
+
+    __slots__ = ("number", "text")
+
+    def __init__(self, number: float | int, text: str):
+        self.number, self.text = number, text
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return self.text
+        if spec[-1:] == "d":
+            return format(int(round(self.number)), spec)
+        return format(self.number, spec)
+
+
+def template_values(texts: dict[str, str], numbers: dict[str, Any]) -> dict[str, Any]:
+    """The mapping for `template.format_map`: every field as its text, and the number
+    fields as numbers when they are ints or floats (bools are not)."""
+    out: dict[str, Any] = {k: _Plain(v) if k in NUMBER_TEMPLATE_FIELDS else v for k, v in texts.items()}
+    for k, v in numbers.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k in texts:
+            out[k] = _Number(v, texts[k])
+    return out
 
 
 class Baseline(_Strict):

@@ -158,6 +158,38 @@ class AlertStore:
             tx.execute("DELETE FROM alerts WHERE state='resolved' AND resolved_ms < ?", (before_ms,))
             tx.execute("DELETE FROM silences WHERE ends_ms < ?", (before_ms,))
 
+    # -- routing (alerts/routing): groups and the receivers' outbox rows ------------------
+    def ensure_routing_schema(self) -> None:
+        """Create the routing tables (only when CW_ROUTES_FILE is set; idempotent)."""
+        with self.lock:
+            self._db.executescript(_ROUTING_SCHEMA)
+
+    def pending_outbox(self, notifier: str, limit: int) -> list[OutboxRow]:
+        """The oldest undelivered rows of one notifier, in order (a receiver merges them)."""
+        rows = self.query(
+            "SELECT * FROM outbox WHERE notifier=? AND delivered_ms IS NULL AND failed=0 ORDER BY seq LIMIT ?",
+            (notifier, limit))
+        return [OutboxRow(r["seq"], r["notifier"], r["event"], r["alert_id"], json.loads(r["payload"]),
+                          r["created_ms"], r["attempts"], r["next_ms"]) for r in rows]
+
+    def outbox_delivered_many(self, seqs: Sequence[int], now_ms: int, detail: str = "") -> None:
+        """Rows merged into one message are delivered together, in one transaction."""
+        with self.transaction() as tx:
+            tx.executemany("UPDATE outbox SET delivered_ms=?, attempts=attempts+1, detail=? WHERE seq=?",
+                           [(now_ms, detail[:500], s) for s in seqs])
+
+    def outbox_failed_many(self, seqs: Sequence[int], detail: str) -> None:
+        with self.transaction() as tx:
+            tx.executemany("UPDATE outbox SET attempts=attempts+1, failed=1, detail=? WHERE seq=?",
+                           [(detail[:500], s) for s in seqs])
+
+    def outbox_sent_since(self, notifier: str, since_ms: int) -> list[int]:
+        """Distinct delivery times of a notifier since `since_ms` (rows merged into one
+        message share one): seeds a receiver's rate limiter after a restart."""
+        rows = self.query("SELECT DISTINCT delivered_ms FROM outbox WHERE notifier=? AND delivered_ms >= ? "
+                          "ORDER BY delivered_ms", (notifier, since_ms))
+        return [r["delivered_ms"] for r in rows]
+
 
 class _Tx:
     """`with store.transaction() as tx:` — BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
@@ -202,3 +234,20 @@ class _Tx:
         self.execute("INSERT INTO outbox (notifier, event, alert_id, payload, created_ms, next_ms) "
                      "VALUES (?,?,?,?,?,?)",
                      (notifier, event, alert_id, json.dumps(payload, ensure_ascii=False), now_ms, 0))
+
+
+# Routing (alerts/routing/group.py): one row per aggregation group (route x receiver x
+# group_by values) and its alerts' latest payloads. A flush writes the receiver's outbox row
+# and the group's new state in one transaction: a group notification is queued once.
+_ROUTING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS route_groups (
+  key TEXT PRIMARY KEY, route TEXT NOT NULL, receiver TEXT NOT NULL, labels TEXT NOT NULL,
+  created_ms INTEGER NOT NULL, next_flush_ms INTEGER NOT NULL, last_flush_ms INTEGER,
+  last_sent_ms INTEGER, digest TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS route_groups_due ON route_groups(next_flush_ms);
+CREATE TABLE IF NOT EXISTS route_group_alerts (
+  key TEXT NOT NULL, alert_id TEXT NOT NULL, payload TEXT NOT NULL, labels TEXT NOT NULL,
+  notified INTEGER NOT NULL DEFAULT 0, updated_ms INTEGER NOT NULL, PRIMARY KEY (key, alert_id)
+);
+"""

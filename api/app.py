@@ -80,8 +80,10 @@ def create_app(*, settings: Any, ingest: Any, engine: Any, limits: Limits | None
     Raises ConfigError when CW_API_TOKENS is malformed (the message never shows a token)."""
     secret = settings.api_tokens.get_secret_value() if settings.api_tokens is not None else ""
     api_metrics = ApiMetrics()
+    if limits is None:
+        limits = Limits(sse_per_token=getattr(settings, "api_sse_per_token", Limits.sse_per_token))
     ctx = AppContext(settings=settings, ingest=ingest, engine=engine, tokens=TokenStore.parse(secret),
-                     tz=ZoneInfo(settings.tz), kinds=kinds(), limits=limits or Limits(), api_metrics=api_metrics)
+                     tz=ZoneInfo(settings.tz), kinds=kinds(), limits=limits, api_metrics=api_metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -109,3 +111,37 @@ def create_app(*, settings: Any, ingest: Any, engine: Any, limits: Limits | None
     app.add_middleware(MetricsMiddleware, metrics=api_metrics)
     app.add_middleware(_SecurityHeaders)
     return app
+
+
+def server_config(app: Any, settings: Any, **overrides: Any) -> Any:
+    """The uvicorn.Config that serves `app` with the CW_API_* limits and, when
+    CW_API_TLS_CERT / CW_API_TLS_KEY are set, HTTPS. `app.state.http_guard` gets the
+    slowloris guard's counters (api/http_guard.py)."""
+    import uvicorn
+
+    from api.http_guard import guarded_h11
+
+    protocol, stats = guarded_h11(header_timeout_s=settings.api_header_timeout_s,
+                                  max_incomplete=settings.api_max_incomplete_requests)
+    app.state.http_guard = stats
+    tls: dict[str, Any] = {}
+    if settings.api_tls_cert is not None and settings.api_tls_key is not None:
+        tls = {"ssl_certfile": str(settings.api_tls_cert), "ssl_keyfile": str(settings.api_tls_key)}
+    options: dict[str, Any] = dict(
+        host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False, lifespan="on",
+        timeout_graceful_shutdown=5, http=protocol, ws="none",
+        limit_concurrency=settings.api_max_connections, timeout_keep_alive=settings.api_keep_alive_s,
+        h11_max_incomplete_event_size=settings.api_max_header_bytes, **tls)
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+def is_loopback_host(host: str) -> bool:
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from citywatch.errors import ConfigError
@@ -32,6 +32,7 @@ class Principal:
 
     name: str
     role: Role
+    slot: int = field(default=0, compare=False)  # the token's pair position: per-token limits key on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ class TokenStore:
             if d in seen:
                 raise ConfigError(f"CW_API_TOKENS pair #{n}: duplicate token")
             seen.add(d)
-            entries.append(_Entry(d, Principal(name.strip()[:64] or f"{role.name}#{n}", role)))
+            entries.append(_Entry(d, Principal(name.strip()[:64] or f"{role.name}#{n}", role, n)))
         return cls(entries)
 
     def lookup(self, token: str) -> Principal | None:

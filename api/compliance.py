@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import re
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -99,16 +100,33 @@ CSV_COLUMNS = ["date", "site", "item", "name_zh", "name_en", "percent", "pass", 
                "reason", "district", "detail_zh"]
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def csv_cell(value: object) -> str:
+    """A cell's text, with a leading `'` when a spreadsheet would otherwise run it as a
+    formula. A plain number (`-3.5`) stays a number."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def to_csv(sites: list[SiteCompliance]) -> str:
-    """UTF-8 with a BOM so that spreadsheet programs show the Chinese names correctly."""
+    """UTF-8 with a BOM so that spreadsheet programs show the Chinese names correctly.
+    Every cell goes through `csv_cell`: site ids, names and details come from devices and
+    rules, and must not become formulas in the safety office's spreadsheet."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
     for s in sites:
         for i in s.items:
-            w.writerow([s.date, s.site, i.item, i.name_zh, i.name_en, "" if i.percent is None else f"{i.percent:.1f}",
-                        "" if i.passed is None else str(i.passed).lower(), i.status, i.detail,
-                        i.reason or "", s.district or "", i.detail_zh])
+            w.writerow([csv_cell(c) for c in (
+                s.date, s.site, i.item, i.name_zh, i.name_en, "" if i.percent is None else f"{i.percent:.1f}",
+                "" if i.passed is None else str(i.passed).lower(), i.status, i.detail,
+                i.reason or "", s.district or "", i.detail_zh)])
     return "\ufeff" + buf.getvalue()
 
 

@@ -10,6 +10,7 @@ again against `citywatch.topics.is_identifier` and the kinds schema, before any 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -33,6 +34,41 @@ class Limits:
     max_page: int = 500
     heartbeat_s: float = 15.0  # SSE comment interval
     compliance_max_sites: int = 500
+    sse_per_token: int = 8  # open /v1/alerts/stream per token (CW_API_SSE_PER_TOKEN); 429 beyond
+
+
+class StreamLeases:
+    """Open SSE streams per token. `take` at request time (so that a burst of requests is
+    counted before any stream starts); the lease is given back exactly once, when the
+    stream ends or, if it never started, when its generator is collected."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[int, int] = {}
+
+    def take(self, key: int, limit: int) -> "Callable[[], None] | None":
+        with self._lock:
+            if self._open.get(key, 0) >= limit:
+                return None
+            self._open[key] = self._open.get(key, 0) + 1
+        done = threading.Event()
+
+        def give_back() -> None:
+            with self._lock:
+                if done.is_set():
+                    return
+                done.set()
+                left = self._open.get(key, 1) - 1
+                if left > 0:
+                    self._open[key] = left
+                else:
+                    self._open.pop(key, None)
+
+        return give_back
+
+    def open(self, key: int) -> int:
+        with self._lock:
+            return self._open.get(key, 0)
 
 
 @dataclass
@@ -48,6 +84,7 @@ class AppContext:
     limits: Limits = field(default_factory=Limits)
     api_metrics: Any = None
     closing: threading.Event = field(default_factory=threading.Event)  # set → SSE streams end
+    streams: StreamLeases = field(default_factory=StreamLeases)
 
     def local_iso(self, ms: int | None) -> str | None:
         if ms is None:

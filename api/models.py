@@ -22,6 +22,9 @@ class Health(BaseModel):
     mqtt: Literal["connected", "disconnected", "disabled"]
     influx: Literal["ok", "unreachable"]
     spool_backlog: int = Field(description="lines spooled locally and not yet in InfluxDB")
+    receivers: dict[str, Literal["ok", "retrying", "down"]] | None = Field(
+        default=None, description="only with CW_ROUTES_FILE: each routed receiver; `down` after 3 failed sends in a "
+                                  "row (its messages wait in the outbox), which makes the status `degraded`")
     writer: Literal["ok", "retrying"] = "ok"
     alerts: Literal["running", "disabled"] = "running"
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from citywatch.servers import Influxd, Mosquitto
+from citywatch.servers import Influxd, Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -197,7 +197,7 @@ def baseline_child(root: Path, *, mqtt_url: str, influx_url: str, database: str,
                  _clean_env(), root / "baseline.log")
 
 
-def drop_session(mqtt_url: str, client_id: str) -> None:
+def drop_session(mqtt_url: str, client_id: str, ca_file: str | None = None) -> None:
     """Delete a persistent session (connect with clean start, disconnect): once measured, a
     subscriber's offline session would make the broker queue every later message for it,
     which slows the broker for the runs that follow."""
@@ -209,6 +209,8 @@ def drop_session(mqtt_url: str, client_id: str) -> None:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if a.username:
         c.username_pw_set(a.username, a.password)
+    if a.tls:
+        c.tls_set(ca_certs=ca_file)
     try:
         c.connect(a.host, a.port, clean_start=True)
         c.loop_start()
@@ -276,7 +278,7 @@ def synthetic_source(*, devices: int, seed: int, start_ms: int, part: tuple[int,
 
 
 def _publish_worker(url: str, client_id: str, source: dict, part: tuple[int, int], count: int,
-                    rate: float | None, result) -> None:
+                    rate: float | None, result, ca_file: str | None = None) -> None:
     """Publish `count` messages of one part (QoS 1) and wait for every PUBACK."""
     try:
         if str(ROOT) not in sys.path:  # a stale editable install can leave `simulators` a namespace package
@@ -286,7 +288,7 @@ def _publish_worker(url: str, client_id: str, source: dict, part: tuple[int, int
         src = dict(source)
         kind = src.pop("type")
         gen = sim_source(part=part, **src) if kind == "sim" else synthetic_source(part=part, **src)
-        pub = Publisher(url=url, client_id=client_id, max_inflight=20_000, stall_timeout_s=120)
+        pub = Publisher(url=url, client_id=client_id, max_inflight=20_000, stall_timeout_s=120, ca_file=ca_file)
         pub.connect()
         t0 = time.monotonic()
         sent = 0
@@ -307,14 +309,14 @@ class PublishJob:
     """`processes` worker processes publishing `total` messages between them."""
 
     def __init__(self, url: str, prefix: str, source: dict, total: int, *, processes: int = 2,
-                 rate: float | None = None) -> None:
+                 rate: float | None = None, ca_file: str | None = None) -> None:
         ctx = mp.get_context("spawn")
         self.result = ctx.Queue()
         self.total = total
         shares = [total // processes + (1 if k < total % processes else 0) for k in range(processes)]
         self.workers = [ctx.Process(target=_publish_worker, daemon=True, name=f"bench-pub-{k}",
                                     args=(url, f"{prefix}-{k}", source, (k, processes), shares[k],
-                                          rate / processes if rate else None, self.result))
+                                          rate / processes if rate else None, self.result, ca_file))
                         for k in range(processes)]
 
     def start(self) -> "PublishJob":
@@ -472,13 +474,15 @@ class Env:
 
 
 def capacity_run(env: Env, tag: str, n: int, source: dict, *, baseline: bool = True,
-                 keep_service: bool = False) -> tuple[Capacity, Capacity | None, Child | None]:
-    """One capacity measurement of the service (and the baseline on the same queued N)."""
-    mqtt_url, influx_url = env.mosquitto.url, env.influxd.url
+                 keep_service: bool = False, mqtt_url: str | None = None,
+                 ca_file: str | None = None) -> tuple[Capacity, Capacity | None, Child | None]:
+    """One capacity measurement of the service (and the baseline on the same queued N).
+    `mqtt_url`/`ca_file`: another listener of the same broker (the --tls run)."""
+    mqtt_url, influx_url = mqtt_url or env.mosquitto.url, env.influxd.url
     db_svc, db_base = f"cw_{tag}", f"base_{tag}"
+    extra = {"CW_INGEST_WORKERS": str(env.workers)} | ({"CW_MQTT_CA_FILE": ca_file} if ca_file else {})
     svc = env.track(service_child(env.root / tag / "service", mqtt_url=mqtt_url, influx_url=influx_url,
-                                  database=db_svc, client_id=f"bench-svc-{tag}",
-                                  extra={"CW_INGEST_WORKERS": str(env.workers)}))
+                                  database=db_svc, client_id=f"bench-svc-{tag}", extra=extra))
     base = env.track(baseline_child(env.root / tag / "baseline", mqtt_url=mqtt_url, influx_url=influx_url,
                                     database=db_base, client_id=f"bench-base-{tag}")) if baseline else None
     progress(f"{tag}: creating the persistent sessions")
@@ -486,13 +490,13 @@ def capacity_run(env: Env, tag: str, n: int, source: dict, *, baseline: bool = T
     if base is not None:
         create_session(base)
     progress(f"{tag}: queueing {n:,} readings in the broker (QoS 1)")
-    job = PublishJob(mqtt_url, f"bench-pub-{tag}", source, n)
+    job = PublishJob(mqtt_url, f"bench-pub-{tag}", source, n, ca_file=ca_file)
     env.jobs.append(job)
     acked, secs = job.start().wait()
     progress(f"{tag}: {acked:,} PUBACKed in {secs:.1f}s ({acked / max(secs, 1e-9):,.0f}/s); starting the service")
     svc_cap = measure_drain(svc, env.influx, db_svc, acked, env.server_pids, keep_running=keep_service)
     if not keep_service:
-        drop_session(mqtt_url, f"bench-svc-{tag}")
+        drop_session(mqtt_url, f"bench-svc-{tag}", ca_file)
     progress(f"{tag}: service {svc_cap.per_s or 0:,.0f} readings/s ({svc_cap.seconds or 0:.1f}s), "
              f"counted {svc_cap.counted:,}/{acked:,}")
     base_cap = None
@@ -750,6 +754,8 @@ def hj212_run(env: "Env", monitors: int, packets_each: int) -> dict[str, Any]:
                                   database=db, client_id="bench-svc-hj212",
                                   extra={"CW_DEVICES_FILE": str(root / "devices.toml"),
                                          "CW_HJ212_LISTEN": f"127.0.0.1:{port}",
+                                         # the whole simulated fleet connects from 127.0.0.1
+                                         "CW_HJ212_MAX_PER_ADDRESS": str(max(monitors, 256)),
                                          "CW_INGEST_WORKERS": str(env.workers)}))
     svc.start()
     try:
@@ -777,7 +783,105 @@ def hj212_run(env: "Env", monitors: int, packets_each: int) -> dict[str, Any]:
             "hj212_readings_per_s": round(counted / elapsed, 1) if elapsed else None}
 
 
+def tls_listener(root: Path) -> tuple[str, int, Path]:
+    """Certificates made by scripts/make-certs.sh under `root`, and the mosquitto lines of a
+    TLS listener on a free loopback port that uses them: (config, port, CA file)."""
+    script = ROOT / "scripts" / "make-certs.sh"
+    if not script.exists():
+        raise SystemExit(f"--tls needs {script} (run the bench from a checkout)")
+    certs = root / "certs"
+    subprocess.run([str(script), "-o", str(certs), "localhost", "127.0.0.1"], check=True, capture_output=True)
+    port = free_port()
+    config = (f"listener {port} 127.0.0.1\ncertfile {certs / 'server.crt'}\nkeyfile {certs / 'server.key'}\n")
+    return config, port, certs / "ca.crt"
+
+
+def run_tls_bench(args) -> int:
+    """`citywatch bench --tls`: the same capacity run over plain MQTT and over MQTT with TLS
+    (publishers and service verifying the broker's certificate), alternated on one broker
+    with both listeners, so that the difference is the cost of TLS."""
+    n = int(getattr(args, "readings", None) or QUICK["readings"])
+    repeats = 1 if args.quick else 2
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="citywatch-bench-tls-"))
+    progress(f"TLS cost, N = {n:,}, {repeats} run(s) per mode; servers and data in {root}")
+    config, tls_port, ca_file = tls_listener(root)
+    mosq, infl = Mosquitto(root / "mosquitto", extra_config=config), Influxd(root / "influxd")
+    env: Env | None = None
+    try:
+        mosq.start()
+        infl.start()
+        env = Env(root, mosq, infl, Influx(infl.url), workers=int(getattr(args, "workers", None) or 1))
+        urls = {"plain": (mosq.url, None), "tls": (f"mqtts://localhost:{tls_port}", str(ca_file))}
+        per_s = SITES * (0.7 / 10 + 0.3 / 60)
+        start = datetime.now(timezone.utc) - timedelta(seconds=n / per_s * 1.2 * repeats * 2 + 3600)
+        runs: dict[str, list[dict[str, Any]]] = {"plain": [], "tls": []}
+        for k in range(repeats):
+            for mode in ("plain", "tls"):
+                url, ca = urls[mode]
+                source = {"type": "sim", "sites": SITES, "seed": 1 + k, "start_iso": _local_iso(start)}
+                cap, _, _ = capacity_run(env, f"{mode}{k + 1}", n, source, baseline=False, mqtt_url=url, ca_file=ca)
+                runs[mode].append(cap.as_dict())
+        modes = {mode: _mean_run(rs) for mode, rs in runs.items()}
+        plain, tls = modes["plain"], modes["tls"]
+        result: dict[str, Any] = {
+            "mode": "tls", "n_readings": n, "repeats": repeats, "ingest_workers": env.workers,
+            "plain": plain, "tls": tls,
+            "tls_vs_plain_readings_per_s": (round(tls["readings_per_s"] / plain["readings_per_s"], 3)
+                                            if tls["readings_per_s"] and plain["readings_per_s"] else None),
+            "lost": max(r["lost"] for rs in runs.values() for r in rs),
+            "extra": max(r["extra"] for rs in runs.values() for r in rs),
+            "runs": runs, "machine": machine_info(), "git_commit": git_commit(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "bench_seconds": round(time.monotonic() - started, 1),
+        }
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+            progress(f"wrote {args.json}")
+        print(tls_markdown(result))
+        return 0 if result["lost"] == 0 and result["extra"] == 0 else 1
+    finally:
+        if env is not None:
+            for job in env.jobs:
+                job.stop()
+            for child in env.children:
+                child.stop(timeout=15)
+            env.influx.close()
+        infl.stop()
+        mosq.stop()
+        if os.environ.get("CW_BENCH_KEEP") != "1":
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _mean_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Numbers averaged over runs of one mode; lost and extra the worst."""
+    out: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        values = [r[key] for r in runs]
+        if key in ("lost", "extra"):
+            out[key] = max(values)
+        elif isinstance(value, (int, float)) and all(isinstance(v, (int, float)) for v in values):
+            out[key] = round(statistics.fmean(values), 3)
+        else:
+            out[key] = value
+    return out
+
+
+def tls_markdown(res: dict[str, Any]) -> str:
+    rows = ["| MQTT | readings/s | drain readings/s | service CPU s / 100k | broker CPU s / 100k | lost | extra |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for mode in ("plain", "tls"):
+        m = res[mode]
+        rows.append(f"| {mode} | {m['readings_per_s'] or 0:,.0f} | {m['drain_readings_per_s'] or 0:,.0f} | "
+                    f"{m['cpu_s_per_100k']} | {m['broker_cpu_s_per_100k']} | {m['lost']} | {m['extra']} |")
+    rows.append(f"\nTLS / plain throughput: {res['tls_vs_plain_readings_per_s']} "
+                f"(N = {res['n_readings']:,}, mean of {res['repeats']} per mode, git {res['git_commit']})")
+    return "\n".join(rows)
+
+
 def run_bench(args, settings) -> int:
+    if getattr(args, "tls", False):
+        return run_tls_bench(args)
     plan = dict(QUICK if args.quick else FULL)
     n = int(getattr(args, "readings", None) or plan["readings"])
     mode = "quick" if args.quick else "full"

@@ -1,4 +1,4 @@
-"""The `citywatch` command: run, simulate, bench, deadletters, hj212, rules."""
+"""The `citywatch` command: run, simulate, bench, deadletters, hj212, rules, routes."""
 
 from __future__ import annotations
 
@@ -10,24 +10,40 @@ from pathlib import Path
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from citywatch.errors import CitywatchError
-from citywatch.logs import setup_logging
-from citywatch.settings import Settings
+from citywatch.errors import CitywatchError, ConfigError
+from citywatch.logs import scrub, setup_logging
+from citywatch.settings import Settings, parse_listen
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.workers import start_ingest_processes
 
+    # Every setting is checked before any process or connection starts: a bad one ends
+    # here with status 2 and nothing left behind (a started ingest child would otherwise
+    # keep the interpreter waiting for it at exit).
+    settings.preflight()
+    if settings.hj212_listen:
+        from ingest.service import check_hj212_startup
+
+        check_hj212_startup(settings, settings.hj212_listen)
+    if settings.routes_file is not None and settings.alerts_enabled:
+        # The route file's file:line: reason lines (build_alerting loads it again, for use).
+        from alerts.routing.config import load_routes
+
+        try:
+            load_routes(settings.routes_file)
+        except CitywatchError as exc:
+            raise type(exc)(f"CW_ROUTES_FILE: {exc}") from None
     # The ingest process first: it needs nothing from this one to connect and drain the
     # broker, and its start-up then overlaps with the imports and set-up below.
     workers = start_ingest_processes(settings, forward=settings.alerts_enabled)
     try:
         from ingest.service import run_service
-    except BaseException:
+
+        asyncio.run(run_service(settings, workers=workers))
+    finally:
         if workers is not None:
-            workers.stop()
-        raise
-    asyncio.run(run_service(settings, workers=workers))
+            workers.stop()  # no-op when run_service stopped them already
     return 0
 
 
@@ -69,6 +85,8 @@ def _cmd_deadletters_replay(args: argparse.Namespace, settings: Settings) -> int
 def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from simulators import cli as sim_cli
 
+    if getattr(args, "ca_file", None) is None and settings.mqtt_ca_file is not None:
+        args.ca_file = str(settings.mqtt_ca_file)
     return sim_cli.run(args, settings.mqtt_url.get_secret_value())
 
 
@@ -77,6 +95,10 @@ def _cmd_hj212(args: argparse.Namespace, settings: Settings) -> int:
 
     # On its own, the gateway keeps a spool of its own so it can run beside `citywatch run`.
     own = settings.model_copy(update={"data_dir": args.data_dir or settings.data_dir / "hj212-gateway"})
+    try:
+        parse_listen(args.listen)
+    except ValueError as exc:
+        raise ConfigError(f"--listen: {exc}") from None
     asyncio.run(run_service(own, hj212_listen=args.listen, mqtt=False, alerts=False, api=False))
     return 0
 
@@ -93,6 +115,16 @@ def _cmd_report_six100(args: argparse.Namespace, settings: Settings) -> int:
     from api.six100.report import run_report
 
     return run_report(args, settings)
+
+
+def _cmd_routes_check(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.routing.check import routes_check
+    from alerts.rules import load_rules
+    from citywatch.schema import load_kinds
+
+    # Rule ids and kinds as `citywatch run` would load them, to flag matches that name none.
+    rules = set(load_rules(settings.rules_dir, pack=settings.rule_pack))
+    return routes_check(args.file or settings.routes_file, rules=rules, kinds=set(load_kinds()))
 
 
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -151,10 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     six.add_argument("--out", default=None, help="output file (default 六个百分百-<date or month>.<format>)")
     six.set_defaults(func=_cmd_report_six100)
 
+    routes = sub.add_parser("routes", help="alert routing (CW_ROUTES_FILE)")
+    routes_sub = routes.add_subparsers(dest="action", required=True)
+    rcheck = routes_sub.add_parser("check", help="validate a route file without starting anything")
+    rcheck.add_argument("file", type=Path, nargs="?", default=None, help="the route file (default CW_ROUTES_FILE)")
+    rcheck.set_defaults(func=_cmd_routes_check)
+
     bench = sub.add_parser("bench", help="measure ingest throughput, latency and cost against a baseline")
     bench.add_argument("--quick", action="store_true", help="finish within 60 s")
     bench.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     bench.add_argument("--readings", type=int, default=None, help="readings for the capacity run")
+    bench.add_argument("--tls", action="store_true",
+                       help="the capacity run over plain MQTT and over TLS, side by side (the cost of TLS)")
     bench.add_argument("--workers", type=int, default=1,
                        help="CW_INGEST_WORKERS for the measured service (default 1, the default setting)")
     bench.set_defaults(func=_cmd_bench)
@@ -168,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(args.log_level or settings.log_level, settings.log_format)
         return int(args.func(args, settings) or 0)
     except CitywatchError as exc:
-        print(f"citywatch: {exc}", file=sys.stderr)
+        for line in scrub(str(exc)).splitlines() or [type(exc).__name__]:
+            print(f"citywatch: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

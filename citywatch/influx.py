@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from citywatch.logs import redact_url
 from citywatch.errors import ConfigError, InfluxError
 from citywatch.settings import Settings
 from citywatch.topics import is_identifier
@@ -130,7 +131,7 @@ class InfluxClient:
             try:
                 resp = await self._http.post("/query", data={"q": f'CREATE DATABASE "{self.database}"'})
             except httpx.HTTPError as exc:
-                raise InfluxError(f"InfluxDB at {self.settings.influx_url} unreachable: {exc}") from exc
+                raise InfluxError(f"InfluxDB at {redact_url(self.settings.influx_url)} unreachable: {exc}") from exc
             if resp.status_code in (401, 403):
                 raise ConfigError(
                     f"InfluxDB refused CREATE DATABASE {self.database} ({resp.status_code}): create it or use "
@@ -151,18 +152,29 @@ class InfluxClient:
         assert s.influx_token is not None
         with InfluxDBClient(url=s.influx_url, token=s.influx_token.get_secret_value(), org=s.influx_org) as client:
             buckets = client.buckets_api()
+            creating = False
             try:
                 if buckets.find_bucket_by_name(self.database) is not None:
                     return
                 orgs = client.organizations_api().find_organizations(org=s.influx_org)
                 if not orgs:
-                    raise ConfigError(f"InfluxDB organisation {s.influx_org!r} does not exist")
+                    # A token scoped to one bucket (docker-compose's influxdb-init) can see
+                    # neither other buckets nor the organisation: say both possibilities.
+                    raise ConfigError(
+                        f"InfluxDB bucket {self.database!r} is not visible to CW_INFLUX_TOKEN and organisation "
+                        f"{s.influx_org!r} is unknown or not visible to it: create the bucket, check "
+                        "CW_INFLUX_ORG / CW_INFLUX_DATABASE, or use a token that may read them")
+                creating = True
                 buckets.create_bucket(bucket_name=self.database, org_id=orgs[0].id)
             except ApiException as exc:
+                if exc.status == 401 and not creating:
+                    raise ConfigError(
+                        "InfluxDB refused CW_INFLUX_TOKEN (401 unauthorized): the token is wrong, revoked, or "
+                        f"may not use bucket {self.database!r}") from None
                 if exc.status in (401, 403):
                     raise ConfigError(
                         f"the InfluxDB token may not create bucket {self.database!r} ({exc.status}): create it, or "
-                        "use a token with write access to buckets") from exc
+                        "use a token with write access to buckets") from None
                 if exc.status == 404:
                     # Servers that speak only the write API (3.x, VictoriaMetrics): nothing to create.
                     return
@@ -170,7 +182,7 @@ class InfluxClient:
             except Exception as exc:  # urllib3 connection errors
                 if isinstance(exc, ConfigError):
                     raise
-                raise InfluxError(f"InfluxDB at {s.influx_url} unreachable: {type(exc).__name__}") from exc
+                raise InfluxError(f"InfluxDB at {redact_url(s.influx_url)} unreachable: {type(exc).__name__}") from exc
 
     async def query(self, influxql: str, *, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run InfluxQL through `/query` (1.x, and 2.x's v1 compatibility API); return the

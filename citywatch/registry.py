@@ -15,8 +15,8 @@ from typing import Any, Literal
 from citywatch.errors import ConfigError
 from citywatch.topics import is_identifier
 
-_KNOWN = {"id", "site", "kind", "expected_interval_s", "hj212_mn", "hj212_pw", "hj212_crc", "hj212_scale",
-          "hj212_aliases", "name", "equipment"}
+_KNOWN = {"id", "site", "kind", "expected_interval_s", "hj212_mn", "hj212_pw", "hj212_pw_none", "hj212_crc",
+          "hj212_scale", "hj212_aliases", "name", "equipment"}
 
 # What a device gives a site the means to measure for the six-100 report (`equipment = [...]`
 # in its [[device]] table). A site's means are the union over its devices; a site none of
@@ -100,6 +100,7 @@ class Registry:
                     raise ConfigError(f"{where}: {key} must match [A-Za-z0-9_-]{{1,64}}")
             if raw["id"] in devices:
                 raise ConfigError(f"{where}: duplicate device id {raw['id']!r}")
+            _check_hj212_identity(raw, where)
             crc = raw.get("hj212_crc", "strict")
             if crc not in ("strict", "modbus", "off"):
                 raise ConfigError(f"{where}: hj212_crc must be strict, modbus or off")
@@ -131,3 +132,22 @@ class Registry:
                     raise ConfigError(f"{where}: duplicate hj212_mn {dev.hj212_mn!r}")
                 by_mn[dev.hj212_mn] = dev
         return cls(devices, by_mn)
+
+
+def _check_hj212_identity(raw: dict[str, Any], where: str) -> None:
+    """An HJ 212 monitor needs a password, unless the registry says on purpose that it has
+    none (`hj212_pw_none = true`): a forgotten `hj212_pw` would let anyone upload as it."""
+    mn, pw, none = raw.get("hj212_mn"), raw.get("hj212_pw"), raw.get("hj212_pw_none", False)
+    if not isinstance(none, bool):
+        raise ConfigError(f"{where} ({raw.get('id')}): hj212_pw_none must be true or false")
+    if mn is None:
+        return
+    if not isinstance(mn, str) or not mn:
+        raise ConfigError(f"{where} ({raw.get('id')}): hj212_mn must be a non-empty string")
+    if pw is not None and (not isinstance(pw, str) or not pw):
+        raise ConfigError(f"{where} ({raw.get('id')}): hj212_pw must be a non-empty string")
+    if pw is None and not none:
+        raise ConfigError(f"{where}: device {raw.get('id')!r} has hj212_mn but no hj212_pw: add hj212_pw = \"<the "
+                          f"monitor's PW>\", or hj212_pw_none = true if it really sends none")
+    if pw is not None and none:
+        raise ConfigError(f"{where}: device {raw.get('id')!r} has both hj212_pw and hj212_pw_none = true: keep one")

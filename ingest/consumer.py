@@ -73,11 +73,13 @@ class _BufferedSocket:
     itself (see `_Client.loop_read`); everything else still goes through paho.
     """
 
-    __slots__ = ("_sock", "_buf", "_pos", "_short")
+    __slots__ = ("_sock", "_buf", "_pos", "_short", "_tls")
 
     def __init__(self, sock) -> None:
         self._sock, self._buf, self._pos = sock, b"", 0
         self._short = False  # take_publishes stopped at an incomplete packet; no byte came since
+        # TLS: decrypted bytes can wait inside the SSL object while the socket is not readable.
+        self._tls = isinstance(sock, ssl.SSLSocket)
 
     def recv(self, n: int) -> bytes:
         self._short = False
@@ -90,16 +92,41 @@ class _BufferedSocket:
         return out
 
     def pending(self) -> int:
-        return 0 if self._short else len(self._buf) - self._pos
+        mine = 0 if self._short else len(self._buf) - self._pos
+        return mine + self._sock.pending() if self._tls else mine
 
     def read_more(self) -> bool:
         """Append what the socket has to the unparsed rest; False at end of stream.
         Raises BlockingIOError when nothing is waiting."""
-        data = self._sock.recv(_READ_BYTES)
+        if self._tls:
+            data = self._read_records()
+        else:
+            data = self._sock.recv(_READ_BYTES)
         if not data:
             return False
         self._buf, self._pos, self._short = self._buf[self._pos:] + data, 0, False
         return True
+
+    def _read_records(self) -> bytes:
+        """TLS: everything waiting, up to _READ_BYTES. The broker writes each packet as a TLS
+        record of its own and one SSL read returns one record, so a single recv would hand
+        the bulk parser one message at a time."""
+        parts: list[bytes] = []
+        size = 0
+        while size < _READ_BYTES:
+            try:
+                part = self._sock.recv(_READ_BYTES - size)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:  # TLS's "nothing waiting"
+                if parts:
+                    break
+                raise BlockingIOError from exc
+            if not part:
+                if parts:
+                    break  # the end of stream shows on the next read
+                return b""
+            parts.append(part)
+            size += len(part)
+        return b"".join(parts)
 
     def take_publishes(self, out: list) -> bool:
         """Move the complete QoS 0/1 PUBLISH packets at the head of the buffer into `out`
@@ -223,7 +250,9 @@ class AckToken:
 class _PahoLog(logging.LoggerAdapter):
     """paho's own log lines, less one: after our DISCONNECT has closed the socket, paho's
     network thread can look at it once more and log "Client is not connected" as an ERROR
-    — at a clean stop, now and then. That line is dropped while we are stopping."""
+    — at a clean stop, now and then. That line is dropped while we are stopping. While the
+    broker cannot be reached paho logs it at every retry; then it goes to DEBUG, and
+    `MqttConsumer._on_connect_fail` says it once a minute with the address and the delay."""
 
     def __init__(self, stopping: Callable[[], bool]) -> None:
         super().__init__(logging.getLogger("citywatch.paho"), {})
@@ -232,6 +261,8 @@ class _PahoLog(logging.LoggerAdapter):
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if self._stopping() and isinstance(msg, str) and msg.startswith("Client is not connected"):
             return
+        if isinstance(msg, str) and msg.startswith("Client is not connected") and "MQTT_CS_CONNECTING" in msg:
+            level = logging.DEBUG  # a failed (re)connect: MqttConsumer reports it, rate-limited, with the address
         super().log(level, msg, *args, **kwargs)
 
 
@@ -248,6 +279,9 @@ class MqttConsumer:
         self._generation = 0  # bumped on every disconnect: acks never cross connections
         self._draining = False
         self.connected = threading.Event()
+        self._connect_failures = 0
+        self._last_connect_warning: float | None = None
+        self._last_refused_log: float | None = None
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -256,11 +290,13 @@ class MqttConsumer:
         a = self._address
         if a.username:
             c.username_pw_set(a.username, a.password)
-        if a.tls:
-            c.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        if a.tls:  # verify the broker: its certificate chains to CW_MQTT_CA_FILE and names the host
+            ca = self._settings.mqtt_ca_file
+            c.tls_set(ca_certs=str(ca) if ca else None, cert_reqs=ssl.CERT_REQUIRED)
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message  # what paho itself still delivers (QoS 2)
         c.on_publishes = self._on_publishes
         c.enable_logger(_PahoLog(lambda: self._draining))  # type: ignore[arg-type]  # paho only calls .log
@@ -290,13 +326,33 @@ class MqttConsumer:
         self._client.loop_stop()
 
     # -- paho callbacks (network thread) ---------------------------------------------
+    def _on_connect_fail(self, client, userdata) -> None:
+        """The broker cannot be reached: one WARNING with its address and the retry delay,
+        then one a minute while it stays so (paho retries every 1..30 s)."""
+        self._connect_failures += 1
+        now = time.monotonic()
+        if self._last_connect_warning is None or now - self._last_connect_warning >= 60:
+            self._last_connect_warning = now
+            current = getattr(client, "_reconnect_delay", None)  # paho doubles it before the next try
+            delay = 1 if current is None else min(current * 2, 30)
+            log.warning("MQTT broker %r unreachable (%d failed attempt(s) so far); retrying in %d s, then up to "
+                        "every 30 s; devices' messages wait in the broker", self._address, self._connect_failures,
+                        delay)
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
+            now = time.monotonic()
+            if self._last_refused_log is None or now - self._last_refused_log >= 60:
+                self._last_refused_log = now
+                log.error("broker %r refused the connection: %s (check CW_MQTT_URL's user and password and the "
+                          "broker's ACL); retrying up to every 30 s", self._address, reason_code)
             return
+        if self._connect_failures:
+            log.info("broker %r reachable again after %d failed attempt(s)", self._address, self._connect_failures)
+        self._connect_failures, self._last_connect_warning, self._last_refused_log = 0, None, None
         sock = getattr(client, "_sock", None)
-        if sock is not None and not self._address.tls and type(sock).__name__ == "socket":
-            client._sock = _BufferedSocket(sock)  # plain TCP only; TLS sockets buffer already
+        if sock is not None and type(sock).__name__ in ("socket", "SSLSocket"):
+            client._sock = _BufferedSocket(sock)  # TLS too: the bulk PUBLISH parse is most of the gain
         # Subscribing again is harmless with a present session and needed without one.
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._filters])
         self.connected.set()

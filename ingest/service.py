@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from citywatch.errors import ConfigError
 from citywatch.influx import InfluxClient
+from citywatch.logs import redact_url
 from citywatch.registry import Registry
 from citywatch.settings import Settings
 from citywatch.stream import ValidatedStream
@@ -143,11 +144,23 @@ def _parse_listen(text: str) -> tuple[str, int]:
 
 
 def _hj212_gateway(settings: Settings, ingest: Ingest, listen: str):
-    from ingest.hj212 import Hj212Gateway
+    from ingest.hj212.gateway import gateway_from_settings
 
     host, port = _parse_listen(listen)
-    return Hj212Gateway(registry=ingest.registry, sink=ingest.committer, tz=settings.tz, host=host, port=port,
-                        max_future_s=settings.max_future_s)
+    return gateway_from_settings(settings, registry=ingest.registry, sink=ingest.committer, host=host, port=port,
+                                 metrics=ingest.metrics.registry)
+
+
+def check_hj212_startup(settings: Settings, listen: str | None) -> None:
+    """Configuration errors of the HJ 212 gateway, before anything starts (exit 2): the
+    registry loads (a monitor without a PW is an error there) and, without one, open mode
+    was asked for."""
+    if not listen:
+        return
+    from ingest.hj212.gateway import require_identity
+
+    _parse_listen(listen)
+    require_identity(Registry.load(settings.devices_file), open_mode=settings.hj212_open)
 
 
 def _api_server(settings: Settings, ingest: Ingest, engine):
@@ -157,11 +170,14 @@ def _api_server(settings: Settings, ingest: Ingest, engine):
         return None
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, is_loopback_host, server_config
 
     app = create_app(settings=settings, ingest=ingest, engine=engine)
-    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                            access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+    config = server_config(app, settings)
+    if settings.api_tls_cert is None and not is_loopback_host(settings.api_host):
+        log.warning("the HTTP API listens on %s without TLS: bearer tokens cross the network in clear text. Set "
+                    "CW_API_TLS_CERT and CW_API_TLS_KEY, or keep it behind a TLS-terminating reverse proxy on a "
+                    "private network (see api/README.md)", settings.api_host)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours stop everything in order
     return server
@@ -193,6 +209,12 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
     `workers`: MQTT ingest processes the caller started already (`citywatch run` starts
     them first thing); without `ingest` or `workers`, they are started here as configured."""
     with_alerts = alerts and settings.alerts_enabled
+    try:
+        check_hj212_startup(settings, hj212_listen or settings.hj212_listen)
+    except BaseException:
+        if workers is not None:
+            workers.stop()
+        raise
     if ingest is None and mqtt and workers is None:
         workers = start_ingest_processes(settings, forward=with_alerts)
     try:
@@ -228,7 +250,8 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
     try:
         await ingest.influx.ensure_database()
     except Exception as exc:  # InfluxDB down at start: keep accepting, the writer retries
-        log.warning("InfluxDB not ready at start (%s); spooling until it is", exc)
+        log.warning("InfluxDB not ready at start (%s); spooling until it is, the writer retries with backoff "
+                    "(first retry within 1 s, then up to every 30 s)", exc)
     try:
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(ingest.writer.run(), name="writer")
@@ -241,7 +264,7 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
             if ingest.consumer is not None:
                 ingest.consumer.start()
             log.info("citywatch running: data in %s, InfluxDB %s (%s), backlog %d lines", settings.data_dir,
-                     settings.influx_url, settings.influx_api, ingest.spool.backlog_lines)
+                     redact_url(settings.influx_url), settings.influx_api, ingest.spool.backlog_lines)
             if ingest.workers is not None:
                 tasks.append(tg.create_task(ingest.workers.supervise(), name="workers"))
             if watch is not None:
@@ -252,7 +275,8 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
                 log.info("HJ 212 gateway listening on %s (port %s)", listen, gateway.bound_port)
             if server is not None:
                 api_task = tg.create_task(server.serve(), name="api")
-                log.info("HTTP API and dashboard on http://%s:%s/", settings.api_host, settings.api_port)
+                log.info("HTTP API and dashboard on %s://%s:%s/", "https" if settings.api_tls_cert else "http",
+                         settings.api_host, settings.api_port)
             if started is not None:
                 started.set()
             await stop.wait()

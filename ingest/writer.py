@@ -20,6 +20,7 @@ import time
 from citywatch.aio import wait_event
 from citywatch.errors import CitywatchError
 from citywatch.influx import InfluxClient, Outcome, WriteResult
+from citywatch.logs import redact_url
 from citywatch.model import RawMessage
 from ingest.deadletters import DeadLetterStore
 from ingest.metrics import IngestMetrics
@@ -54,6 +55,7 @@ class InfluxWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failing_since: float | None = None
         self._last_warning = 0.0
+        self._failed_since_warning = 0
         self.healthy = True
 
     def notify(self, n_lines: int) -> None:
@@ -167,6 +169,7 @@ class InfluxWriter:
             log.info("InfluxDB writes succeed again after %.0f s; backlog %d lines",
                      time.monotonic() - self._failing_since, self._spool.backlog_lines)
         self._failing_since = None
+        self._last_warning, self._failed_since_warning = 0.0, 0  # the next outage is reported at once
         self.healthy = True
         self._metrics.influx_up.set(1)
 
@@ -177,17 +180,22 @@ class InfluxWriter:
         self.healthy = False
         self._metrics.influx_up.set(0)
         self._metrics.write_retries.inc()
-        if now - self._last_warning > 10:
-            self._last_warning = now
-            hint = " (check CW_INFLUX_TOKEN / CW_INFLUX_USER)" if result.status in (401, 403) else ""
-            log.warning("InfluxDB write failed (%s %s)%s; retrying, nothing is dropped: backlog %d lines, %.1f MB",
-                        result.status or "no answer", result.detail[:200], hint, self._spool.backlog_lines,
-                        self._spool.backlog_bytes / 1e6)
         # Full jitter: a fleet of writers coming back does not hit InfluxDB in lockstep.
         cap = min(self._max_backoff, 0.25 * 2 ** min(attempt, 10))
         delay = self._rng.uniform(0.05, cap)
         if result.retry_after_s is not None:
             delay = max(delay, min(result.retry_after_s, self._max_backoff))
+        self._failed_since_warning += 1
+        # One WARNING when writes start failing, then one a minute (not one per retry).
+        if self._last_warning == 0.0 or now - self._last_warning >= 60:
+            self._last_warning = now
+            hint = " (check CW_INFLUX_TOKEN / CW_INFLUX_USER)" if result.status in (401, 403) else ""
+            log.warning("InfluxDB at %s: write failed (%s %s)%s; retrying, nothing is dropped: next retry in %.1f s "
+                        "(backoff up to %.0f s), %d failed attempt(s) since the last report, backlog %d lines, %.1f MB",
+                        redact_url(self._client.settings.influx_url), result.status or "no answer",
+                        result.detail[:200], hint, delay, self._max_backoff, self._failed_since_warning,
+                        self._spool.backlog_lines, self._spool.backlog_bytes / 1e6)
+            self._failed_since_warning = 0
         if await wait_event(self._stopping, delay):
             raise _Stopping
 

@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"unacknowledged messages per process (<= {MAX_INFLIGHT_LIMIT})")
     parser.add_argument("--connect-timeout", type=float, default=30.0,
                         help="seconds to wait for the broker before giving up")
+    parser.add_argument("--ca-file", default=None,
+                        help="mqtts://: CA certificate that signed the broker's (default CW_MQTT_CA_FILE)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -63,7 +65,7 @@ def _spec(args: argparse.Namespace, mqtt_url: str) -> LoadSpec:
         duration_s=parse_duration_s(args.duration) if args.duration is not None else None,
         start=args.start, speed=speed, rate=args.rate, processes=args.processes,
         client_id_prefix=args.client_id, max_inflight=args.max_inflight,
-        connect_timeout_s=args.connect_timeout,
+        connect_timeout_s=args.connect_timeout, ca_file=getattr(args, "ca_file", None),
     )
 
 
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="citywatch simulate", description=__doc__.splitlines()[0])
     parser.add_argument("--mqtt-url", default=os.environ.get("CW_MQTT_URL", "mqtt://127.0.0.1:1883"))
     add_arguments(parser)
+    parser.set_defaults(ca_file=os.environ.get("CW_MQTT_CA_FILE"))
     args = parser.parse_args(argv)
     return run(args, args.mqtt_url)
 

@@ -35,6 +35,7 @@ class LoadSpec:
     max_inflight: int = 10_000
     stall_timeout_s: float = 300.0
     connect_timeout_s: float = 30.0
+    ca_file: str | None = None    # mqtts://: the CA that signed the broker's certificate
 
     def client_id(self, part: int) -> str:
         return f"{self.client_id_prefix or f'citywatch-sim-{os.getpid()}'}-{part}"
@@ -56,6 +57,7 @@ def run_part(spec: LoadSpec, *, part: int, client_id: str, on_progress: Progress
         generate_run(run, part=(part, spec.processes)), url=spec.url, client_id=client_id,
         pacer=Pacer(speed=spec.speed, rate=rate), max_inflight=spec.max_inflight,
         stall_timeout_s=spec.stall_timeout_s, connect_timeout_s=spec.connect_timeout_s, on_progress=on_progress,
+        ca_file=spec.ca_file,
     )
 
 

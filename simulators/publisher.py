@@ -78,7 +78,7 @@ class Publisher:
     """
 
     def __init__(self, *, url: str, client_id: str, max_inflight: int = 10_000, keepalive_s: int = 30,
-                 connect_timeout_s: float = 30.0, stall_timeout_s: float = 300.0,
+                 connect_timeout_s: float = 30.0, stall_timeout_s: float = 300.0, ca_file: str | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         if not 1 <= max_inflight <= MAX_INFLIGHT_LIMIT:
             raise PublishError(f"max_inflight must be within 1..{MAX_INFLIGHT_LIMIT}")
@@ -101,8 +101,8 @@ class Publisher:
         self._client.max_queued_messages_set(0)
         if self._address.username:
             self._client.username_pw_set(self._address.username, self._address.password)
-        if self._address.tls:
-            self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        if self._address.tls:  # a device verifies the broker: ca_file (a private CA), else the system's
+            self._client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
@@ -162,6 +162,10 @@ class Publisher:
                 self._client.connect(self._address.host, self._address.port, keepalive=self._keepalive_s)
                 if self._await_connack(deadline):
                     return self
+            except ssl.SSLCertVerificationError as exc:  # retrying cannot help: say why at once
+                raise PublishError(f"the certificate of MQTT broker {self._address.host}:{self._address.port} did "
+                                   f"not verify ({exc.verify_message}): give the CA that signed it with --ca-file "
+                                   "or CW_MQTT_CA_FILE") from exc
             except OSError:
                 pass
             if self._clock() >= deadline:
@@ -213,14 +217,15 @@ class Publisher:
 def publish_all(messages: Iterable[SimMessage], *, url: str, client_id: str, pacer: Pacer | None = None,
                 max_inflight: int = 10_000, stall_timeout_s: float = 300.0, connect_timeout_s: float = 30.0,
                 on_progress: Callable[[int, int], None] | None = None,
-                clock: Callable[[], float] = time.monotonic) -> PublishSummary:
+                clock: Callable[[], float] = time.monotonic, ca_file: str | None = None) -> PublishSummary:
     """Publish every message (QoS 1), paced by `pacer`, and return once all are acked."""
     kinds: Counter[str] = Counter()
     faults: Counter[str] = Counter()
     started = clock()
     last_report = started
     with Publisher(url=url, client_id=client_id, max_inflight=max_inflight,
-                   stall_timeout_s=stall_timeout_s, connect_timeout_s=connect_timeout_s, clock=clock) as pub:
+                   stall_timeout_s=stall_timeout_s, connect_timeout_s=connect_timeout_s, clock=clock,
+                   ca_file=ca_file) as pub:
         # Pacing waits keep the connection served instead of sleeping blind.
         paced = replace(pacer, sleep=pub.idle) if pacer is not None else None
         for message in messages:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
@@ -46,11 +47,19 @@ def list_alerts(
                 "{\"event\": firing|resolved|acked|escalated|repeat|pending, \"seq\": n, \"alert\": {...}}`. A "
                 "comment line (`: keep-alive`) is sent every 15 s. Authenticate with the `Authorization` "
                 "header (the dashboard streams with fetch(), so tokens never appear in URLs). Not durable: on "
-                "reconnect, re-read `GET /v1/alerts?state=active`."),
+                "reconnect, re-read `GET /v1/alerts?state=active`. At most `CW_API_SSE_PER_TOKEN` (default 8) "
+                "streams per token are open at once; one more is a 429 with `Retry-After`."),
             responses={200: {"content": {"text/event-stream": {"example":
                        'event: alert\nid: 7\ndata: {"event": "firing", "seq": 7, "alert": {"id": "..."}}\n\n'}},
-                       "description": "an endless event stream"}, **_AUTH})
-async def stream(request: Request, ctx: CtxDep, _: ViewerDep, engine: EngineDep, site: SiteDep) -> StreamingResponse:
+                       "description": "an endless event stream"},
+                       429: {"model": Problem, "description": "this token has CW_API_SSE_PER_TOKEN streams open"},
+                       **_AUTH})
+async def stream(request: Request, ctx: CtxDep, who: ViewerDep, engine: EngineDep, site: SiteDep) -> StreamingResponse:
+    give_back = ctx.streams.take(who.slot, ctx.limits.sse_per_token)
+    if give_back is None:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            f"this token already has {ctx.limits.sse_per_token} alert streams open "
+                            "(CW_API_SSE_PER_TOKEN); close one first", headers={"Retry-After": "5"})
     sub = engine.subscribe_notifications()  # registered now: nothing after this request is missed
     heartbeat = ctx.limits.heartbeat_s
     closing = ctx.closing
@@ -82,8 +91,13 @@ async def stream(request: Request, ctx: CtxDep, _: ViewerDep, engine: EngineDep,
         finally:
             sub.close()
             gauge.dec()
+            give_back()
 
-    return StreamingResponse(events(), media_type="text/event-stream",
+    body = events()
+    # A client gone before the body starts never runs the generator's `finally`.
+    weakref.finalize(body, give_back)
+    weakref.finalize(body, sub.close)
+    return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

@@ -10,7 +10,8 @@ from api.models import Health
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=Health, summary="Liveness and dependencies (no auth)",
+@router.get("/health", response_model=Health, response_model_exclude_unset=True,
+            summary="Liveness and dependencies (no auth)",
             description="`degraded` when the broker is disconnected, InfluxDB does not answer its ping, or "
                         "the writer is retrying. Readings keep being spooled while degraded.")
 async def health(ctx: CtxDep) -> Health:
@@ -19,7 +20,10 @@ async def health(ctx: CtxDep) -> Health:
     mqtt = "disabled" if connected is None else "connected" if connected else "disconnected"
     influx_ok = await ingest.influx.ping()
     writer_ok = ingest.writers_ok
-    ok = influx_ok and writer_ok and mqtt != "disconnected"
+    routing = getattr(ctx.engine, "routing", None)  # set with CW_ROUTES_FILE (alerts/routing)
+    receivers = routing.status() if routing is not None else None
+    ok = influx_ok and writer_ok and mqtt != "disconnected" and "down" not in (receivers or {}).values()
     return Health(status="ok" if ok else "degraded", mqtt=mqtt, influx="ok" if influx_ok else "unreachable",
                   spool_backlog=int(ingest.backlog_lines), writer="ok" if writer_ok else "retrying",
-                  alerts="running" if ctx.engine is not None else "disabled")
+                  alerts="running" if ctx.engine is not None else "disabled",
+                  **({"receivers": receivers} if receivers is not None else {}))

@@ -62,4 +62,7 @@ class MetricsMiddleware:
                              "description": "Prometheus text exposition format"}})
 async def metrics(ctx: CtxDep) -> Response:
     body = generate_latest(ctx.ingest.metrics.registry) + generate_latest(ctx.api_metrics.registry)
+    routing = getattr(ctx.engine, "routing", None)  # receivers of CW_ROUTES_FILE
+    if routing is not None:
+        body += generate_latest(routing.metrics_registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

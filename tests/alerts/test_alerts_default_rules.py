@@ -119,6 +119,7 @@ def test_every_default_rule_has_a_case():
     from alerts.rules import load_rules
 
     covered = {c[0] for c in CASES} | {"dust_no_data", "heating_no_data", "water_no_data"}  # deadman: timer tests
+    covered |= {"hj212_login_lockout"}  # the gateway's own events: tests/integration/test_hj212_hostile_service.py
     assert set(load_rules()) == covered
 
 

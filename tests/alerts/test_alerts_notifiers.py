@@ -20,7 +20,7 @@ from alerts.notify import Delivery, Notification, OutboxDispatcher
 from alerts_helpers import MIN, T0, series
 from citywatch.servers import free_port
 
-SECRET = "s3cret-值"
+SECRET = "s3cret-值-" + "0123456789abcdef" * 2  # at least 32 bytes (the notifier refuses less)
 
 
 class Receiver:
@@ -99,7 +99,9 @@ def test_webhook_outbox_down_then_up_delivers_once_in_order(tmp_path):
     seqs = [b["seq"] for b in bodies]
     assert seqs == sorted(seqs) and len(set(seqs)) == 10
     for headers, body in got:
-        want = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        ts = headers["X-Citywatch-Timestamp"]
+        assert abs(int(ts) - time.time()) < 60
+        want = "sha256=" + hmac.new(SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
         assert headers["X-Citywatch-Signature"] == want
     assert bodies[0]["alert"]["message"].startswith("换热站检测到漏水")
     engine.close()
@@ -115,7 +117,7 @@ def test_webhook_status_sorting(status, retryable):
     import httpx
 
     transport = httpx.MockTransport(lambda req: httpx.Response(status))
-    hook = WebhookNotifier("http://x/hook", "k", client=httpx.AsyncClient(transport=transport))
+    hook = WebhookNotifier("http://x/hook", SECRET, client=httpx.AsyncClient(transport=transport))
     n = Notification(1, "firing", {"id": "a", "rule": "r", "site": "s", "device": "d"}, 0)
     d = asyncio.run(hook.send(n))
     assert d == Delivery(False, retryable, f"webhook HTTP {status}")

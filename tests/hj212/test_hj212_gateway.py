@@ -98,18 +98,22 @@ def test_bad_input_gets_specific_reasons_and_the_connection_survives(registry: R
             await c.send(b"GET / HTTP/1.0\r\n\r\n" + bad_crc + wrong_pw + unknown_mn + length_lie
                          + b"##00x1junk\r\n" + REALTIME + MINUTE)
             answers = [read_header((await c.answer()).data) for _ in range(4)]
+            # Before the connection has logged in, a CRC error, a wrong PW and an unknown MN
+            # are all failed logins with one answer (README "On a hostile network").
             assert [(a.get("CN"), a.cp) for a in answers] == [
-                ("9011", "QnRtn=9"), ("9011", "QnRtn=3"), ("9011", "QnRtn=4"), ("9014", "")]
+                ("9011", "QnRtn=3"), ("9011", "QnRtn=3"), ("9011", "QnRtn=3"), ("9014", "")]
             for _ in range(50):  # MINUTE has Flag=4: no answer, wait for the sink instead
                 if len(sink.outcomes) == 8:
                     break
                 await asyncio.sleep(0.02)
-            # still usable afterwards
+            # still usable afterwards; logged in now, a line error gets its specific answer
             await c.send(REALTIME)
             assert read_header((await c.answer()).data).get("CN") == "9014"
+            await c.send(bad_crc)
+            assert read_header((await c.answer()).data).cp == "QnRtn=9"
             assert gw.connections == 1
         reasons = [r.reasons[0].split(":")[0] for r in sink.rejected]
-        assert reasons == ["garbage", "bad_crc", "wrong_pw", "unknown_mn", "length_mismatch", "bad_length"]
+        assert reasons == ["garbage", "bad_crc", "wrong_pw", "unknown_mn", "length_mismatch", "bad_length", "bad_crc"]
         assert all(r.raw.source == "hj212" for r in sink.rejected)
         assert sink.rejected[0].raw.topic.startswith("hj212/127.0.0.1:")  # no MN: the peer
         assert sink.rejected[1].raw.topic == f"hj212/{MN}"
@@ -176,22 +180,37 @@ def test_garbage_flood_closes_the_connection_not_the_service(registry: Registry)
         assert sink.rejected and all(len(r.raw.payload) <= 4096 + 12 for r in sink.rejected)
 
 
-def test_connection_cap(registry: Registry) -> None:
+def test_connection_cap_refuses_when_every_connection_is_logged_in(registry: Registry) -> None:
     with MemorySink() as sink:
         @with_gateway(registry, sink, max_connections=3)
         async def _(gw, connect) -> None:
             clients = [await connect() for _ in range(3)]
-            await asyncio.sleep(0.1)
+            for c in clients:
+                await c.send(REALTIME)
+                await c.answer()
             extra = await connect()
             assert await extra.closed_by_peer(2.0)
             await clients[0].send(REALTIME)
             await clients[0].answer()
 
 
+def test_connection_cap_evicts_the_oldest_idle_connection(registry: Registry) -> None:
+    with MemorySink() as sink:
+        @with_gateway(registry, sink, max_connections=3)
+        async def _(gw, connect) -> None:
+            idle = [await connect() for _ in range(3)]
+            await asyncio.sleep(0.1)
+            monitor = await connect()
+            assert await idle[0].closed_by_peer(2.0)  # the oldest one that never logged in
+            await monitor.send(REALTIME)
+            assert read_header((await monitor.answer()).data).get("CN") == "9014"
+            assert gw.connections == 3
+
+
 def test_fleet_of_1000_monitors_zero_loss() -> None:
     registry = fleet_registry(1000)
     with MemorySink(delay_s=0.005) as sink:
-        @with_gateway(registry, sink)
+        @with_gateway(registry, sink, max_per_address=1000)  # the whole fleet comes from 127.0.0.1
         async def _(gw, connect) -> None:
             result = await run_fleet("127.0.0.1", gw.bound_port, monitors=1000, packets_each=5,
                                      registry=registry)
@@ -215,7 +234,7 @@ def _raise_nofile(need: int) -> None:
 def test_2000_concurrent_idle_connections(registry: Registry) -> None:
     _raise_nofile(4096 + 2 * 2000)  # both ends of every connection live in this process
     with MemorySink() as sink:
-        @with_gateway(registry, sink, max_connections=2000)
+        @with_gateway(registry, sink, max_connections=2000, max_per_address=2000)
         async def _(gw, connect) -> None:
             sem = asyncio.Semaphore(200)  # a connect storm overflows the listen backlog
 

@@ -57,7 +57,8 @@ def gateway_service(mosquitto, influxd, tmp_path):
     reg.write_text(registry_toml(FLEET))
     port = free_port()
     env = service_env(mqtt_url=mosquitto.url, influx_url=influxd.url, data_dir=tmp_path / "cw", database="hj",
-                      devices_file=str(reg), hj212_listen=f"127.0.0.1:{port}")
+                      devices_file=str(reg), hj212_listen=f"127.0.0.1:{port}",
+                      hj212_max_per_address=str(FLEET))  # the whole fleet connects from 127.0.0.1
     svc = ServiceProcess(env, tmp_path / "service.log").start()
     svc.wait_log("HJ 212 gateway listening")
     yield svc, port, influxd

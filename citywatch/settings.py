@@ -7,6 +7,7 @@ without the prefix); the environment wins.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import re
 import tomllib
@@ -118,10 +119,16 @@ class Settings(BaseSettings):
     @field_validator("rule_pack", mode="after")
     @classmethod
     def _pack_name(cls, v: str) -> str:
-        # a folder name under alerts/rules/packs/; whether it exists is checked when the
-        # rules load (citywatch run, rules check, report)
+        # a folder under alerts/rules/packs/ (package data of the same distribution), found
+        # without importing the alerts package, so a wrong pack stops `citywatch run` at once
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
-            raise ValueError("CW_RULE_PACK must be a pack name like default, hebei, shanghai")
+            raise ValueError("must be a pack name like default, hebei, shanghai")
+        spec = importlib.util.find_spec("alerts")
+        if v != "default" and spec is not None and spec.submodule_search_locations:
+            packs = Path(next(iter(spec.submodule_search_locations))) / "rules" / "packs"
+            if not (packs / v).is_dir():
+                known = ", ".join(["default", *sorted(p.name for p in packs.iterdir() if p.is_dir())])
+                raise ValueError(f"{v!r} is not a shipped rule pack ({known})")
         return v
 
     @field_validator("influx_token_file", mode="after")

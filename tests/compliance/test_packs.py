@@ -34,6 +34,17 @@ def test_pack_checks_and_cites(pack, capsys):
     assert citation_table(pack) in readme, f"regenerate the table: python -m alerts.packs {pack}"
 
 
+def test_unknown_pack_stops_the_service_at_start(monkeypatch, capsys):
+    from citywatch.cli import main
+
+    monkeypatch.setenv("CW_RULE_PACK", "atlantis")
+    assert main(["rules", "check"]) == 2  # the settings fail before anything starts
+    err = capsys.readouterr().err
+    assert "CW_RULE_PACK" in err and "'atlantis' is not a shipped rule pack" in err and "hebei" in err
+    monkeypatch.setenv("CW_RULE_PACK", "../dust")
+    assert main(["rules", "check"]) == 2
+
+
 def test_unknown_pack_is_refused(capsys):
     with pytest.raises(ConfigError, match="unknown rule pack"):
         load_rules(pack="atlantis")

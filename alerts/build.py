@@ -27,7 +27,7 @@ def build_alerting(settings: Any, *, registry: Any = None, sink: Any = None, str
     Webhooks come from `webhooks=[(url, secret)]`, or from the settings attributes
     `alert_webhook_url` / `alert_webhook_secret` when Settings has them.
     """
-    rules = load_rules(settings.rules_dir)  # fails fast with every rule error listed
+    rules = load_rules(settings.rules_dir, pack=settings.rule_pack)  # fails fast with every rule error listed
     notifiers: list[Notifier] = []
     if mqtt:
         notifiers.append(MqttNotifier.from_settings(settings))

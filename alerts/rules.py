@@ -310,6 +310,29 @@ class PerDay(_Strict):
     action: Text | None = None
 
 
+SIX100_ITEMS: tuple[str, ...] = ("hoarding", "cover", "wash", "hardened", "wet_operation", "muck_covered",
+                                  "monitoring")
+
+
+class Citation(_Strict):
+    """Where a rule's value comes from: standard, clause and edition, and whether the value
+    was confirmed against the published text (`verified: false` says it was not)."""
+
+    standard: str = Field(min_length=2)          # e.g. "GB 3095-2012"
+    clause: str = Field(min_length=1)            # e.g. "表1 序号5" or "unconfirmed"
+    edition: str = Field(min_length=2)           # e.g. "2012 (现行)"
+    verified: bool
+    note: str = ""
+
+
+class Six100Spec(_Strict):
+    """The six-100 item this rule judges in the daily compliance report, so that the report
+    and the alert read one set value and one tolerance (`for`)."""
+
+    item: Literal["hoarding", "cover", "wash", "hardened", "wet_operation", "muck_covered", "monitoring"]
+    pass_percent: float | None = Field(default=None, ge=0, le=100)  # monitoring: share of the day online
+
+
 class RuleBase(_Strict):
     id: str
     type: str
@@ -325,6 +348,8 @@ class RuleBase(_Strict):
     escalate_after: Duration | None = None
     escalate_to: Severity | None = None
     repeat_interval: Duration | None = None
+    citation: Citation | None = None
+    six100: Six100Spec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -572,13 +597,36 @@ def check_rules(paths: Sequence[Path | str]) -> list[str]:
     return errors
 
 
-def load_rules(extra_dir: Path | str | None = None, *, defaults: Path | str | None = DEFAULT_RULES_DIR) -> dict[str, Rule]:
-    """The shipped packs overlaid with `extra_dir` (CW_RULES_DIR) by id; disabled rules are
-    dropped. Everything is validated before anything is returned."""
+PACKS_DIR = DEFAULT_RULES_DIR / "packs"
+
+
+def rule_packs() -> list[str]:
+    """The regional packs shipped under `alerts/rules/packs/<name>/` (plus `default`)."""
+    return ["default", *sorted(p.name for p in PACKS_DIR.iterdir() if p.is_dir())] if PACKS_DIR.is_dir() \
+        else ["default"]
+
+
+def pack_dir(pack: str | None) -> Path | None:
+    """The overlay directory of a regional pack (`CW_RULE_PACK`); None for `default`."""
+    if pack in (None, "", "default"):
+        return None
+    if not RULE_ID.fullmatch(pack) or not (PACKS_DIR / pack).is_dir():
+        raise ConfigError(f"CW_RULE_PACK={pack!r}: unknown rule pack; shipped: {', '.join(rule_packs())}")
+    return PACKS_DIR / pack
+
+
+def load_rules(extra_dir: Path | str | None = None, *, defaults: Path | str | None = DEFAULT_RULES_DIR,
+               pack: str | None = None) -> dict[str, Rule]:
+    """The shipped packs, overlaid by id with the regional pack `pack` (CW_RULE_PACK), then
+    with `extra_dir` (CW_RULES_DIR); disabled rules are dropped. Everything is validated
+    before anything is returned."""
     errors: list[str] = []
     merged: dict[str, tuple[Rule, str]] = {}
     if defaults is not None:
         merged.update(_collect([defaults], errors))
+    regional = pack_dir(pack)
+    if regional is not None:
+        merged.update(_collect([regional], errors))
     if extra_dir is not None:
         merged.update(_collect([extra_dir], errors))
     if errors:
@@ -591,21 +639,29 @@ def rule_to_dict(rule: Rule) -> dict[str, Any]:
 
 
 def rules_check(args: Sequence[str] | argparse.Namespace | None = None) -> int:
-    """`citywatch rules check [--dir D]`: validate the shipped packs plus D; 0 when valid."""
+    """`citywatch rules check [--dir D] [--pack P]`: validate the shipped packs, the regional
+    pack P (CW_RULE_PACK) and D; 0 when valid."""
     if isinstance(args, argparse.Namespace):
         ns = args
     else:
         p = argparse.ArgumentParser(prog="citywatch rules check", description="validate alert rule files")
         p.add_argument("--dir", type=Path, default=None, help="extra/overriding rules (like CW_RULES_DIR)")
+        p.add_argument("--pack", default=None, help="regional rule pack (like CW_RULE_PACK)")
         ns = p.parse_args(list(args) if args is not None else None)
     extra = getattr(ns, "dir", None)
-    paths: list[Path | str] = [DEFAULT_RULES_DIR] + ([extra] if extra else [])
+    pack = getattr(ns, "pack", None)
+    try:
+        regional = pack_dir(pack)
+    except ConfigError as exc:
+        print(f"error: {exc}")
+        return 1
+    paths: list[Path | str] = [DEFAULT_RULES_DIR] + ([regional] if regional else []) + ([extra] if extra else [])
     errors = check_rules(paths)
     if errors:
         for e in errors:
             print(f"error: {e}")
         print(f"{len(errors)} error(s)")
         return 1
-    rules = load_rules(extra)
-    print(f"ok: {len(rules)} rules ({', '.join(sorted(rules))})")
+    rules = load_rules(extra, pack=pack)
+    print(f"ok: pack {pack or 'default'}, {len(rules)} rules ({', '.join(sorted(rules))})")
     return 0

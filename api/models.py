@@ -114,32 +114,73 @@ class RuleErrors(BaseModel):
     detail: list[dict[str, Any]]
 
 
+Six100Item = Literal["hoarding", "cover", "wash", "hardened", "wet_operation", "muck_covered", "monitoring"]
+EvidenceReason = Literal["not_equipped", "sensor_silent", "only_flagged", "no_activity", "no_rule"]
+
+
 class ComplianceItem(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
-    item: Literal["hoarding", "cover", "wash", "hardened", "wet_operation", "muck_covered", "monitoring"]
+    item: Six100Item
     name_zh: str
     name_en: str
-    percent: float | None = Field(description="0-100; null when there is no data for the day")
-    passed: bool | None = Field(alias="pass", description="null when there is no data to judge")
-    status: Literal["pass", "fail", "no_data"]
+    percent: float | None = Field(description="0-100; null when there is no evidence to judge")
+    passed: bool | None = Field(alias="pass", description="null when there is no evidence to judge")
+    status: Literal["pass", "fail", "no_evidence"] = Field(
+        description="no_evidence is never a pass: no such sensor registered, sensor silent, only flagged "
+                    "values, nothing happened to judge, or no rule for the item in the pack")
+    reason: EvidenceReason | None = Field(default=None, description="why there is no evidence (status no_evidence)")
+    measurable: bool = Field(default=True, description="false: the site has no means (registry equipment) to "
+                                                       "measure this item; it does not count in all_pass")
+    rule: str | None = Field(default=None, description="the rule whose set value and tolerance judged the item")
     detail: str = ""
+    detail_zh: str = ""
 
 
 class SiteCompliance(BaseModel):
     site: str
     date: str
+    district: str | None = None
     items: list[ComplianceItem]
-    all_pass: bool | None
+    all_pass: bool | None = Field(description="true only when every item the site can measure passed; "
+                                              "null when it can measure none")
 
 
 class ComplianceResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"date": "2026-11-27", "tz": "Asia/Shanghai", "sites": [
-        {"site": "S0001", "date": "2026-11-27", "all_pass": False, "items": [
+    model_config = ConfigDict(json_schema_extra={"examples": [{"date": "2026-11-27", "tz": "Asia/Shanghai",
+                                                               "pack": "default", "sites": [
+        {"site": "S0001", "date": "2026-11-27", "district": "城区", "all_pass": False, "items": [
             {"item": "wet_operation", "name_zh": "湿法作业", "name_en": "wet operation", "percent": 0.0,
-             "pass": False, "status": "fail", "detail": "1 episode(s) of PM10 > 150 for >= 10 min with spray off"}]}]}]})
+             "pass": False, "status": "fail", "reason": None, "measurable": True, "rule": "dust_wet_operation",
+             "detail": "1 episode(s) of PM10 > 150 for >= 10 min without spraying",
+             "detail_zh": "PM10 超过 150 持续 >= 10 分钟且无喷淋 1 次"}]}]}]})
     date: str
     tz: str
+    pack: str = "default"
     sites: list[SiteCompliance]
+
+
+class MonthSiteDay(BaseModel):
+    date: str
+    all_pass: bool | None
+    failed: list[Six100Item]
+    no_evidence: list[Six100Item]
+    reasons: dict[str, str] = Field(default_factory=dict, description="item -> zh reason of each fail/no_evidence")
+
+
+class MonthSite(BaseModel):
+    site: str
+    district: str | None = None
+    days_all_pass: int
+    days_judged: int
+    days: list[MonthSiteDay]
+
+
+class ComplianceMonthResponse(BaseModel):
+    month: str
+    tz: str
+    pack: str = "default"
+    days: list[str]
+    sites: list[MonthSite]
 
 
 class DeadLetterView(BaseModel):

@@ -107,7 +107,14 @@ def _cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
     from alerts.rules import rules_check
 
     args.dir = args.dir or settings.rules_dir
+    args.pack = args.pack or settings.rule_pack
     return rules_check(args)
+
+
+def _cmd_report_six100(args: argparse.Namespace, settings: Settings) -> int:
+    from api.six100.report import run_report
+
+    return run_report(args, settings)
 
 
 def _cmd_routes_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -116,8 +123,8 @@ def _cmd_routes_check(args: argparse.Namespace, settings: Settings) -> int:
     from citywatch.schema import load_kinds
 
     # Rule ids and kinds as `citywatch run` would load them, to flag matches that name none.
-    return routes_check(args.file or settings.routes_file, rules=set(load_rules(settings.rules_dir)),
-                        kinds=set(load_kinds()))
+    rules = set(load_rules(settings.rules_dir, pack=settings.rule_pack))
+    return routes_check(args.file or settings.routes_file, rules=rules, kinds=set(load_kinds()))
 
 
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -163,7 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     rules_sub = rules.add_subparsers(dest="action", required=True)
     check = rules_sub.add_parser("check", help="validate the shipped rule packs and CW_RULES_DIR")
     check.add_argument("--dir", type=Path, default=None, help="an extra rules directory to check")
+    check.add_argument("--pack", default=None, help="a regional rule pack to check (default CW_RULE_PACK)")
     check.set_defaults(func=_cmd_rules_check)
+
+    report = sub.add_parser("report", help="compliance reports")
+    report_sub = report.add_subparsers(dest="report", required=True)
+    six = report_sub.add_parser("six100", help="六个百分百 daily or monthly report as XLSX (or CSV) from InfluxDB")
+    six.add_argument("--date", help="local day YYYY-MM-DD (CW_TZ): one sheet plus 明细")
+    six.add_argument("--month", help="local month YYYY-MM: a month summary, one sheet per day, 明细")
+    six.add_argument("--site", default=None, help="one site only")
+    six.add_argument("--format", choices=("xlsx", "csv"), default="xlsx")
+    six.add_argument("--out", default=None, help="output file (default 六个百分百-<date or month>.<format>)")
+    six.set_defaults(func=_cmd_report_six100)
 
     routes = sub.add_parser("routes", help="alert routing (CW_ROUTES_FILE)")
     routes_sub = routes.add_subparsers(dest="action", required=True)

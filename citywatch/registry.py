@@ -8,7 +8,7 @@ Unknown keys in a `[[device]]` table are kept as rule parameters (e.g. `pm10_set
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +16,21 @@ from citywatch.errors import ConfigError
 from citywatch.topics import is_identifier
 
 _KNOWN = {"id", "site", "kind", "expected_interval_s", "hj212_mn", "hj212_pw", "hj212_pw_none", "hj212_crc",
-          "hj212_scale", "hj212_aliases", "name"}
+          "hj212_scale", "hj212_aliases", "name", "equipment"}
+
+# What a device gives a site the means to measure for the six-100 report (`equipment = [...]`
+# in its [[device]] table). A site's means are the union over its devices; a site none of
+# whose devices lists any is taken to have all of them (every item is expected, so missing
+# data is "sensor silent", never a pass).
+EQUIPMENT: dict[str, str] = {
+    "dust_monitor": "扬尘在线监测仪 (PM10 …)",
+    "spray_relay": "喷淋/雾炮状态 (spray_on)",
+    "plate_camera": "出入口车牌识别 (vehicle_exit)",
+    "wash_sensor": "洗车台传感器 (washed, wash_seconds)",
+    "cover_camera": "物料覆盖视频分析 (cover_ratio)",
+    "hoarding_camera": "围挡视频分析 (hoarding_intact)",
+    "hardened_survey": "路面硬化巡查/视频 (hardened_ratio)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +46,7 @@ class Device:
     hj212_scale: float = 1.0
     hj212_aliases: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    equipment: frozenset[str] | None = None  # None: not stated (see EQUIPMENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +64,12 @@ class Registry:
 
     def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)
+
+    def site_equipment(self, site: str) -> frozenset[str] | None:
+        """The union of the site's devices' `equipment`; None when none of them states any
+        (or the site is not registered): then every means is assumed."""
+        stated = [d.equipment for d in self.devices.values() if d.site == site and d.equipment is not None]
+        return frozenset().union(*stated) if stated else None
 
     def check(self, kind: str, site: str, device: str) -> str | None:
         """None when the registry allows this (kind, site, device); else the reason."""
@@ -95,6 +116,14 @@ class Registry:
                 )
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{where}: {exc}") from exc
+            equipment = raw.get("equipment")
+            if equipment is not None:
+                if not isinstance(equipment, list) or not all(isinstance(e, str) for e in equipment):
+                    raise ConfigError(f"{where}: equipment must be a list of names")
+                unknown = sorted(set(equipment) - set(EQUIPMENT))
+                if unknown:
+                    raise ConfigError(f"{where}: unknown equipment {unknown}; known: {sorted(EQUIPMENT)}")
+                dev = replace(dev, equipment=frozenset(equipment))
             if dev.expected_interval_s <= 0:
                 raise ConfigError(f"{where}: expected_interval_s must be > 0")
             devices[dev.id] = dev

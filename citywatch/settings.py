@@ -7,6 +7,7 @@ without the prefix); the environment wins.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import re
 import tomllib
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     tz: str = "Asia/Shanghai"
     devices_file: Path | None = None
     rules_dir: Path | None = None
+    # Regional rule pack overlaid on the shipped rules (alerts/rules/packs/<name>/):
+    # default (the seed city's) | hebei | tianjin | shanghai | taiyuan | beijing.
+    rule_pack: str = "default"
     hj212_listen: str | None = None
     # The HJ 212 port on a hostile network (ingest/hj212/README.md "On a hostile network").
     hj212_open: bool = False  # no device registry: accept any MN without a password, on purpose
@@ -111,6 +115,21 @@ class Settings(BaseSettings):
     spool_min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+
+    @field_validator("rule_pack", mode="after")
+    @classmethod
+    def _pack_name(cls, v: str) -> str:
+        # a folder under alerts/rules/packs/ (package data of the same distribution), found
+        # without importing the alerts package, so a wrong pack stops `citywatch run` at once
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
+            raise ValueError("must be a pack name like default, hebei, shanghai")
+        spec = importlib.util.find_spec("alerts")
+        if v != "default" and spec is not None and spec.submodule_search_locations:
+            packs = Path(next(iter(spec.submodule_search_locations))) / "rules" / "packs"
+            if not (packs / v).is_dir():
+                known = ", ".join(["default", *sorted(p.name for p in packs.iterdir() if p.is_dir())])
+                raise ValueError(f"{v!r} is not a shipped rule pack ({known})")
+        return v
 
     @field_validator("influx_token_file", mode="after")
     @classmethod

@@ -182,7 +182,7 @@ class MqttReceiver(_Strict):
     @classmethod
     def _not_alerts(cls, v: str) -> str:
         if v.split("/")[0] == "alerts":
-            raise ValueError("alerts/... topics are the per-alert contract (CONTRACT §3): pick another topic")
+            raise ValueError("alerts/... topics are the per-alert contract (docs/contract.md §3): pick another topic")
         return v
 
 

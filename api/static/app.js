@@ -21,6 +21,10 @@
       state: {pending: '待定', firing: '告警中', resolved: '已恢复'},
       kind: {dust: '扬尘', heating: '换热站', water: '水厂'}, role: {viewer: '查看', operator: '值班员', admin: '管理员'},
       last_seen: '最新数据', time: '时间',
+      xlsx: '导出 Excel', view_day: '日报', view_month: '月报', month: '月份', district: '区县',
+      no_evidence: '无证据', not_equipped: '无法监测', days_pass: '达标天数',
+      item: {hoarding: '周边围挡', cover: '物料覆盖', wash: '车辆冲洗', hardened: '路面硬化',
+        wet_operation: '湿法作业', muck_covered: '渣土密闭', monitoring: '在线监测'},
     },
     en: {
       title: 'City monitoring', live_on: 'live', live_off: 'live stream down', logout: 'Log out',
@@ -37,6 +41,10 @@
       state: {pending: 'pending', firing: 'firing', resolved: 'resolved'},
       kind: {dust: 'dust', heating: 'substation', water: 'water plant'}, role: {viewer: 'viewer', operator: 'operator', admin: 'admin'},
       last_seen: 'latest', time: 'time',
+      xlsx: 'Export Excel', view_day: 'Day', view_month: 'Month', month: 'Month', district: 'District',
+      no_evidence: 'no evidence', not_equipped: 'not measurable', days_pass: 'days all pass',
+      item: {hoarding: 'Hoarding', cover: 'Cover', wash: 'Wash', hardened: 'Hardened',
+        wet_operation: 'Wet operation', muck_covered: 'Muck enclosed', monitoring: 'Monitoring'},
     },
   };
   const ITEMS = ['hoarding', 'cover', 'wash', 'hardened', 'wet_operation', 'muck_covered', 'monitoring'];
@@ -111,7 +119,7 @@
     setLive(streamCtrl !== null && $('#live').classList.contains('on'));
     if (me) {
       $('#who').textContent = `${me.name} · ${tt('role', me.role)}`;
-      renderAlerts(); renderSites(); renderCompliance(); drawCharts();
+      renderAlerts(); renderSites(); renderCompliance(); renderComplianceMonth(); drawCharts();
     }
   }
   function setLive(on) {
@@ -300,7 +308,14 @@
   }
 
   // ---------------------------------------------------------------- compliance
+  // Day view: one row per site, one cell per item; the reason of every fail and no_evidence
+  // is the cell's title (hover). Month view: one row per site, one cell per day.
+  let complianceMonth = null;
+  let compView = 'day';
+  const itemName = (k) => tt('item', k);
+  const reasonOf = (i) => (lang === 'zh' ? (i.detail_zh || i.detail) : (i.detail || i.detail_zh));
   async function loadCompliance() {
+    if (compView === 'month') return loadComplianceMonth();
     const d = $('#comp-date').value || todayLocal();
     const answer = await newestOnly('compliance', () => getJSON(`/v1/compliance/six100?date=${encodeURIComponent(d)}`));
     if (!answer) return;
@@ -308,32 +323,80 @@
     $('#compliance').dataset.date = answer.date;
     renderCompliance();
   }
+  async function loadComplianceMonth() {
+    const m = $('#comp-month').value || todayLocal().slice(0, 7);
+    const answer = await newestOnly('compliance-month',
+      () => getJSON(`/v1/compliance/six100/month?month=${encodeURIComponent(m)}`));
+    if (!answer) return;
+    complianceMonth = answer;
+    $('#compliance-month').dataset.month = answer.month;
+    renderComplianceMonth();
+  }
+  function itemCell(i) {
+    if (!i) return el('td', {});
+    let txt;
+    if (i.status === 'no_evidence') txt = i.measurable === false ? t('not_equipped') : t('no_evidence');
+    else txt = `${i.percent == null ? '' : i.percent.toFixed(1) + '% '}${i.status === 'pass' ? '✓' : '✗'}`;
+    const cls = i.status === 'no_evidence' && i.measurable === false ? 'no_evidence not_equipped' : i.status;
+    const attrs = {class: cls, text: txt, 'data-item': i.item, 'data-status': i.status};
+    if (i.status !== 'pass') attrs.title = reasonOf(i);  // hover: why it failed or has no evidence
+    return el('td', attrs);
+  }
   function renderCompliance() {
     if (!compliance) return;
     const head = $('#compliance thead'); const body = $('#compliance tbody');
-    const first = compliance.sites[0];
-    const names = {};
-    if (first) for (const i of first.items) names[i.item] = lang === 'zh' ? i.name_zh : i.name_en;
-    head.replaceChildren(el('tr', {}, el('th', {text: t('site')}), ...ITEMS.map((k) => el('th', {text: names[k] || k})),
-      el('th', {text: t('all_pass')})));
-    body.replaceChildren(...compliance.sites.map((s) => el('tr', {'data-site': s.site}, el('td', {text: s.site}),
-      ...ITEMS.map((k) => {
-        const i = s.items.find((x) => x.item === k);
-        if (!i) return el('td', {});
-        const txt = i.percent == null ? t('no_data') : `${i.percent.toFixed(1)}% ${i.pass ? '✓' : '✗'}`;
-        return el('td', {class: i.status, title: i.detail, text: txt});
-      }),
+    head.replaceChildren(el('tr', {}, el('th', {text: t('district')}), el('th', {text: t('site')}),
+      ...ITEMS.map((k) => el('th', {text: itemName(k), 'data-item': k})), el('th', {text: t('all_pass')})));
+    body.replaceChildren(...compliance.sites.map((s) => el('tr', {'data-site': s.site},
+      el('td', {text: s.district || ''}), el('td', {text: s.site}),
+      ...ITEMS.map((k) => itemCell(s.items.find((x) => x.item === k))),
       el('td', {class: s.all_pass == null ? 'no_data' : (s.all_pass ? 'pass' : 'fail'),
         text: s.all_pass == null ? t('no_data') : (s.all_pass ? '✓' : '✗')}))));
   }
-  async function downloadCsv() {
-    const d = $('#comp-date').value || todayLocal();
-    const r = await api(`/v1/compliance/six100?date=${encodeURIComponent(d)}&format=csv`);
+  function renderComplianceMonth() {
+    if (!complianceMonth) return;
+    const days = complianceMonth.days;
+    $('#compliance-month thead').replaceChildren(el('tr', {}, el('th', {text: t('district')}), el('th', {text: t('site')}),
+      ...days.map((d) => el('th', {text: String(Number(d.slice(8))), title: d})), el('th', {text: t('days_pass')})));
+    $('#compliance-month tbody').replaceChildren(...complianceMonth.sites.map((s) => {
+      const byDay = Object.fromEntries(s.days.map((d) => [d.date, d]));
+      return el('tr', {'data-site': s.site}, el('td', {text: s.district || ''}), el('td', {text: s.site}),
+        ...days.map((d) => {
+          const x = byDay[d];
+          if (!x) return el('td', {class: 'no_data', text: '', title: d});
+          const reasons = Object.entries(x.reasons || {}).map(([k, r]) => `${itemName(k)}：${r}`);
+          const cls = x.all_pass == null ? 'no_data' : (x.all_pass ? 'pass' : (x.failed.length ? 'fail' : 'no_evidence'));
+          const txt = x.all_pass ? '✓' : (x.failed.length ? '✗' : (x.all_pass == null ? '' : '?'));
+          return el('td', {class: cls, text: txt, 'data-date': d, title: [d, ...reasons].join('\n')});
+        }),
+        el('td', {text: `${s.days_all_pass}/${s.days_judged}`}));
+    }));
+  }
+  function setCompView(view) {
+    compView = view;
+    $('#comp-day-tools').hidden = view !== 'day'; $('#compliance').hidden = view !== 'day';
+    $('#comp-month-tools').hidden = view !== 'month'; $('#compliance-month').hidden = view !== 'month';
+    $('#comp-view-day').classList.toggle('active', view === 'day');
+    $('#comp-view-month').classList.toggle('active', view === 'month');
+    loadCompliance().catch(() => {});
+  }
+  async function download(path, name) {
+    const r = await api(path);
     if (!r.ok) return;
     const url = URL.createObjectURL(await r.blob());
-    const a = el('a', {href: url, download: `six100-${d}.csv`});
+    const a = el('a', {href: url, download: name});
     document.body.append(a); a.click(); a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+  async function downloadCsv() {
+    const d = $('#comp-date').value || todayLocal();
+    await download(`/v1/compliance/six100?date=${encodeURIComponent(d)}&format=csv`, `six100-${d}.csv`);
+  }
+  async function downloadXlsx() {
+    const key = compView === 'month' ? ($('#comp-month').value || todayLocal().slice(0, 7))
+      : ($('#comp-date').value || todayLocal());
+    const q = compView === 'month' ? 'month' : 'date';
+    await download(`/v1/compliance/six100.xlsx?${q}=${encodeURIComponent(key)}`, `六个百分百-${key}.xlsx`);
   }
 
   // ---------------------------------------------------------------- session
@@ -354,6 +417,8 @@
     $('#login').hidden = true; $('#main').hidden = false; $('#logout').hidden = false;
     $('#comp-date').value = todayLocal();
     $('#comp-date').max = todayLocal();
+    $('#comp-month').value = todayLocal().slice(0, 7);
+    $('#comp-month').max = todayLocal().slice(0, 7);
     applyLang();
     stream();
     loadLatest().catch(() => {});
@@ -379,6 +444,10 @@
     $('#chart-hours').addEventListener('change', () => loadCharts().catch(() => {}));
     $('#comp-date').addEventListener('change', () => loadCompliance().catch(() => {}));
     $('#comp-csv').addEventListener('click', () => downloadCsv().catch(() => {}));
+    $('#comp-xlsx').addEventListener('click', () => downloadXlsx().catch(() => {}));
+    $('#comp-month').addEventListener('change', () => loadCompliance().catch(() => {}));
+    $('#comp-view-day').addEventListener('click', () => setCompView('day'));
+    $('#comp-view-month').addEventListener('click', () => setCompView('month'));
     if (token) start(); else $('#login').hidden = false;
   });
 })();

@@ -65,6 +65,10 @@ CASES = [
     # daily wash rate 50 % < 100 %
     ("dust_wash_rate", "warning", "冲洗率 50", dust(2), [exit_event("D1", T0 + 10_000),
                                                        exit_event("D1", T0 + 20_000, washed=False)]),
+    # PM2.5 24-hour mean 100 > 75 (GB 3095-2012 class 2 reference level), after >= 20 h of data
+    ("dust_pm25_24h", "warning", "PM2.5 24小时均值 100.0", dust(21 * 60, pm25=100.0), []),
+    # TSP 24-hour mean 400 > 300 (GB 3095-2012 table 2 class 2 reference level)
+    ("dust_tsp_24h", "warning", "TSP 24小时均值 400.0", dust(21 * 60, tsp=400.0), []),
     # PM10 sensor flat for 30 min
     ("dust_pm10_stuck", "warning", "持续 30分钟 无变化", series("D1", T0, 40, {"pm10": 88.0}, jitter=False), []),
     # secondary supply 90 °C > 85 for 5 min
@@ -115,6 +119,7 @@ def test_every_default_rule_has_a_case():
     from alerts.rules import load_rules
 
     covered = {c[0] for c in CASES} | {"dust_no_data", "heating_no_data", "water_no_data"}  # deadman: timer tests
+    covered |= {"hj212_login_lockout"}  # the gateway's own events: tests/integration/test_hj212_hostile_service.py
     assert set(load_rules()) == covered
 
 

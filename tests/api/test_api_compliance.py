@@ -69,10 +69,12 @@ def test_six100_json(client, stack):
     assert s2["wet_operation"]["name_zh"] == "湿法作业"
     one = client.get("/v1/compliance/six100", params={"date": DAY, "site": "S1"}, headers=V).json()
     assert [s["site"] for s in one["sites"]] == ["S1"]
-    # a site without any data: every item no_data, monitoring 0 % fail
+    # a site without any data: every item no_evidence (sensor silent, never a pass), monitoring 0 % fail
     empty = client.get("/v1/compliance/six100", params={"date": DAY, "site": "S9"}, headers=V).json()["sites"][0]
     items = _items(empty)
-    assert items["monitoring"]["status"] == "fail" and items["hoarding"]["status"] == "no_data"
+    assert items["monitoring"]["status"] == "fail" and items["hoarding"]["status"] == "no_evidence"
+    assert items["hoarding"]["reason"] == "sensor_silent" and items["hoarding"]["pass"] is None
+    assert items["wash"]["reason"] == "no_activity" and items["wash"]["detail_zh"].startswith("已登记")
     assert empty["all_pass"] is False
 
 
@@ -96,3 +98,72 @@ def test_six100_bad_params(client, stack):
                    {"site": "S1' OR '1'='1"}, {"format": "xml"}):
         assert client.get("/v1/compliance/six100", params=params, headers=V).status_code == 422, params
     assert stack.queries == []
+
+
+NAMES = ["周边围挡", "物料堆放覆盖", "出入车辆清洗", "路面硬化", "湿法作业", "渣土车辆密闭运输", "在线监测联网"]
+
+
+def _workbook(r):
+    from openpyxl import load_workbook
+
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return load_workbook(io.BytesIO(r.content))
+
+
+def test_six100_xlsx_day(client, stack):
+    _day(stack)
+    r = client.get("/v1/compliance/six100.xlsx", params={"date": DAY}, headers=V)
+    assert "filename*=UTF-8''" in r.headers["content-disposition"]
+    wb = _workbook(r)
+    assert wb.sheetnames == [DAY, "明细"]
+    ws = wb[DAY]
+    assert [c.value for c in ws[1]] == ["区县", "工地", *NAMES, "全部达标"]
+    assert [c.value for c in ws[2]] == [None, "S1", *["达标"] * 7, "是"]
+    assert [c.value for c in ws[3]] == [None, "S2", "不达标", "不达标", "不达标", "达标", "不达标", "不达标", "不达标", "否"]
+    assert ws.max_row == 3
+    wet = ws.cell(row=3, column=7)  # S2 wet operation: the reason as a comment, red fill
+    assert "无喷淋 1 次" in wet.comment.text and wet.fill.fgColor.rgb.endswith("FFC7CE")
+    assert ws.cell(row=2, column=7).comment is None
+    detail = wb["明细"]
+    assert [c.value for c in detail[1]] == ["日期", "区县", "工地", "项目", "结果", "百分比", "原因", "说明", "判定规则"]
+    rows = [[c.value for c in row] for row in detail.iter_rows(min_row=2)]
+    assert len(rows) == 14
+    s2_wet = next(x for x in rows if x[2] == "S2" and x[3] == "湿法作业")
+    assert s2_wet[:6] == [DAY, None, "S2", "湿法作业", "不达标", 25.0] and s2_wet[8] == "dust_wet_operation"
+    s2_mon = next(x for x in rows if x[2] == "S2" and x[3] == "在线监测联网")
+    assert 49.0 <= s2_mon[5] <= 51.0 and "在线率" in s2_mon[7]
+
+
+def test_six100_month_json_and_xlsx(client, stack):
+    _day(stack)
+    month = DAY[:7]
+    doc = client.get("/v1/compliance/six100/month", params={"month": month}, headers=V).json()
+    assert doc["month"] == month and doc["days"][0] == f"{month}-01" and DAY in doc["days"]
+    by_site = {s["site"]: s for s in doc["sites"]}
+    assert by_site["S1"]["days_all_pass"] == 1 and by_site["S1"]["days_judged"] == 1
+    s2_day = next(d for d in by_site["S2"]["days"] if d["date"] == DAY)
+    assert s2_day["all_pass"] is False and "wet_operation" in s2_day["failed"] and "hardened" not in s2_day["failed"]
+    assert "无喷淋" in s2_day["reasons"]["wet_operation"]
+    wb = _workbook(client.get("/v1/compliance/six100.xlsx", params={"month": month}, headers=V))
+    assert wb.sheetnames[0] == f"{month} 月汇总" and DAY in wb.sheetnames and wb.sheetnames[-1] == "明细"
+    ws = wb[f"{month} 月汇总"]
+    assert [c.value for c in ws[1]] == ["区县", "工地", "统计天数", "全部达标天数", "达标率(%)",
+                                        *(f"{n}不达标天数" for n in NAMES), "无证据项次"]
+    assert [c.value for c in ws[2]] == [None, "S1", 1, 1, 100.0, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert [c.value for c in ws[3]] == [None, "S2", 1, 0, 0.0, 1, 1, 1, 0, 1, 1, 1, 0]
+    for params in ({"month": "2026-13"}, {"month": "202611"}, {"month": "2999-01"}, {"date": DAY, "month": month}):
+        assert client.get("/v1/compliance/six100.xlsx", params=params, headers=V).status_code == 422, params
+
+
+def test_report_follows_a_put_rule(client, stack):
+    """PUT /v1/rules changes the alerts and the report together: one source of thresholds."""
+    _day(stack)
+    admin = auth("admin")
+    rule = client.get("/v1/rules/dust_wet_operation", headers=admin).json()
+    rule["when"][0]["threshold"]["default"] = 250  # S2's episode is PM10 200
+    assert client.put("/v1/rules/dust_wet_operation", json=rule, headers=admin).status_code == 200
+    s2 = next(s for s in client.get("/v1/compliance/six100", params={"date": DAY}, headers=V).json()["sites"]
+              if s["site"] == "S2")
+    wet = _items(s2)["wet_operation"]
+    assert wet["status"] == "pass" and "250" in wet["detail"]

@@ -149,3 +149,53 @@ def test_dashboard_shows_the_newest_request_answer_when_answers_cross(stack, ser
             assert page.input_value("#comp-date") == "2026-11-26"
         finally:
             browser.close()
+
+
+def test_dashboard_compliance_day_and_month_views(stack, server):
+    """The six-100 table in Chinese with the reason of every fail and no_evidence on hover,
+    and the month view; screenshot to tests/artifacts/compliance-month.png."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from datetime import datetime
+
+    from conftest import TZ
+
+    t0 = int(datetime.fromisoformat(f"{SCENARIO_DAY}T00:00:00").replace(tzinfo=TZ).timestamp() * 1000)
+    lines = []
+    for i in range(1440):
+        t = t0 + i * 60_000 + 5000
+        lines.append(f"dust,site=S1,device=D1 pm10=80,spray_on=false,hoarding_intact=true,cover_ratio=100,"
+                     f"hardened_ratio=100 {t}")
+        lines.append(f"dust,site=S2,device=D2 pm10=300 {t}")  # dusty all day, no spray sensor
+    stack.write_lines(lines)
+    month = SCENARIO_DAY[:7]
+    with sync_api.sync_playwright() as p:
+        browser = _chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300}, locale="zh-CN",
+                                    timezone_id="Asia/Shanghai")
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            _log_in(page, server, "viewer")
+            page.wait_for_selector("#compliance[data-date]", timeout=10_000)
+            page.fill("#comp-date", SCENARIO_DAY)
+            page.wait_for_selector(f"#compliance[data-date='{SCENARIO_DAY}'] tbody tr[data-site=S2]", timeout=10_000)
+            heads = [h.inner_text() for h in page.query_selector_all("#compliance thead th")]
+            assert heads == ["区县", "工地", "周边围挡", "物料覆盖", "车辆冲洗", "路面硬化", "湿法作业", "渣土密闭",
+                             "在线监测", "全部达标"]
+            wet = page.query_selector("#compliance tr[data-site=S2] td[data-item=wet_operation]")
+            assert wet.get_attribute("data-status") == "fail" and "无喷淋证据" in wet.get_attribute("title")
+            silent = page.query_selector("#compliance tr[data-site=S2] td[data-item=hoarding]")
+            assert silent.inner_text() == "无证据" and "当日无数据" in silent.get_attribute("title")
+            assert page.query_selector("#compliance tr[data-site=S1] td[data-item=hoarding]").get_attribute("title") is None
+            page.hover("#compliance tr[data-site=S2] td[data-item=wet_operation]")
+            page.click("#comp-view-month")
+            page.fill("#comp-month", month)
+            cell = page.wait_for_selector(f"#compliance-month[data-month='{month}'] tbody tr[data-site=S2] "
+                                          f"td[data-date='{SCENARIO_DAY}']", timeout=20_000)
+            assert cell.get_attribute("class") == "fail" and "湿法作业：" in cell.get_attribute("title")
+            assert page.is_hidden("#compliance")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.locator("#compliance-panel").screenshot(path=str(ARTIFACTS / "compliance-month.png"))
+            assert errors == [], errors
+        finally:
+            browser.close()

@@ -24,11 +24,13 @@ from zoneinfo import ZoneInfo
 from citywatch.registry import Registry
 from ingest.hj212.decode import DecodeContext, Decoded, decode_frame, decode_framing_error
 from ingest.hj212.framing import DEFAULT_MAX_DATA, Frame, FrameDecoder
+from ingest.hj212.reassembly import Reassembler
 from ingest.types import Sink
 
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 16 * 1024
+_SETTLE_S = 0.25  # a frame without CR LF is taken once the input has paused this long
 _Pending = tuple["asyncio.Future[bool]", bytes | None]
 
 
@@ -73,6 +75,7 @@ class Hj212Gateway:
         self._connections: set[asyncio.Task[None]] = set()
         self._submitter: ThreadPoolExecutor | None = None
         self._closing = False
+        self._reassembler = Reassembler()  # split uploads (PNUM > 1); monitors may reconnect mid-upload
 
     @property
     def bound_port(self) -> int:
@@ -157,14 +160,27 @@ class Hj212Gateway:
         frame_started = 0.0  # loop time when the decoder last went from empty to holding bytes
         bad_bytes = 0
         while True:
+            settling = False
             if decoder.pending:
                 timeout = max(frame_started + self._frame_timeout_s - loop.time(), 0.0)
                 why = f"slow_sender: frame not completed within {self._frame_timeout_s:g} s"
+                if decoder.settleable and timeout > _SETTLE_S:
+                    # Maybe a whole frame sent without CR LF: if nothing follows soon, its CRC decides.
+                    timeout, settling = _SETTLE_S, True
             else:
                 timeout, why = self._idle_timeout_s, ""
             try:
                 chunk = await asyncio.wait_for(reader.read(_READ_CHUNK), timeout)
             except TimeoutError:
+                if settling:
+                    frames = decoder.settle()
+                    for frame in frames:
+                        await self._dispatch(decode_frame(frame, self._ctx, received_ms=self._now_ms(), peer=peer,
+                                                          reassembler=self._reassembler), pending)
+                    if frames:
+                        bad_bytes = 0
+                    continue
+
                 for err in decoder.flush(why):
                     await self._dispatch(decode_framing_error(err, received_ms=self._now_ms(), peer=peer), pending)
                 log.info("hj212: closing %s: %s", peer, why or "idle timeout")
@@ -179,7 +195,8 @@ class Hj212Gateway:
                 restart_timer = True  # whatever is buffered now belongs to a new frame
                 if isinstance(item, Frame):
                     bad_bytes = 0
-                    decoded = decode_frame(item, self._ctx, received_ms=received_ms, peer=peer)
+                    decoded = decode_frame(item, self._ctx, received_ms=received_ms, peer=peer,
+                                           reassembler=self._reassembler)
                 else:
                     bad_bytes += item.discarded
                     decoded = decode_framing_error(item, received_ms=received_ms, peer=peer)

@@ -89,7 +89,7 @@ def test_bad_input_gets_specific_reasons_and_the_connection_survives(registry: R
     bad_crc = REALTIME[:-6] + b"0000\r\n"
     wrong_pw = encode_frame(REALTIME[6:-6].replace(b"PW=123456", b"PW=999999"))
     unknown_mn = encode_frame(REALTIME[6:-6].replace(MN.encode(), b"4A4300000000000000D00002"))
-    length_lie = b"##0400" + REALTIME[6:]
+    length_lie = b"##0400" + REALTIME[6:-6] + b"0000\r\n"  # and a CRC that does not prove the frame either
     with MemorySink() as sink:
         @with_gateway(registry, sink)
         async def _(gw, connect) -> None:

@@ -54,12 +54,20 @@ def run_hj212(args: argparse.Namespace, *, devices_file: Path | None) -> int:
         print(f"wrote the fleet's registry to {args.write_registry} (use it as CW_DEVICES_FILE)")
         if args.packets == 0:
             return 0
+    start = None
+    if getattr(args, "start", None):
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        start = datetime.fromisoformat(args.start)
+        if start.tzinfo is None:  # local time, like the MQTT scenarios' --start
+            start = start.replace(tzinfo=ZoneInfo("Asia/Shanghai"))
     result = asyncio.run(run_fleet(host, int(port), monitors=count, packets_each=args.packets, registry=registry,
-                                   interval_s=30.0, dialect=dialect))
+                                   interval_s=30.0, dialect=dialect, start=start))
     rate = result.sent / result.elapsed_s if result.elapsed_s else 0.0
-    answered = f"{result.answered:,} answered (CN=9014)" if dialect_answered(dialect) else "no answers (2005)"
-    print(f"hj212 ({dialect}): {count:,} monitors, sent {result.sent:,} readings in {result.packets:,} packets, "
-          f"{answered} in {result.elapsed_s:,.1f} s ({rate:,.0f} readings/s)")
+    answered = f"{result.answered:,} answered (CN=9014)" if dialect_answered(dialect) else "no answers (none asked for)"
+    print(f"hj212 ({dialect}): {count:,} monitors, sent {result.packets:,} packets, {answered} in "
+          f"{result.elapsed_s:,.1f} s ({result.sent:,} readings, {rate:,.0f} readings/s)")
     for err in result.errors[:10]:
         print(f"  error: {err}")
     complete = result.answered == result.sent or not dialect_answered(dialect)

@@ -156,11 +156,15 @@ class FrameDecoder:
         value = int(crc, 16)
         if value != hj212_crc(data) and value != modbus_crc(data):
             return None
-        terminated = buf[stop: stop + 2] == TERMINATOR
-        end = stop + 2 if terminated else stop
+        if buf[stop: stop + 2] in (TERMINATOR, b"\n\r"):
+            end = stop + 2
+        elif buf[stop: stop + 1] in (b"\n", b"\r"):
+            end = stop + 1  # a lone LF or CR as the terminator
+        else:
+            end = stop
         raw = bytes(buf[:end])
         del buf[:end]
-        self._after_bare = not terminated and not buf  # a CR LF may still be on its way
+        self._after_bare = not buf and not raw.endswith(b"\n")  # (the rest of) a CR LF may still be on its way
         return Frame(data=data, crc=crc.decode("ascii"), raw=raw)
 
     def _start_skip(self, reason: str) -> None:

@@ -122,6 +122,16 @@ def test_quality_flagged_fields_are_not_judged(harness):
     assert h.engine.list_alerts() == []
 
 
+@pytest.mark.parametrize("flag", ["N", "S"])
+def test_valid_flags_are_judged(harness, flag):
+    # HJ 212 readings carry every flag; N (normal) and S (manual value) are valid data
+    h = harness()
+    rs = [Reading("dust", "S1", "D1", T0 + i * MIN, {"pm10": 500.0, "spray_on": True},
+                  quality={"pm10": flag, "pm25": "D"}) for i in range(15)]
+    h.feed(rs)
+    assert "dust_pm10_10min" in h.firing()
+
+
 def test_per_device_param_override(harness):
     # D1 has pm10_set_value 100 in the registry, D2 uses the default 150; both at 120
     reg = registry(Device("D1", "S1", "dust", params={"pm10_set_value": 100}), Device("D2", "S2", "dust"))

@@ -167,3 +167,12 @@ def test_no_byte_lost() -> None:
     out = feed_all(d, *(stream[i:i + 13] for i in range(0, len(stream), 13))) + d.flush()
     assert sum(len(i.raw) if isinstance(i, Frame) else i.discarded for i in out) == len(stream)
     assert [i.raw for i in out if isinstance(i, Frame)] == [REALTIME, REALTIME, MINUTE]
+
+
+@pytest.mark.parametrize("terminator", [b"\n", b"\r", b"\n\r", b""])
+def test_an_odd_terminator_is_forgiven_when_the_crc_proves_the_frame(terminator: bytes) -> None:
+    odd = REALTIME[:-2] + terminator
+    out = FrameDecoder().feed(odd + MINUTE + odd + MINUTE)
+    assert kinds(out) == ["frame"] * 4
+    assert out[0].data == REALTIME[6:-6] and out[2].data == REALTIME[6:-6]  # type: ignore[union-attr]
+    assert out[1].raw == MINUTE  # type: ignore[union-attr]

@@ -175,10 +175,12 @@ def _decode_cp(h: Header, cp_text: str, device: Device, ctx: DecodeContext, raw:
                           values=dict(vals.values), quality=dict(vals.flags))
         return Accepted(raw, readings=(reading,), events=events, lines=(reading_line(reading), *event_lines),
                         partial=partial)
-    # Minute/hour/day data: `<kind>_agg` with a `period` tag, never a Reading — the alert
-    # engine computes its own windows from real-time data and must not count these twice.
-    return Accepted(raw, events=events, lines=(_agg_line(device, period, ts_ms, vals), *event_lines),
-                    partial=partial)
+    # Minute/hour/day data: `<kind>_agg` with a `period` tag. The alert engine computes its
+    # own windows from real-time data and must not count these twice, so it gets a Reading
+    # without values: the device is alive (no-data rules), with nothing to judge.
+    alive = Reading(kind=device.kind, site=device.site, device=device.id, ts_ms=ts_ms, values={})
+    return Accepted(raw, readings=(alive,), events=events,
+                    lines=(_agg_line(device, period, ts_ms, vals), *event_lines), partial=partial)
 
 
 def _agg_line(device: Device, period: str, ts_ms: int, vals: Values) -> str:

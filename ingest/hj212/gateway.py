@@ -159,12 +159,13 @@ class Hj212Gateway:
         loop = asyncio.get_running_loop()
         frame_started = 0.0  # loop time when the decoder last went from empty to holding bytes
         bad_bytes = 0
+        settle_failed = False  # the buffered bytes were not a frame without CR LF: wait for more
         while True:
             settling = False
             if decoder.pending:
                 timeout = max(frame_started + self._frame_timeout_s - loop.time(), 0.0)
                 why = f"slow_sender: frame not completed within {self._frame_timeout_s:g} s"
-                if decoder.settleable and timeout > _SETTLE_S:
+                if decoder.settleable and not settle_failed and timeout > _SETTLE_S:
                     # Maybe a whole frame sent without CR LF: if nothing follows soon, its CRC decides.
                     timeout, settling = _SETTLE_S, True
             else:
@@ -179,6 +180,7 @@ class Hj212Gateway:
                                                           reassembler=self._reassembler), pending)
                     if frames:
                         bad_bytes = 0
+                    settle_failed = not frames
                     continue
 
                 for err in decoder.flush(why):
@@ -190,6 +192,7 @@ class Hj212Gateway:
                     await self._dispatch(decode_framing_error(err, received_ms=self._now_ms(), peer=peer), pending)
                 return
             restart_timer = decoder.pending == 0
+            settle_failed = False
             received_ms = self._now_ms()
             for item in decoder.feed(chunk):
                 restart_timer = True  # whatever is buffered now belongs to a new frame

@@ -1,7 +1,7 @@
 """The field corpus (tests/hj212/corpus/packets.yaml) through the framer and the decoder:
 each packet gives the answers, the stored lines (values and flags) and the dead-letter
 reasons its entry names. The same corpus runs through the real gateway into a real
-InfluxDB in tests/integration/test_hj212_corpus.py."""
+InfluxDB in tests/integration/test_hj212_corpus_service.py."""
 
 from __future__ import annotations
 

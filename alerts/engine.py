@@ -32,7 +32,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from citywatch.errors import CitywatchError
-from citywatch.model import Event, Reading
+from citywatch.model import VALID_FLAGS, Event, Reading
 from citywatch.registry import Registry
 from citywatch.schema import kinds as load_kinds
 
@@ -534,7 +534,7 @@ class AlertEngine:
         if feeds:
             quality = r.quality
             for f, v in r.values.items():
-                if f not in feeds or (quality and f in quality):  # flagged data is never judged
+                if f not in feeds or (quality and quality.get(f, "N") not in VALID_FLAGS):  # flagged: never judged
                     continue
                 feed = feeds[f]
                 s = feed.series

@@ -36,6 +36,9 @@ class LatestReading(BaseModel):
     time: str = Field(description="time of the reading, local time (CW_TZ) with offset")
     ts_ms: int = Field(description="time of the reading, epoch milliseconds (UTC)")
     values: dict[str, float | bool | None]
+    flags: dict[str, str] = Field(default_factory=dict, description=(
+        "HJ 212 data flag per field (N F M S D C T B), as the monitor sent it; a field without one (e.g. "
+        "MQTT readings) is valid. Only N and S (or none) count for rules and compliance."))
 
 
 class LatestResponse(BaseModel):
@@ -50,6 +53,9 @@ class Series(BaseModel):
     device: str
     points: list[tuple[int, float | bool | None]] = Field(
         description="[epoch ms (UTC) of the bucket start, aggregated value]")
+    flags: list[tuple[int, str]] = Field(default_factory=list, description=(
+        "[epoch ms of the bucket start, HJ 212 flag]: buckets holding a value flagged other than N/S "
+        "(the newest such flag); rules and compliance skip those values"))
 
 
 class SeriesResponse(BaseModel):

@@ -50,9 +50,11 @@ SITES = 200                 # capacity fleet: 140 dust (10 s), 40 heating + 20 w
 PROBE_SITE = "SBENCH"
 ALERT_RULE = "heating_leak"  # fires on one reading (leak_detected is true), no `for`, no window
 
-QUICK = {"readings": 50_000, "repeats": 1, "live_s": 10.0, "rate": 5000.0, "scaling": (), "hj212": (200, 5)}
+QUICK = {"readings": 50_000, "repeats": 1, "live_s": 10.0, "rate": 5000.0, "scaling": (), "hj212": (200, 5),
+         "hj212_dialects": ("2017", "2005", "tianjin", "no-crlf")}
 FULL = {"readings": 200_000, "repeats": 3, "live_s": 60.0, "rate": 5000.0,
-        "scaling": ((1_000, 100_000), (10_000, 100_000), (100_000, 100_000)), "hj212": (1_000, 20)}
+        "scaling": ((1_000, 100_000), (10_000, 100_000), (100_000, 100_000)), "hj212": (1_000, 20),
+        "hj212_dialects": ("2017", "2025", "2005", "tianjin", "no-crlf", "len+6", "split")}
 
 _T0 = time.monotonic()
 
@@ -716,6 +718,14 @@ def markdown(res: dict[str, Any]) -> str:
     if res.get("hj212_readings_per_s") is not None:
         out += ["", f"HJ 212 gateway: {res['hj212_monitors']:,} monitors, {res['hj212_answered']:,} packets answered, "
                 f"{f(res['hj212_readings_per_s'])} readings/s into InfluxDB, lost {res['hj212_lost']}"]
+        if res.get("hj212_dialects"):
+            out += ["", "| HJ 212 dialect | readings | packets | readings/s | readings per CPU-s | lost |",
+                    "|---|---:|---:|---:|---:|---:|"]
+            out += [f"| {r['dialect']} | {r['readings']:,} | {r['packets']:,} | {f(r['readings_per_s'])} | "
+                    f"{f(r['readings_per_cpu_s'])} | {r['lost']} |" for r in res["hj212_dialects"]]
+        if res.get("cpu_s_per_100k"):
+            out.append(f"One core: MQTT {f(100_000 / res['cpu_s_per_100k'])} readings per CPU-s (service), "
+                       f"HJ 212 (2017) {f(res.get('hj212_readings_per_cpu_s'))}")
     if len(res.get("runs", [])) > 1:
         out += ["", "Capacity runs (service / baseline readings/s): " + "; ".join(
             f"{r['service']['readings_per_s']:,} / {r['baseline']['readings_per_s']:,}" for r in res["runs"])]
@@ -733,11 +743,14 @@ def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return ordered[len(ordered) // 2][key]
 
 
-def hj212_run(env: "Env", monitors: int, packets_each: int) -> dict[str, Any]:
-    """HJ 212 mode: `monitors` TCP connections to the gateway inside the service, each
-    sending `packets_each` real-time packets (Flag=5, each waiting for its durable CN=9014
-    answer). readings/s = packets answered / seconds from the first connection until all
-    are queryable in InfluxDB."""
+def hj212_run(env: "Env", monitors: int, packets_each: int, dialects: tuple[str, ...] = ("2017",)
+              ) -> dict[str, Any]:
+    """HJ 212 mode: for each dialect in turn, `monitors` TCP connections to the gateway
+    inside the service, each sending `packets_each` real-time uploads (answered dialects
+    wait for each durable CN=9014; 2005 sends without answers). readings/s = readings
+    stored / seconds from the first connection until all are queryable in InfluxDB; CPU =
+    the service's (main process and its MQTT child) CPU seconds over that time. The
+    top-level figures are the first dialect's (2017), `hj212_dialects` has each."""
     from citywatch.servers import free_port
     from ingest.hj212.testing import fleet_registry, run_fleet
     from simulators.hj212 import registry_toml
@@ -758,29 +771,47 @@ def hj212_run(env: "Env", monitors: int, packets_each: int) -> dict[str, Any]:
                                          "CW_HJ212_MAX_PER_ADDRESS": str(max(monitors, 256)),
                                          "CW_INGEST_WORKERS": str(env.workers)}))
     svc.start()
+    runs: list[dict[str, Any]] = []
+
+    def count() -> int:
+        series = env.influx.query(db, 'SELECT count("pm10") FROM "dust"')
+        rows = (series[0].get("series") or [{}])[0].get("values") if series else None
+        return int(rows[0][1]) if rows else 0
+
     try:
         svc.wait_log("HJ 212 gateway listening")
         svc.wait_log("connected to broker")  # the MQTT ingest process has started too: the box is quiet
-        progress(f"hj212: {monitors:,} monitors x {packets_each} packets")
-        t0 = time.monotonic()
-        result = asyncio.run(run_fleet("127.0.0.1", port, monitors=monitors, packets_each=packets_each,
-                                       registry=registry))
-        expected = result.answered
-        counted = 0
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            series = env.influx.query(db, 'SELECT count("pm10") FROM "dust"')
-            rows = (series[0].get("series") or [{}])[0].get("values") if series else None
-            counted = int(rows[0][1]) if rows else 0
-            if counted >= expected:
-                break
-            time.sleep(0.1)
-        elapsed = time.monotonic() - t0
+        stored_before = 0
+        for k, dialect in enumerate(dialects):
+            progress(f"hj212 {dialect}: {monitors:,} monitors x {packets_each} readings")
+            # Each dialect a day earlier than the one before: no point overwrites another's.
+            start = datetime.now(timezone.utc) - timedelta(days=k, seconds=30.0 * packets_each + 600)
+            assert svc.proc is not None
+            cpu0, t0 = proc_cpu_s(svc.proc.pid), time.monotonic()
+            result = asyncio.run(run_fleet("127.0.0.1", port, monitors=monitors, packets_each=packets_each,
+                                           registry=registry, start=start, dialect=dialect))
+            expected = result.sent - len(result.errors)
+            counted = 0
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                counted = count() - stored_before
+                if counted >= expected:
+                    break
+                time.sleep(0.1)
+            elapsed, cpu_s = time.monotonic() - t0, proc_cpu_s(svc.proc.pid) - cpu0
+            stored_before += counted
+            runs.append({"dialect": dialect, "readings": result.sent, "packets": result.packets,
+                         "answered": result.answered, "stored": counted, "lost": max(0, result.sent - counted),
+                         "errors": len(result.errors), "seconds": round(elapsed, 2), "cpu_s": round(cpu_s, 2),
+                         "readings_per_s": round(counted / elapsed, 1) if elapsed else None,
+                         "readings_per_cpu_s": round(counted / cpu_s, 1) if cpu_s > 0 else None})
     finally:
         svc.stop()
-    return {"hj212_monitors": monitors, "hj212_packets": result.sent, "hj212_answered": result.answered,
-            "hj212_lost": max(0, result.answered - counted), "hj212_errors": len(result.errors),
-            "hj212_readings_per_s": round(counted / elapsed, 1) if elapsed else None}
+    first = runs[0]
+    return {"hj212_monitors": monitors, "hj212_packets": first["packets"], "hj212_answered": first["answered"],
+            "hj212_lost": sum(r["lost"] for r in runs), "hj212_errors": sum(r["errors"] for r in runs),
+            "hj212_readings_per_s": first["readings_per_s"], "hj212_readings_per_cpu_s": first["readings_per_cpu_s"],
+            "hj212_dialects": runs}
 
 
 def tls_listener(root: Path) -> tuple[str, int, Path]:
@@ -913,7 +944,7 @@ def run_bench(args, settings) -> int:
         live = live_latency(env, f"cw_run{plan['repeats']}", seconds=live_s, rate=plan["rate"], tag="live")
         svc_child.stop()
         drop_session(env.mosquitto.url, f"bench-svc-run{plan['repeats']}")
-        hj = hj212_run(env, *plan["hj212"])
+        hj = hj212_run(env, *plan["hj212"], dialects=plan["hj212_dialects"])
         scaling = []
         for devices, n_scale in plan["scaling"]:
             progress(f"scaling: {devices:,} devices, {n_scale:,} readings")

@@ -41,8 +41,15 @@ def series_key(kind: str, site: str, device: str) -> str:
     return f"{escape_measurement(kind)},device={escape_tag(device)},site={escape_tag(site)}"
 
 
+def flag_fields(flags: dict[str, str]) -> str:
+    """HJ 212 data flags as string fields `<field>_flag="N"` (an absent one means valid)."""
+    return ",".join(f"{escape_tag(k)}_flag={quote_string(v)}" for k, v in flags.items())
+
+
 def reading_line(r: Reading) -> str:
     fields = ",".join(f"{escape_tag(k)}={format_value(v)}" for k, v in r.values.items())
+    if r.quality:
+        fields = f"{fields},{flag_fields(r.quality)}" if fields else flag_fields(r.quality)
     return f"{series_key(r.kind, r.site, r.device)} {fields} {r.ts_ms}"
 
 
@@ -80,6 +87,8 @@ class LineFormatter:
             "true" if v is True else "false" if v is False else float_texts.get(v) or self._float_text(v)
             for v in values.values()
         ])
+        if r.quality:  # HJ 212 flags; MQTT readings carry none
+            return reading_line(r)
         return f"{prefix} {template % texts} {r.ts_ms}"
 
     def _field_template(self, names: tuple[str, ...]) -> str:

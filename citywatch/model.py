@@ -34,13 +34,22 @@ class Reading:
     ts_ms: int
     values: dict[str, float | bool]
     seq: int | None = None
-    # Per-field quality flags (HJ 212 data flags other than N/S). A flagged field is stored
-    # but excluded from compliance and threshold rules.
+    # Per-field HJ 212 data flags (N F M S D C T B), as the monitor sent them; stored as
+    # `<field>_flag`. Absent, N and S are valid; a field flagged otherwise (or a flag without
+    # a value) is stored but excluded from compliance and threshold rules.
     quality: dict[str, str] = field(default_factory=dict)
 
     @property
     def time(self) -> datetime:
         return datetime.fromtimestamp(self.ts_ms / 1000, UTC)
+
+
+# The HJ 212 data flags that count as valid for judgement (an absent flag is valid too).
+VALID_FLAGS = frozenset({"N", "S"})
+
+
+def flag_valid(flag: str | None) -> bool:
+    return flag is None or flag in VALID_FLAGS
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from citywatch.errors import ConfigError
 from citywatch.topics import is_identifier
 
 _KNOWN = {"id", "site", "kind", "expected_interval_s", "hj212_mn", "hj212_pw", "hj212_pw_none", "hj212_crc",
-          "hj212_scale", "hj212_aliases", "name", "equipment"}
+          "hj212_scale", "hj212_aliases", "hj212_ignore", "name", "equipment"}
 
 # What a device gives a site the means to measure for the six-100 report (`equipment = [...]`
 # in its [[device]] table). A site's means are the union over its devices; a site none of
@@ -45,6 +45,9 @@ class Device:
     hj212_crc: Literal["strict", "modbus", "off"] = "strict"
     hj212_scale: float = 1.0
     hj212_aliases: dict[str, str] = field(default_factory=dict)
+    # HJ 212 codes this device sends that have no canonical field and should be dropped
+    # silently instead of dead-lettered (e.g. a21026 SO2 on a dust monitor).
+    hj212_ignore: frozenset[str] = frozenset()
     params: dict[str, Any] = field(default_factory=dict)
     equipment: frozenset[str] | None = None  # None: not stated (see EQUIPMENT)
 
@@ -112,6 +115,7 @@ class Registry:
                     hj212_mn=raw.get("hj212_mn"), hj212_pw=raw.get("hj212_pw"),
                     hj212_crc=crc, hj212_scale=float(raw.get("hj212_scale", 1.0)),
                     hj212_aliases=dict(raw.get("hj212_aliases", {})),
+                    hj212_ignore=frozenset(str(c) for c in raw.get("hj212_ignore", ())),
                     params={k: v for k, v in raw.items() if k not in _KNOWN},
                 )
             except (TypeError, ValueError) as exc:

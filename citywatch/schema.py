@@ -9,7 +9,7 @@ that were sent costs less than half as much as building model instances).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired, Required, Union
@@ -53,6 +53,9 @@ class KindSpec:
     description: str
     fields: dict[str, FieldSpec]
     events: dict[str, dict[str, FieldSpec]]
+    # HJ 212 item codes of this kind's monitors beyond the standard's (vendor and
+    # Tianjin-style names), keyed lower-case: code → canonical field.
+    hj212_codes: dict[str, str] = field(default_factory=dict)
 
 
 class TelemetryBase(BaseModel):
@@ -113,7 +116,12 @@ def load_kinds(path: Path = KINDS_FILE) -> dict[str, KindSpec]:
             etype: _field_specs(attrs, f"kinds.{name}.events.{etype}")
             for etype, attrs in (body.get("events") or {}).items()
         }
-        kinds[name] = KindSpec(name, body.get("description", ""), fields, events)
+        codes = {}
+        for code, target in (body.get("hj212_codes") or {}).items():
+            if target not in fields or fields[target].type != "float":
+                raise ConfigError(f"kinds.{name}.hj212_codes.{code}: {target!r} is not a numeric field of {name}")
+            codes[str(code).lower()] = target
+        kinds[name] = KindSpec(name, body.get("description", ""), fields, events, codes)
     return kinds
 
 

@@ -145,6 +145,9 @@ class Committer:
         rejected: list[tuple] = []
         if len(accepted) != len(outcomes):
             rejected = [(o.raw, o.reasons) for o in outcomes if o.__class__ is not Accepted]
+        partial = [(o.raw, o.partial) for o in accepted if o.partial]  # stored in part: the rest as a dead letter
+        if partial:
+            rejected += partial
         lines = [line for o in accepted for line in o.lines]
         if lines:
             self._spool.append(lines)

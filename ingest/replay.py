@@ -64,13 +64,13 @@ def redecode_pending(store: DeadLetterStore, decode, *, dry_run: bool = False
         except Exception as exc:  # a decoder bug: keep the letter, say why, replay the rest
             log.exception("decoder failed on dead letter %d", letter.id)
             outcome = internal_error(letter.raw, exc)
-        if isinstance(outcome, Accepted):
+        if isinstance(outcome, Accepted) and not outcome.partial:
             ok_ids.append(letter.id)
             outcomes.append(outcome)
         else:
             still += 1
-            if not dry_run:
-                store.update_reasons(letter.id, outcome.reasons)
+            if not dry_run:  # stored in part (its valid items were stored the first time): the rest's reasons
+                store.update_reasons(letter.id, outcome.partial if isinstance(outcome, Accepted) else outcome.reasons)
     return ok_ids, outcomes, still
 
 

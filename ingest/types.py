@@ -25,6 +25,9 @@ class Accepted:
     readings: tuple[Reading, ...] = ()
     events: tuple[Event, ...] = ()
     lines: tuple[str, ...] = ()  # InfluxDB line protocol, one per reading/event
+    # Partial acceptance (HJ 212): reasons for the items of this message that were *not*
+    # stored. The committer dead-letters the raw message with them beside the lines.
+    partial: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

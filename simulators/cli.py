@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hj212", metavar="HOST:PORT", default=None,
                         help="with --protocol hj212: the gateway (default CW_HJ212_LISTEN or 127.0.0.1:9212)")
     parser.add_argument("--packets", type=int, default=10, help="with --protocol hj212: packets per monitor")
+    parser.add_argument("--dialect", default="2017",
+                        help="with --protocol hj212: what the monitors speak: 2017, 2025, 2005, tianjin, no-crlf, "
+                             "len+6, split (see simulators/README.md)")
     parser.add_argument("--write-registry", metavar="FILE", default=None,
                         help="with --protocol hj212: write the generated fleet's device registry (TOML)")
     parser.add_argument("--client-id", default="", help="client id prefix (default citywatch-sim-<pid>)")

@@ -30,7 +30,10 @@ async def latest(ctx: CtxDep, _: ViewerDep, kind: OptionalKindDep, site: SiteDep
             for row in influxql.rows(s):
                 t = int(row.pop("time"))
                 values = {k: v for k, v in row.items() if k in spec.fields and v is not None}
+                # HJ 212 flags are stored beside the value as `<field>_flag` (ingest/hj212/README.md)
+                flags = {k[:-5]: v for k, v in row.items()
+                         if k.endswith("_flag") and k[:-5] in spec.fields and isinstance(v, str)}
                 items.append(LatestReading(kind=spec.name, site=tags.get("site", ""), device=tags.get("device", ""),
-                                           time=ctx.local_iso(t) or "", ts_ms=t, values=values))
+                                           time=ctx.local_iso(t) or "", ts_ms=t, values=values, flags=flags))
     items.sort(key=lambda r: (r.site, r.device))
     return LatestResponse(items=items)

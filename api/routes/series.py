@@ -80,6 +80,17 @@ async def series(
         tags = s.get("tags") or {}
         pts = [(int(t), v) for t, v in s.get("values", [])]
         out.append(Series(site=tags.get("site", ""), device=tags.get("device", ""), points=pts))
+    # Buckets with a value an HJ 212 monitor flagged other than N/S (stored as `<field>_flag`).
+    flag = influxql.ident(f"{field}_flag")
+    fq = (f"SELECT last({flag}) AS \"f\" FROM {influxql.ident(kind.name)}{clause} AND {flag} != 'N' AND "
+          f"{flag} != 'S' GROUP BY time({int(step_s)}s), \"site\", \"device\" fill(none) "
+          f"SLIMIT {int(limits.max_series)}")
+    by_series = {(x.site, x.device): x for x in out}
+    for s in await influxql.run(ctx.ingest.influx, fq, params):
+        tags = s.get("tags") or {}
+        target = by_series.get((tags.get("site", ""), tags.get("device", "")))
+        if target is not None:
+            target.flags.extend((int(t), f) for t, f in s.get("values", []) if isinstance(f, str))
     out.sort(key=lambda x: (x.site, x.device))
     return SeriesResponse(kind=kind.name, field=field, unit=spec.unit, agg=agg, every=every,
                           start=ctx.local_iso(start_ms) or "", end=ctx.local_iso(end_ms) or "", series=out)

@@ -2,6 +2,10 @@
  * The token is kept in sessionStorage (this tab only) and sent as `Authorization: Bearer`;
  * the live alert stream is read with fetch() streaming (EventSource cannot send headers),
  * so the token never appears in a URL. */
+
+// An HJ 212 data flag other than N/S (F stopped, M maintenance, D fault, C calibration, T above
+// range, B comms fault) marks a value that rules and compliance do not judge.
+const flagMark = (r, f) => { const fl = (r.flags || {})[f]; return fl && fl !== 'N' && fl !== 'S' ? ` [${fl}]` : ''; };
 (() => {
   'use strict';
 
@@ -250,7 +254,7 @@
       const newest = Math.max(0, ...rows.map((r) => r.ts_ms));
       const st = siteStatus(site, newest);
       const vals = rows.map((r) => `${r.device} ${tt('kind', r.kind)}: ` + (SHOW[r.kind] || Object.keys(r.values).slice(0, 2))
-        .filter((f) => r.values[f] != null).map((f) => `${f} ${Number(r.values[f]).toFixed(1)}`).join(' · '));
+        .filter((f) => r.values[f] != null).map((f) => `${f} ${Number(r.values[f]).toFixed(1)}${flagMark(r, f)}`).join(' · '));
       const card = el('div', {class: `card ${st}`, 'data-site': site, 'data-status': st, title: t('st_' + st)},
         el('div', {class: 'name', text: `${site} · ${t('st_' + st)}`}),
         ...vals.map((v) => el('div', {class: 'vals', text: v})),

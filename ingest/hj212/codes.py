@@ -6,6 +6,8 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import Final, Mapping
 
+from citywatch.model import VALID_FLAGS as MODEL_VALID_FLAGS
+
 
 class Cn(IntEnum):
     REALTIME = 2011
@@ -42,13 +44,13 @@ FLAG_D: Final = 0b10
 VERSION_SHIFT: Final = 2
 VERSION_2017: Final = 1
 
-# Standard codes (HJ 212-2017 appendix) and the older Tianjin-style names.
+# Standard codes (HJ 212-2017 appendix). Older Tianjin-style names (PM10, PM25, TSP,
+# Voice, ...) and other vendors' names are per kind in citywatch/kinds.yaml (`hj212_codes`),
+# and per device in the registry (`hj212_aliases`).
 _CODES: Final[dict[str, str]] = {
     "a34001": "tsp", "a34002": "pm10", "a34004": "pm25", "LA": "noise",
     "a01001": "temperature", "a01002": "humidity", "a01006": "pressure",
     "a01007": "wind_speed", "a01008": "wind_dir",
-    "TSP": "tsp", "PM10": "pm10", "PM25": "pm25", "Voice": "noise",
-    "WD": "wind_dir", "WS": "wind_speed", "TEM": "temperature",
 }
 CODES: Final[Mapping[str, str]] = MappingProxyType(_CODES)
 
@@ -59,5 +61,11 @@ FIELD_CODES: Final[Mapping[str, str]] = MappingProxyType(
 # Fields the per-device `hj212_scale` multiplies (vendors differ in µg/m³ vs mg/m³ vs ×1000).
 PARTICULATES: Final = frozenset({"tsp", "pm10", "pm25"})
 
-# The data flags that count as valid; any other flag is kept in Reading.quality.
-VALID_FLAGS: Final = frozenset({"N", "S"})
+# The data flags that count as valid (an absent flag is valid too); every flag an HJ 212
+# monitor sends is kept in Reading.quality and stored as `<field>_flag`.
+VALID_FLAGS: Final = MODEL_VALID_FLAGS
+# D (fault) and F (stopped): the monitor says the sensor is broken; an event for the rules.
+FAULT_FLAGS: Final = frozenset({"D", "F"})
+
+# CN → the `period` tag of the aggregate measurement `<kind>_agg` (README "Aggregates").
+PERIODS: Final[Mapping[int, str]] = MappingProxyType({2051: "minute", 2061: "hour", 2031: "day"})

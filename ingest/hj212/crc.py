@@ -29,10 +29,12 @@ _TABLE = tuple(_poly_a001(i) for i in range(256))
 
 def hj212_crc(data: bytes) -> int:
     """The HJ 212-2017 checksum over the data segment (between the length and the CRC)."""
+    # (crc >> 8) ^ byte fits in one byte, so its own ">> 8" is 0 and the second step of the
+    # published algorithm reduces to one table lookup.
     crc = 0xFFFF
+    table = _TABLE
     for byte in data:
-        crc = (crc >> 8) ^ byte
-        crc = (crc >> 8) ^ _TABLE[crc & 0xFF]
+        crc = table[(crc >> 8) ^ byte]
     return crc
 
 

@@ -9,6 +9,14 @@ segment never contains CR LF or `##` in practice, so either inside the declared 
 means the length lied or the frame was cut short; trusting the terminator rather than the
 length keeps the following frame intact.
 
+Field dialects (README "Dialects"): some vendors count the CRC and CR LF in the declared
+length, some count them not at all or miscount, some send no CR LF (frames back to back,
+delimited only by length and CRC). When the declared length does not lead to `CRC CR LF`,
+the decoder looks for the frame's end at the next CR LF, the next `##` or the end of what
+has arrived, and accepts the frame if its data ends with `&&` and its CRC (HJ 212 or
+MODBUS) proves it; otherwise the error stands. A CR/LF that follows a frame which ended
+without one is consumed silently (`eaten`).
+
 Memory: the buffer never holds more than one frame (`max_data` + 12 bytes) plus one
 chunk; discarded garbage is kept only up to `max_raw` bytes per error.
 """
@@ -17,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.hj212.crc import CrcMode, crc_hex
+from ingest.hj212.crc import CrcMode, crc_hex, hj212_crc, modbus_crc
 
 HEADER = b"##"
 TERMINATOR = b"\r\n"
@@ -59,6 +67,8 @@ class FrameDecoder:
         self._skip_reason: str | None = None
         self._skip_raw = bytearray()
         self._skip_count = 0
+        self._after_bare = False  # the last frame ended without CR LF: a late one is eaten
+        self.eaten = 0  # CR/LF bytes consumed after frames that ended without them
 
     @property
     def pending(self) -> int:
@@ -74,6 +84,10 @@ class FrameDecoder:
         self._buf += chunk
         out: list[Frame | FramingError] = []
         while self._buf:
+            if self._after_bare:
+                self._eat_terminator()
+                if not self._buf or (self._after_bare and self._buf == b"\r"):
+                    break
             if self._skip_reason is not None or not self._buf.startswith(HEADER[: len(self._buf)]):
                 if not self._discard_to_header(out):
                     break
@@ -84,6 +98,21 @@ class FrameDecoder:
             if item is not _RESYNC:
                 out.append(item)
         return out
+
+    @property
+    def settleable(self) -> bool:
+        """What is buffered ends like a frame (`&&` + 4 hex): if no more bytes come soon, it
+        may be a whole frame sent without CR LF, and `settle()` should be called."""
+        buf = self._buf
+        return self._skip_reason is None and len(buf) >= 12 and buf[-6:-4] == b"&&" and buf.startswith(HEADER)
+
+    def settle(self) -> list[Frame]:
+        """The input paused: a buffered frame without CR LF whose CRC proves it, if any
+        (the monitor is waiting for its answer; nothing else will end that frame)."""
+        if not self.settleable:
+            return []
+        frame = self._proven(len(self._buf))
+        return [frame] if frame is not None else []
 
     def flush(self, reason: str = "truncated: connection closed in the middle of a frame") -> list[FramingError]:
         """End of input (EOF, timeout): whatever is buffered becomes one error."""
@@ -98,6 +127,45 @@ class FrameDecoder:
         return out
 
     # -- internals -----------------------------------------------------------------------
+
+    def _eat_terminator(self) -> None:
+        """After a frame without CR LF: drop a CR LF, CR or LF that arrives late."""
+        buf = self._buf
+        if buf[:2] == TERMINATOR:
+            n = 2
+        elif buf[:1] == b"\n" or (buf[:1] == b"\r" and len(buf) > 1):
+            n = 1
+        elif buf[:1] == b"\r":
+            return  # maybe the first half of CR LF: wait for the next byte
+        else:
+            n = 0
+        del buf[:n]
+        self.eaten += n
+        self._after_bare = False
+
+    def _proven(self, stop: int) -> Frame | None:
+        """`buf[:stop]` as a frame that ends with its CRC, if the CRC proves it (either
+        algorithm) and the data ends with `&&`; whatever its length field says."""
+        buf = self._buf
+        if stop < 6 + 2 + 4 or stop - 10 > self._max_data:
+            return None
+        crc = bytes(buf[stop - 4: stop])
+        data = bytes(buf[6: stop - 4])
+        if not data.endswith(b"&&") or not all(b in _HEX for b in crc):
+            return None
+        value = int(crc, 16)
+        if value != hj212_crc(data) and value != modbus_crc(data):
+            return None
+        if buf[stop: stop + 2] in (TERMINATOR, b"\n\r"):
+            end = stop + 2
+        elif buf[stop: stop + 1] in (b"\n", b"\r"):
+            end = stop + 1  # a lone LF or CR as the terminator
+        else:
+            end = stop
+        raw = bytes(buf[:end])
+        del buf[:end]
+        self._after_bare = not buf and not raw.endswith(b"\n")  # (the rest of) a CR LF may still be on its way
+        return Frame(data=data, crc=crc.decode("ascii"), raw=raw)
 
     def _start_skip(self, reason: str) -> None:
         self._skip_reason = reason
@@ -159,18 +227,29 @@ class FrameDecoder:
         crlf = buf.find(TERMINATOR, 6, window_end)
         hdr = buf.find(HEADER, 6, window_end)
         if hdr >= 0 and (crlf < 0 or hdr < crlf):
+            if (frame := self._proven(hdr)) is not None:  # no CR LF, next frame right behind
+                return frame
             raw = bytes(buf[:hdr])
             del buf[:hdr]
             return FramingError(
                 f"truncated: frame declared {length} data bytes but a new frame starts after {hdr - 6}", raw, len(raw))
         if 0 <= crlf < end - 2:
+            if (frame := self._proven(crlf)) is not None:  # the length counted CRC/CR LF, or miscounted
+                return frame
             raw = bytes(buf[: crlf + 2])
             del buf[: crlf + 2]
             actual = max(crlf - 6 - 4, 0)
             return FramingError(f"length_mismatch: declared {length} data bytes, frame carries {actual}", raw, len(raw))
         if len(buf) < end:
-            return None
+            return None  # more to come; or a whole frame without CR LF: see settle()
         if buf[end - 2 : end] != TERMINATOR:
+            # The length was short of the real end: a CR LF or `##` a little later may prove it.
+            limit = min(len(buf), 6 + self._max_data + 4 + 2)
+            later = [i for i in (buf.find(TERMINATOR, end - 2, limit), buf.find(HEADER, end - 2, limit)) if i >= 0]
+            if later and (frame := self._proven(min(later))) is not None:
+                return frame
+            if (frame := self._proven(end - 2)) is not None:  # no CR LF, something else follows
+                return frame
             return self._bad_header(f"bad_terminator: no CR LF after the declared {length} data bytes and CRC")
         raw = bytes(buf[:end])
         del buf[:end]

@@ -41,11 +41,13 @@ from ingest.hj212.framing import DEFAULT_MAX_DATA, Frame, FrameDecoder, FramingE
 from ingest.hj212.guard import GuardPolicy, Lockout, LoginGuard, SourceRateLimiter, lockout_outcome, source_address
 from ingest.hj212.metrics import GatewayMetrics
 from ingest.hj212.packet import Header, read_header
+from ingest.hj212.reassembly import Reassembler
 from ingest.types import Outcome, Rejected, Sink
 
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 16 * 1024
+_SETTLE_S = 0.25  # a frame without CR LF is taken once the input has paused this long
 _Pending = tuple["asyncio.Future[bool]", bytes | None]
 _DUMMY_PW = b"\x00" * 24  # compared against when the MN is unknown, so both failures cost the same
 _CLOSE = True  # _frame(): close the connection after this frame
@@ -127,6 +129,7 @@ class Hj212Gateway:
         `metrics`: counters (or the registry to put them in). `summary_interval_s`: how
         often dropped dead letters and refused connections are summarised in one log line."""
         self._ctx = DecodeContext(registry=registry, tz=ZoneInfo(tz), max_future_s=max_future_s)
+        self._reassembler = Reassembler()  # split uploads (PNUM > 1); monitors may reconnect mid-upload
         self._sink = sink
         self._host, self._port = host, port
         self._idle_timeout_s = idle_timeout_s
@@ -291,19 +294,36 @@ class Hj212Gateway:
         peer = conn.peer
         frame_started = 0.0  # loop time when the decoder last went from empty to holding bytes
         bad_bytes = 0
+        settle_failed = False  # the buffered bytes were not a frame without CR LF: wait for more
         while True:
+            settling = False
             if decoder.pending:
                 timeout = max(frame_started + self._frame_timeout_s - loop.time(), 0.0)
                 why = f"slow_sender: frame not completed within {self._frame_timeout_s:g} s"
+                if decoder.settleable and not settle_failed and timeout > _SETTLE_S:
+                    # Maybe a whole frame sent without CR LF: if nothing follows soon, its CRC decides.
+                    timeout, settling = _SETTLE_S, True
             else:
                 timeout, why = self._idle_timeout_s, ""
             if not conn.authenticated:
                 left = max(conn.opened + self._auth_timeout_s - loop.time(), 0.0)
                 if left <= timeout:
                     timeout, why = left, f"auth_deadline: no logged-in frame within {self._auth_timeout_s:g} s"
+                    settling = False
             try:
                 chunk = await asyncio.wait_for(reader.read(_READ_CHUNK), timeout)
             except TimeoutError:
+                if settling:
+                    frames = decoder.settle()
+                    settled_ms = self._now_ms()
+                    for j, frame in enumerate(frames):
+                        if await self._frame(frame, conn, settled_ms, pending) is _CLOSE:
+                            await self._unread(frames[j + 1:], decoder, conn, settled_ms, pending)
+                            return
+                    if frames:
+                        bad_bytes = 0
+                    settle_failed = not frames
+                    continue
                 for err in decoder.flush(why or "idle timeout"):
                     await self._dispatch(decode_framing_error(err, received_ms=self._now_ms(), peer=peer),
                                          pending, conn)
@@ -319,6 +339,7 @@ class Hj212Gateway:
                                          pending, conn)
                 return
             restart_timer = decoder.pending == 0
+            settle_failed = False
             received_ms = self._now_ms()
             items = decoder.feed(chunk)
             for i, item in enumerate(items):
@@ -372,7 +393,8 @@ class Hj212Gateway:
                 raw = RawMessage(topic_for(mn, conn.peer), frame.raw, received_ms, "hj212")
                 await self._dispatch(Decoded(Rejected(raw, (reason,))), pending, conn)
                 return _CLOSE
-        decoded = decode_frame(frame, self._ctx, received_ms=received_ms, peer=conn.peer)
+        decoded = decode_frame(frame, self._ctx, received_ms=received_ms, peer=conn.peer,
+                               reassembler=self._reassembler)
         failure = _identity_failure(decoded.outcome)
         if failure is None or not self._auth_required:
             if failure is None and mn not in conn.mns:

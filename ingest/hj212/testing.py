@@ -122,6 +122,58 @@ def encode_packet(
     return encode_frame(";".join(header) + ";CP=&&" + ";".join(items) + "&&", crc=crc)
 
 
+# The dialects `run_fleet` (and `citywatch simulate --protocol hj212 --dialect`) can speak,
+# each as monitors in the field send it (README "Dialects"):
+DIALECTS: dict[str, str] = {
+    "2017": "HJ 212-2017: QN, Flag=5, standard codes, each packet answered",
+    "2025": "HJ 212-2025: as 2017 plus the RF re-send marker (RF=0) and a 17-digit DataTime",
+    "2005": "HJ/T 212-2005: no QN, no Flag (so no answer), PNO/PNUM-free, ST=39",
+    "tianjin": "Tianjin-style names (PM10 PM25 TSP Voice WD WS TEM) without per-item flags, answered",
+    "no-crlf": "2017 frames without CR LF (the gateway settles each by its CRC), answered",
+    "len+6": "2017 with the length counting CRC and CR LF, answered",
+    "split": "2017 uploads split into 2 packets (Flag=7, PNUM=2), each part answered",
+}
+_TIANJIN = {"a34001": "TSP", "a34002": "PM10", "a34004": "PM25", "LA": "Voice", "a01001": "TEM",
+            "a01007": "WS", "a01008": "WD", "a01002": "RH", "a01006": "PA"}
+
+
+def dialect_answered(dialect: str) -> bool:
+    """Whether packets of `dialect` ask for (and get) an answer."""
+    return dialect != "2005"
+
+
+def dialect_frames(dialect: str, *, mn: str, pw: str, data_time: datetime, values: Mapping[str, float], qn: str,
+                   tz: str = "Asia/Shanghai", crc: CrcMode = "strict") -> list[bytes]:
+    """The frame(s) of one real-time upload in `dialect` (one frame, two for `split`)."""
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}")
+    local = data_time.astimezone(ZoneInfo(tz)) if data_time.tzinfo is not None else data_time
+    stamp = local.strftime("%Y%m%d%H%M%S")
+    if dialect in ("2017", "no-crlf", "len+6"):
+        frame = encode_packet(mn=mn, pw=pw, data_time=data_time, values=values, qn=qn, tz=tz, crc=crc)
+        if dialect == "no-crlf":
+            return [frame[:-2]]
+        if dialect == "len+6":
+            return [b"##%04d" % (int(frame[2:6]) + 6) + frame[6:]]
+        return [frame]
+    items = [f"{code}-Rtd={_number(v)},{code}-Flag=N" for code, v in values.items()]
+    if dialect == "2025":
+        head = f"QN={qn};ST=39;CN=2011;PW={pw};MN={mn};Flag=5;RF=0"
+        return [encode_frame(f"{head};CP=&&DataTime={stamp}{qn[-3:]};" + ";".join(items) + "&&", crc=crc)]
+    if dialect == "2005":
+        return [encode_frame(f"ST=39;CN=2011;PW={pw};MN={mn};CP=&&DataTime={stamp};" + ";".join(items) + "&&",
+                             crc=crc)]
+    if dialect == "tianjin":
+        named = [f"{_TIANJIN[code]}-Rtd={_number(v)}" for code, v in values.items() if code in _TIANJIN]
+        return [encode_frame(f"QN={qn};ST=22;CN=2011;PW={pw};MN={mn};Flag=5;CP=&&DataTime={stamp};"
+                             + ";".join(named) + ";&&", crc=crc)]
+    # split: the items over two packets; only the first carries DataTime.
+    half = max(1, len(items) // 2)
+    head = f"QN={qn};ST=39;CN=2011;PW={pw};MN={mn};Flag=7;PNUM=2"
+    return [encode_frame(f"{head};PNO=1;CP=&&DataTime={stamp};" + ";".join(items[:half]) + "&&", crc=crc),
+            encode_frame(f"{head};PNO=2;CP=&&" + ";".join(items[half:]) + "&&", crc=crc)]
+
+
 def fleet_registry(count: int, *, pw: str = "123456", site_every: int = 1) -> Registry:
     """`count` dust monitors D00001.. with 24-character MNs (one site per `site_every` devices)."""
     devices: dict[str, Device] = {}
@@ -144,8 +196,9 @@ def monitor_values(rng: random.Random) -> dict[str, float]:
 
 @dataclass(slots=True)
 class FleetResult:
-    sent: int = 0
-    answered: int = 0  # CN=9014 echoing the QN, with a valid CRC
+    sent: int = 0  # readings (uploads) sent; a split upload is one reading in several packets
+    answered: int = 0  # uploads whose every packet got CN=9014 echoing the QN, with a valid CRC
+    packets: int = 0  # frames written
     errors: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -176,9 +229,14 @@ async def run_fleet(
     connect_concurrency: int = 200,
     answer_timeout_s: float = 30.0,
     seed: int = 212,
+    dialect: str = "2017",
 ) -> FleetResult:
-    """Open `monitors` connections at once; each sends `packets_each` real-time packets
-    (Flag=5) one after another and awaits the 9014 answer echoing each QN."""
+    """Open `monitors` connections at once; each sends `packets_each` real-time uploads in
+    `dialect` (DIALECTS) one after another and awaits the 9014 answer echoing each QN
+    (dialects that want no answer — 2005 — send all, then close the connection politely)."""
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}")
+    answered = dialect_answered(dialect)
     devices = [d for d in registry.devices.values() if d.hj212_mn][:monitors]
     if len(devices) < monitors:
         raise ValueError(f"registry has {len(devices)} HJ 212 devices, {monitors} requested")
@@ -200,17 +258,29 @@ async def run_fleet(
             for n in range(packets_each):
                 ts = first + timedelta(seconds=interval_s * n)
                 qn = ts.astimezone(ZoneInfo(tz)).strftime("%Y%m%d%H%M%S") + f"{n % 1000:03d}"
-                writer.write(encode_packet(mn=device.hj212_mn or "", pw=device.hj212_pw or "", data_time=ts,
-                                           values=monitor_values(rng), qn=qn, tz=tz, crc=device.hj212_crc))
+                frames = dialect_frames(dialect, mn=device.hj212_mn or "", pw=device.hj212_pw or "", data_time=ts,
+                                        values=monitor_values(rng), qn=qn, tz=tz, crc=device.hj212_crc)
                 result.sent += 1
-                answer = await asyncio.wait_for(read_answer(reader, decoder, backlog), answer_timeout_s)
-                h = read_header(answer.data)
-                if not crc_ok(answer.data, answer.crc, device.hj212_crc):
-                    result.errors.append(f"{device.id}: answer CRC {answer.crc} is wrong")
-                elif h.get("CN") != str(int(Cn.DATA_ANSWER)) or h.qn != qn:
-                    result.errors.append(f"{device.id}: unexpected answer {answer.data[:80]!r}")
-                else:
+                ok = True
+                for frame in frames:
+                    writer.write(frame)
+                    result.packets += 1
+                    if not answered:
+                        continue
+                    answer = await asyncio.wait_for(read_answer(reader, decoder, backlog), answer_timeout_s)
+                    h = read_header(answer.data)
+                    if not crc_ok(answer.data, answer.crc, device.hj212_crc):
+                        result.errors.append(f"{device.id}: answer CRC {answer.crc} is wrong")
+                        ok = False
+                    elif h.get("CN") != str(int(Cn.DATA_ANSWER)) or h.qn != qn:
+                        result.errors.append(f"{device.id}: unexpected answer {answer.data[:80]!r}")
+                        ok = False
+                if answered and ok:
                     result.answered += 1
+            if not answered:
+                await writer.drain()
+                writer.write_eof()  # the gateway stores what it got, then closes
+                await asyncio.wait_for(reader.read(), answer_timeout_s)
         except (OSError, ValueError, TimeoutError) as exc:
             result.errors.append(f"{device.id}: {type(exc).__name__}: {exc}")
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from citywatch.model import Event
 from alerts_helpers import MIN, T0, exit_event, local_ms, series
 
 NIGHT = local_ms("2026-11-27 23:00")
@@ -97,6 +98,12 @@ CASES = [
     ("water_ph_range", "major", "pH 9.0", water(7, ph=9.0), []),
     # chlorine analyser flat for 2 h
     ("water_chlorine_stuck", "warning", "游离氯读数", series("W1", T0, 130, {"free_chlorine": 0.8}, jitter=False), []),
+    # an HJ 212 monitor flags PM10 D (fault): the decoder's sensor_fault event
+    ("dust_sensor_fault", "warning", "传感器故障", dust(2), [
+        Event("dust", "S1", "D1", T0 + 30_000, "sensor_fault", {"field": "pm10", "flag": "D", "fault": True})]),
+    ("heating_sensor_fault", "warning", "仪表故障", heating(2), [
+        Event("heating", "S1", "H1", T0 + 30_000, "sensor_fault", {"field": "primary_flow", "flag": "F",
+                                                                   "fault": True})]),
 ]
 
 

@@ -94,6 +94,21 @@ def test_deadman_fires_from_timer_without_messages(harness):
     assert h.deliver() == [("firing", "dust_no_data", "major"), ("resolved", "dust_no_data", "major")]
 
 
+def test_a_value_less_reading_keeps_a_monitor_alive_and_judges_nothing(harness):
+    # HJ 212 minute/hour data: the decoder hands the engine a Reading without values
+    reg = registry(Device("D9", "S9", "dust", expected_interval_s=60))
+    h = harness(registry=reg, time_mode="wall")
+    h.engine.tick()
+    for _ in range(5):
+        h.clock.advance(100)
+        h.engine.process_readings([Reading("dust", "S9", "D9", int(h.clock() * 1000), {})])
+        h.engine.tick()
+    assert h.engine.list_alerts() == []  # 500 s, never silent for 180 s
+    h.clock.advance(200)
+    h.engine.tick()
+    assert "dust_no_data" in h.firing()
+
+
 def test_deadman_event_time_replay(harness):
     # in event-time mode "now" is the newest event seen: D1 stops, D2 keeps going → D1 silent
     h = harness()
@@ -120,6 +135,16 @@ def test_quality_flagged_fields_are_not_judged(harness):
     rs = [Reading("dust", "S1", "D1", T0 + i * MIN, {"pm10": 500.0}, quality={"pm10": "D"}) for i in range(15)]
     h.feed(rs)
     assert h.engine.list_alerts() == []
+
+
+@pytest.mark.parametrize("flag", ["N", "S"])
+def test_valid_flags_are_judged(harness, flag):
+    # HJ 212 readings carry every flag; N (normal) and S (manual value) are valid data
+    h = harness()
+    rs = [Reading("dust", "S1", "D1", T0 + i * MIN, {"pm10": 500.0, "spray_on": True},
+                  quality={"pm10": flag, "pm25": "D"}) for i in range(15)]
+    h.feed(rs)
+    assert "dust_pm10_10min" in h.firing()
 
 
 def test_per_device_param_override(harness):

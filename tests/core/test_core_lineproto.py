@@ -55,3 +55,11 @@ def test_random_floats_and_field_sets_match_reading_line():
                 values[name] = round(rng.uniform(-50, 500), rng.randint(0, 3))
         r = reading(values, device=f"D{i % 7}")
         assert formatter.reading(r) == reading_line(r)
+
+
+def test_hj212_flags_are_string_fields_beside_the_values():
+    r = Reading("dust", "S1", "D1", 1000, {"pm10": 86.5}, quality={"pm10": "N", "pm25": "D"})
+    line = 'dust,device=D1,site=S1 pm10=86.5,pm10_flag="N",pm25_flag="D" 1000'
+    assert reading_line(r) == line and LineFormatter().reading(r) == line
+    flag_only = Reading("dust", "S1", "D1", 1000, {}, quality={"tsp": "T"})
+    assert reading_line(flag_only) == 'dust,device=D1,site=S1 tsp_flag="T" 1000'

@@ -71,3 +71,18 @@ kinds:
         payload = json.dumps(doc).encode()
         assert errors(kind.event_dict, payload) == errors(kind.event, payload), doc
     assert TypeAdapter(kind.event_dict).validate_json(b'{"type": "start", "ts": 1}') == {"ts": 1, "type": "start"}
+
+
+def test_hj212_codes_are_data_checked_at_load(tmp_path):
+    """kinds.yaml `hj212_codes`: vendor/Tianjin item names per kind, keyed lower-case, and
+    each must name a numeric field of its kind."""
+    from citywatch.errors import ConfigError
+    from citywatch.schema import kinds, load_kinds
+
+    dust = kinds()["dust"]
+    assert dust.hj212_codes["pm25"] == "pm25" and dust.hj212_codes["voice"] == "noise"
+    bad = tmp_path / "kinds.yaml"
+    bad.write_text("kinds:\n  k:\n    fields:\n      a: {type: float}\n      b: {type: bool}\n"
+                   "    hj212_codes:\n      X1: b\n")
+    with pytest.raises(ConfigError, match="hj212_codes.X1"):
+        load_kinds(bad)

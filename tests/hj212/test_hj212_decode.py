@@ -43,9 +43,11 @@ def test_verified_realtime_packet(ctx: DecodeContext) -> None:
     assert r.ts_ms == int(datetime(2024, 6, 1, 12, tzinfo=TZ).timestamp() * 1000) == 1717214400000
     assert r.values == {"tsp": 185.0, "pm10": 96.0, "pm25": 48.0, "noise": 62.3, "temperature": 26.4,
                         "humidity": 41.0, "pressure": 93.10, "wind_speed": 2.1, "wind_dir": 135.0}
-    assert r.quality == {}
+    assert r.quality == {f: "N" for f in r.values}  # every value keeps its flag
     assert d.outcome.lines == ("dust,device=D00001,site=S0001 tsp=185.0,pm10=96.0,pm25=48.0,noise=62.3,"
-                               "temperature=26.4,humidity=41.0,pressure=93.1,wind_speed=2.1,wind_dir=135.0 "
+                               "temperature=26.4,humidity=41.0,pressure=93.1,wind_speed=2.1,wind_dir=135.0,"
+                               'tsp_flag="N",pm10_flag="N",pm25_flag="N",noise_flag="N",temperature_flag="N",'
+                               'humidity_flag="N",pressure_flag="N",wind_speed_flag="N",wind_dir_flag="N" '
                                "1717214400000",)
     assert d.outcome.raw.topic == f"hj212/{MN}" and d.outcome.raw.payload == REALTIME
     assert d.outcome.raw.source == "hj212"
@@ -63,18 +65,22 @@ def test_flag5_gets_9014_echoing_qn(ctx: DecodeContext) -> None:
 def test_verified_minute_packet_no_answer(ctx: DecodeContext) -> None:
     d = decode(MINUTE, ctx)  # Flag=4: 2017, no answer wanted
     assert isinstance(d.outcome, Accepted) and d.answer is None
-    [r] = d.outcome.readings
-    assert r.values == {"pm10": 88.4, "noise": 63.9, "noise_max": 78.4}
-    assert r.ts_ms == int(datetime(2024, 6, 1, 12, 50, tzinfo=TZ).timestamp() * 1000)
+    [alive] = d.outcome.readings  # an aggregate: not fed to the real-time alert windows,
+    assert alive.values == {} and alive.device == "D00001"  # only "the device is alive" (no-data rules)
+    ts = int(datetime(2024, 6, 1, 12, 50, tzinfo=TZ).timestamp() * 1000)
+    assert d.outcome.lines == (
+        "dust_agg,device=D00001,period=minute,site=S0001 pm10=88.4,noise=63.9,pm10_min=71.0,pm10_max=131.0,"
+        f'noise_min=55.2,noise_max=78.4,pm10_flag="N",noise_flag="N" {ts}',)
 
 
-@pytest.mark.parametrize("cn, measurement", [(2061, "dust_hourly"), (2031, "dust_daily")])
-def test_hourly_and_daily_go_to_their_own_measurement(ctx: DecodeContext, cn: int, measurement: str) -> None:
+@pytest.mark.parametrize("cn, period", [(2051, "minute"), (2061, "hour"), (2031, "day")])
+def test_interval_data_goes_to_the_agg_measurement_with_its_period(ctx: DecodeContext, cn: int, period: str) -> None:
     d = decode(packet({"a34002": (60.0, 80.0, 120.0), "LA": (50.0, 60.0, 70.0)}, cn=cn), ctx)
     assert isinstance(d.outcome, Accepted)
-    assert d.outcome.readings == ()  # not fed to the real-time alert windows
+    assert [r.values for r in d.outcome.readings] == [{}]  # not fed to the real-time alert windows
     [line] = d.outcome.lines
-    assert line.startswith(f"{measurement},device=D00001,site=S0001 pm10=80.0,noise=60.0,noise_max=70.0 ")
+    assert line.startswith(f"dust_agg,device=D00001,period={period},site=S0001 pm10=80.0,noise=60.0,"
+                           "pm10_min=60.0,pm10_max=120.0,noise_min=50.0,noise_max=70.0,")
 
 
 def test_data_flags_kept_as_quality(ctx: DecodeContext) -> None:
@@ -83,22 +89,36 @@ def test_data_flags_kept_as_quality(ctx: DecodeContext) -> None:
     assert isinstance(d.outcome, Accepted)
     [r] = d.outcome.readings
     assert r.values == {"pm10": 96.0, "pm25": 40.0, "noise": 60.0, "temperature": 20.0}
-    assert r.quality == {"pm10": "M", "noise": "D"}  # S (manual) and N are valid
+    assert r.quality == {"pm10": "M", "pm25": "S", "noise": "D", "temperature": "N"}
+    # D (fault): a sensor_fault event beside the reading, for the device-fault rule
+    [e] = d.outcome.events
+    assert (e.type, e.attributes) == ("sensor_fault", {"field": "noise", "flag": "D", "fault": True})
 
 
 def test_flagged_value_out_of_range_is_dropped_not_fatal(ctx: DecodeContext) -> None:
     d = decode(packet({"a34002": 96.0, "LA": 0.0}, flags={"LA": "D"}), ctx)
     assert isinstance(d.outcome, Accepted)
     [r] = d.outcome.readings
-    assert r.values == {"pm10": 96.0} and r.quality == {"noise": "D"}
+    assert r.values == {"pm10": 96.0} and r.quality == {"pm10": "N", "noise": "D"}
 
 
 def test_valid_value_out_of_range_rejects_with_reason(ctx: DecodeContext) -> None:
     d = decode(packet({"a34002": -5.0, "a01002": 140.0}), ctx)
     assert isinstance(d.outcome, Rejected)
-    assert [r.split(":")[0] for r in d.outcome.reasons] == ["out_of_range", "out_of_range"]
+    assert [r.split(":")[0] for r in d.outcome.reasons] == ["out_of_range", "out_of_range", "no_values"]
     assert "pm10=-5" in d.outcome.reasons[0] and "humidity=140" in d.outcome.reasons[1]
     assert d.answer is not None and b"CN=9014" in d.answer  # received and dead-lettered: no re-send
+
+
+def test_partial_acceptance_stores_the_valid_fields_and_dead_letters_the_rest(ctx: DecodeContext) -> None:
+    """A monitor reporting 0.0 for sensors it does not have (pressure, noise) and an
+    unknown code: PM values stored, the rest named in `partial` (dead-lettered)."""
+    d = decode(packet({"a34002": 96.0, "a34004": 41.0, "a01006": 0.0, "LA": 0.0, "a21026": 12.0}), ctx)
+    assert isinstance(d.outcome, Accepted)
+    [r] = d.outcome.readings
+    assert r.values == {"pm10": 96.0, "pm25": 41.0}
+    assert [p.split(":")[0] for p in d.outcome.partial] == ["out_of_range", "out_of_range", "unknown_code"]
+    assert d.answer is not None and b"CN=9014" in d.answer
 
 
 def test_out_of_range_reason_for_a_field_bounded_on_one_side_only() -> None:
@@ -133,14 +153,18 @@ def test_voice_is_noise(ctx: DecodeContext) -> None:
 
 def test_duplicate_field_rejected(ctx: DecodeContext) -> None:
     d = decode(packet({"a34002": 96.0, "PM10": 97.0}), ctx)
-    assert isinstance(d.outcome, Rejected) and d.outcome.reasons[0].startswith("duplicate_field")
+    assert isinstance(d.outcome, Accepted) and d.outcome.readings[0].values == {"pm10": 96.0}
+    assert d.outcome.partial[0].startswith("duplicate_field")
 
 
-def test_unknown_codes_ignored_but_empty_packet_rejected(ctx: DecodeContext) -> None:
-    ok = decode(packet({"a34002": 96.0, "a99999": 1.0}), ctx)
+def test_unknown_codes_dead_lettered_or_ignored_and_empty_packet_rejected() -> None:
+    ctx = DecodeContext(registry=make_registry(hj212_ignore=frozenset({"a21026"})), tz=TZ)
+    ok = decode(packet({"a34002": 96.0, "a99999": 1.0, "a21026": 3.0}), ctx)
     assert isinstance(ok.outcome, Accepted)
+    assert len(ok.outcome.partial) == 1 and ok.outcome.partial[0].startswith("unknown_code: a99999 ")
     empty = decode(packet({"a99999": 1.0}), ctx)
-    assert isinstance(empty.outcome, Rejected) and empty.outcome.reasons[0].startswith("no_values")
+    assert isinstance(empty.outcome, Rejected)
+    assert [r.split(":")[0] for r in empty.outcome.reasons] == ["unknown_code", "no_values"]
 
 
 def test_hj212_2025_readiness(ctx: DecodeContext) -> None:
@@ -186,6 +210,10 @@ def test_bad_values(ctx: DecodeContext, text: bytes) -> None:
     raw = reframe(packet({"a34002": 1.0}).replace(b"a34002-Rtd=1", b"a34002-Rtd=" + text))
     d = decode(raw, ctx)
     assert isinstance(d.outcome, Rejected) and d.outcome.reasons[0].startswith("bad_value")
+    both = decode(reframe(packet({"a34002": 1.0, "a34004": 2.0}).replace(b"a34002-Rtd=1", b"a34002-Rtd=" + text)),
+                  ctx)
+    assert isinstance(both.outcome, Accepted) and both.outcome.readings[0].values == {"pm25": 2.0}
+    assert both.outcome.partial[0].startswith("bad_value: a34002-Rtd")
 
 
 def test_bad_datatime_and_future(ctx: DecodeContext) -> None:
@@ -227,9 +255,9 @@ def test_open_mode_without_registry() -> None:
     assert (d.outcome.readings[0].site, d.outcome.readings[0].device) == ("hj212", MN)
 
 
-def test_split_packet_needs_pnum(ctx: DecodeContext) -> None:
-    d = decode(packet({"a34002": 1.0}, flag=7), ctx)  # D bit without PNUM/PNO
-    assert isinstance(d.outcome, Rejected) and d.outcome.reasons[0].startswith("bad_pnum")
+def test_split_bit_without_pnum_is_one_packet(ctx: DecodeContext) -> None:
+    d = decode(packet({"a34002": 1.0}, flag=7), ctx)  # D bit without PNUM/PNO: common firmware
+    assert isinstance(d.outcome, Accepted) and d.outcome.readings[0].values == {"pm10": 1.0}
 
 
 def test_decode_raw_for_replay(ctx: DecodeContext) -> None:

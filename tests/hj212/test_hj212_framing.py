@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ingest.hj212.crc import crc_hex
+
 from ingest.hj212.framing import Frame, FrameDecoder, FramingError, encode_frame
 from tests.hj212.samples import MINUTE, REALTIME
 
@@ -54,7 +56,8 @@ def test_single_hash_split_from_second() -> None:
 
 
 def test_length_declared_too_long_keeps_next_frame() -> None:
-    liar = b"##0400" + REALTIME[6:]  # says 400, carries 372: the CRLF comes early
+    # A wrong CRC, so nothing proves the frame: says 400, carries 372, the CRLF comes early.
+    liar = b"##0400" + REALTIME[6:-6] + b"0000\r\n"
     out = FrameDecoder().feed(liar + MINUTE)
     assert kinds(out) == ["length_mismatch", "frame"]
     assert out[0].raw == liar  # type: ignore[union-attr]
@@ -62,11 +65,47 @@ def test_length_declared_too_long_keeps_next_frame() -> None:
 
 
 def test_length_declared_too_short() -> None:
-    liar = b"##0300" + REALTIME[6:]
+    liar = b"##0300" + REALTIME[6:-6] + b"0000\r\n"
     out = FrameDecoder().feed(liar + MINUTE)
     assert kinds(out)[-1] == "frame" and out[-1].raw == MINUTE  # type: ignore[union-attr]
     assert kinds(out)[0] == "bad_terminator"
     assert b"".join(i.raw for i in out) == liar + MINUTE
+
+
+@pytest.mark.parametrize("declared", [372 + 4, 372 + 6, 372 + 1, 300, 9])
+def test_a_wrong_length_is_forgiven_when_the_crc_proves_the_frame(declared: int) -> None:
+    """Vendors that count the CRC (+4) or CRC and CR LF (+6) in the length, or miscount."""
+    liar = b"##%04d" % declared + REALTIME[6:]
+    out = FrameDecoder().feed(liar + MINUTE)
+    assert kinds(out) == ["frame", "frame"]
+    assert out[0].data == REALTIME[6:-6] and out[0].raw == liar  # type: ignore[union-attr]
+
+
+def test_frames_without_crlf_back_to_back_and_a_late_crlf_is_eaten() -> None:
+    bare_rt, bare_min = REALTIME[:-2], MINUTE[:-2]
+    decoder = FrameDecoder()
+    out = decoder.feed(bare_rt + bare_min + bare_rt)
+    # The last one may still get its CR LF: only settle() (the input paused) takes it.
+    assert kinds(out) == ["frame", "frame"] and [f.raw for f in out] == [bare_rt, bare_min]  # type: ignore[union-attr]
+    assert decoder.settleable
+    [last] = decoder.settle()
+    assert last.raw == bare_rt and last.data == REALTIME[6:-6] and decoder.pending == 0
+    assert decoder.feed(b"\r") == [] and decoder.feed(b"\n" + MINUTE) == [FrameDecoder().feed(MINUTE)[0]]
+    assert decoder.eaten == 2 and decoder.pending == 0
+
+
+def test_settle_does_not_take_a_frame_the_crc_does_not_prove() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(REALTIME[:-6] + b"0000") == []
+    assert decoder.settleable and decoder.settle() == [] and decoder.pending == len(REALTIME) - 2
+    assert kinds(decoder.flush()) == ["truncated"]
+
+
+def test_a_modbus_crc_also_proves_a_frame() -> None:
+    data = REALTIME[6:-6]
+    bare = b"##%04d" % (len(data) + 6) + data + crc_hex(data, "modbus").encode()
+    out = FrameDecoder().feed(bare + MINUTE)
+    assert kinds(out) == ["frame", "frame"] and out[0].raw == bare  # type: ignore[union-attr]
 
 
 def test_truncated_frame_followed_by_new_frame() -> None:
@@ -128,3 +167,12 @@ def test_no_byte_lost() -> None:
     out = feed_all(d, *(stream[i:i + 13] for i in range(0, len(stream), 13))) + d.flush()
     assert sum(len(i.raw) if isinstance(i, Frame) else i.discarded for i in out) == len(stream)
     assert [i.raw for i in out if isinstance(i, Frame)] == [REALTIME, REALTIME, MINUTE]
+
+
+@pytest.mark.parametrize("terminator", [b"\n", b"\r", b"\n\r", b""])
+def test_an_odd_terminator_is_forgiven_when_the_crc_proves_the_frame(terminator: bytes) -> None:
+    odd = REALTIME[:-2] + terminator
+    out = FrameDecoder().feed(odd + MINUTE + odd + MINUTE)
+    assert kinds(out) == ["frame"] * 4
+    assert out[0].data == REALTIME[6:-6] and out[2].data == REALTIME[6:-6]  # type: ignore[union-attr]
+    assert out[1].raw == MINUTE  # type: ignore[union-attr]

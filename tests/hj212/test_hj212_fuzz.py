@@ -54,7 +54,7 @@ DECODE_CODES = frozenset({
     "bad_crc", "unknown_mn", "wrong_pw", "bad_encoding", "bad_cp", "bad_header", "bad_flag", "bad_qn", "bad_st",
     "bad_cn", "unsupported_cn", "bad_mn", "bad_pw", "bad_pnum", "bad_rf", "bad_datatime", "future_timestamp",
     "duplicate_field", "bad_value", "out_of_range", "bad_alias", "bad_flag_value", "missing_value", "no_values",
-    "registry_mismatch",
+    "registry_mismatch", "unknown_code", "split_part", "split_limit",
 })
 # The identity and header checks that refuse with CN=9011; content problems answer 9014.
 REFUSAL_CODES = frozenset({"bad_crc", "unknown_mn", "wrong_pw", "bad_encoding", "bad_cp", "bad_header", "bad_flag",
@@ -94,18 +94,29 @@ def feed_checked(decoder: FrameDecoder, chunks: list[bytes], max_data: int, max_
     """Feed the chunks, then flush; check the invariants after every call. Returns the items
     with the stream offset each starts at."""
     stream = b"".join(chunks)
-    fed, at, items = 0, 0, []
+    fed, at, items, eaten = 0, 0, [], 0
     for chunk in [*chunks, None]:
         if chunk is None:
             got = decoder.flush()
         else:
             got = decoder.feed(chunk)
             fed += len(chunk)
+        # A CR/LF after a frame that ended without one is eaten at the start of a feed,
+        # before any item that feed returns.
+        assert stream[at:at + decoder.eaten - eaten].strip(b"\r\n") == b""
+        at += decoder.eaten - eaten
+        eaten = decoder.eaten
         for item in got:
             if isinstance(item, Frame):
                 size = len(item.raw)
                 assert item.raw == stream[at:at + size]
-                assert item.raw == b"##%04d" % len(item.data) + item.data + item.crc.encode() + b"\r\n"
+                standard = b"##%04d" % len(item.data) + item.data + item.crc.encode() + b"\r\n"
+                if item.raw != standard:
+                    # A field dialect (length counting CRC/CR LF, no CR LF): the CRC proved it.
+                    assert item.raw[:2] == b"##" and item.raw[2:6].isdigit()
+                    assert item.raw[6:].rstrip(b"\r\n") == item.data + item.crc.encode()
+                    assert item.data.endswith(b"&&") and item.crc.upper() in (crc_hex(item.data),
+                                                                              crc_hex(item.data, "modbus"))
                 assert len(item.data) <= max_data and re.fullmatch(r"[0-9A-Fa-f]{4}", item.crc)
             else:
                 size = item.discarded
@@ -336,6 +347,7 @@ def cp_items(cp: str) -> tuple[str | None, dict[str, dict[str, str]]]:
     data_time, items = None, {}
     for pair in (p for group in cp.split(";") for p in group.split(",") if p):
         key, _, value = pair.partition("=")
+        key, value = key.strip(), value.strip()  # a stray space before a code is tolerated
         if key == "DataTime":
             data_time = value
         elif "-" in key:
@@ -345,46 +357,60 @@ def cp_items(cp: str) -> tuple[str | None, dict[str, dict[str, str]]]:
 
 
 def check_accepted(out: Accepted, h, received: int, dev: Device) -> None:
-    """An accepted packet: one line in CONTRACT layout at DataTime (local time in TZ), every
-    value in range and taken from a number sent for a code of that field (scaled), and no
-    value of a known field that is not a number."""
+    """An accepted packet: a line in CONTRACT layout at DataTime (local time in TZ) — `dust`
+    for real-time data, `dust_agg` with its `period` for minute/hour/day data — every value
+    in range and taken from a number sent for a code of that field (scaled), every stored
+    value with its one-letter flag; items not stored are named in `partial` with a code;
+    an extra line only for a sensor_fault event."""
     cn = Cn(int(h.get("CN")))
-    [line] = out.lines
-    m = re.fullmatch(r"(dust|dust_hourly|dust_daily),device=([A-Za-z0-9_-]+),site=([A-Za-z0-9_-]+) (\S+) (-?\d+)", line)
+    line, *event_lines = out.lines
+    m = re.fullmatch(r"(dust|dust_agg),device=([A-Za-z0-9_-]+),(?:period=(minute|hour|day),)?site=([A-Za-z0-9_-]+) "
+                     r"(\S+) (-?\d+)", line)
     assert m, line
-    measurement, device, site, fields, ts = m.groups()
-    assert measurement == {Cn.REALTIME: "dust", Cn.MINUTE: "dust", Cn.HOURLY: "dust_hourly",
-                           Cn.DAILY: "dust_daily"}[cn]
+    measurement, device, period, site, fields, ts = m.groups()
+    assert (measurement, period) == {Cn.REALTIME: ("dust", None), Cn.MINUTE: ("dust_agg", "minute"),
+                                     Cn.HOURLY: ("dust_agg", "hour"), Cn.DAILY: ("dust_agg", "day")}[cn]
     assert int(ts) <= received + 300_000
     data_time, items = cp_items(h.cp)
     assert int(ts) == int(datetime.strptime(data_time, "%Y%m%d%H%M%S").replace(tzinfo=TZ).timestamp()) * 1000
-    primary = "Rtd" if cn == Cn.REALTIME else "Avg"
+    suffixes = [("", "Rtd")] if cn == Cn.REALTIME else [("", "Avg"), ("_min", "Min"), ("_max", "Max"), ("_cou", "Cou")]
     sent: dict[str, list[float]] = {}
     for code, slot in items.items():
-        field = dev.hj212_aliases.get(code) or CODES.get(code)
+        field = dev.hj212_aliases.get(code) or DUST.hj212_codes.get(code.lower()) or CODES.get(code)
         if field not in DUST.fields or DUST.fields[field].type != "float":
             continue
-        targets = [(field, primary)] + ([("noise_max", "Max")] if field == "noise" and cn != Cn.REALTIME else [])
-        for name, suffix in targets:
-            if suffix in slot:
-                assert _NUMBER.fullmatch(slot[suffix]), f"{code}-{suffix}={slot[suffix]!r} was accepted"
-                scale = dev.hj212_scale if name in ("tsp", "pm10", "pm25") else 1.0
-                sent.setdefault(name, []).append(float(slot[suffix]) * scale)
-    values = {}
+        for stored, suffix in suffixes:
+            if suffix in slot and _NUMBER.fullmatch(slot[suffix]):
+                scale = dev.hj212_scale if field in ("tsp", "pm10", "pm25") else 1.0
+                sent.setdefault(field + stored, []).append(float(slot[suffix]) * scale)
+    values, flags = {}, {}
     for item in fields.split(","):
         key, _, text = item.partition("=")
-        assert key in DUST.fields and key not in values and re.fullmatch(r"-?\d+\.\d+(e[+-]\d+)?|-?\d+e[+-]\d+", text)
-        f = DUST.fields[key]
+        if key.endswith("_flag"):
+            assert re.fullmatch(r'"[A-Z]"', text) and key[:-5] in DUST.fields, item
+            flags[key[:-5]] = text[1]
+            continue
+        base = re.sub(r"_(min|max|cou)$", "", key) if measurement == "dust_agg" else key
+        assert base in DUST.fields and key not in values and re.fullmatch(r"-?\d+\.\d+(e[+-]\d+)?|-?\d+e[+-]\d+", text)
+        f = DUST.fields[base]
         values[key] = float(text)
-        assert f.type == "float" and f.min <= values[key] <= f.max, (key, text)
+        assert f.type == "float" and (key.endswith("_cou") or f.min <= values[key] <= f.max), (key, text)
         assert values[key] in sent.get(key, ()), (key, values[key], sent.get(key))
-    if cn in (Cn.REALTIME, Cn.MINUTE):
+    stored_fields = {re.sub(r"_(min|max|cou)$", "", k) if measurement == "dust_agg" else k for k in values}
+    assert stored_fields <= set(flags), "a stored value without its flag"
+    assert values, "an accepted packet stores at least one value"
+    for reason in out.partial:
+        codes_of((reason,), DECODE_CODES)
+    for ev in event_lines:
+        assert ev.startswith(f"events,device={device},kind=dust,site={site},type=sensor_fault ")
+    assert bool(event_lines) == any(flag in "DF" for flag in flags.values())
+    if cn == Cn.REALTIME:
         [r] = out.readings
         assert (r.device, r.site, r.ts_ms) == (device, site, int(ts)) and r.values == values
-        assert line == reading_line(r)
-        assert all(len(flag) == 1 and flag.isupper() and flag not in VALID_FLAGS for flag in r.quality.values())
-    else:
-        assert out.readings == ()
+        assert line == reading_line(r) and r.quality == flags
+    else:  # aggregates: a value-less reading (the device is alive), never values for the windows
+        [r] = out.readings
+        assert (r.device, r.site, r.ts_ms, r.values, r.quality) == (device, site, int(ts), {}, {})
 
 
 @FUZZ
@@ -403,9 +429,9 @@ def test_decode_raw_for_replay_never_raises(payload, source_topic):
 
 @st.composite
 def realtime_packets(draw) -> tuple[bytes, int, int, dict[str, float]]:
-    """A valid upload (real-time or minute) of in-range values for any subset of the
+    """A valid real-time upload of in-range values for any subset of the
     standard codes, with its cn, DataTime as epoch ms, and the values it must store."""
-    cn = draw(st.sampled_from([Cn.REALTIME, Cn.MINUTE]))
+    cn = Cn.REALTIME
     fields = draw(st.lists(st.sampled_from(sorted(FIELD_CODES)), unique=True, min_size=1))
     values = {f: draw(st.floats(DUST.fields[f].min, DUST.fields[f].max)) for f in fields}
     when = draw(st.datetimes(datetime(2000, 1, 1, 8, 0), datetime(2024, 6, 2, 11, 0)))  # local; 08:00 = the 2000 floor
@@ -418,8 +444,9 @@ def realtime_packets(draw) -> tuple[bytes, int, int, dict[str, float]]:
 @FUZZ
 @given(packet=realtime_packets(), cuts=st.lists(st.integers(0, 10_000), max_size=6))
 def test_valid_packets_split_anywhere_are_accepted_with_the_values_sent(packet, cuts):
-    """A valid real-time or minute upload of in-range values, split at random points: one
-    frame, Accepted, one reading at DataTime whose values (and line) are exactly those sent."""
+    """A valid real-time upload of in-range values, split at random points: one frame,
+    Accepted, one reading at DataTime whose values (and line) are exactly those sent, each
+    with its flag N."""
     raw, _, ts_ms, values = packet
     items = feed_checked(FrameDecoder(), split(raw, cuts), 4096, 4096 + _OVERHEAD)
     [(_, frame)] = items
@@ -428,16 +455,16 @@ def test_valid_packets_split_anywhere_are_accepted_with_the_values_sent(packet, 
     assert type(d.outcome) is Accepted, d.outcome
     [r] = d.outcome.readings
     assert r.ts_ms == ts_ms and r.values == {f: values[f] for f in r.values} and set(r.values) == set(values)
-    assert d.outcome.lines == (reading_line(r),) and not r.quality
+    assert d.outcome.lines == (reading_line(r),) and r.quality == {f: "N" for f in values}
 
 
 @FUZZ
 @given(packet=realtime_packets(), data=st.data())
 def test_a_packet_with_one_value_that_is_not_a_number_is_rejected_naming_it(packet, data):
     """A valid upload with one value replaced by text that is not a finite decimal number
-    (empty, NaN, inf, hex, a unit, two points, ...): Rejected (never stored as some
-    other number), with a bad_value reason naming that code, and still answered 9014 when
-    asked (it is stored as a dead letter)."""
+    (empty, NaN, inf, hex, a unit, two points, ...): that value is never stored (as some
+    other number or at all), a bad_value reason names its code (dead-lettered), the other
+    values are stored, and the packet is answered 9014 when asked."""
     raw = packet[0]
     body = raw[6:-6].decode()
     values = re.findall(r"([A-Za-z0-9]+-(?:Rtd|Avg))=([^,;&]*)", body)
@@ -447,10 +474,18 @@ def test_a_packet_with_one_value_that_is_not_a_number_is_rejected_naming_it(pack
                      .filter(lambda t: not _NUMBER.fullmatch(t)), label="junk")
     spoilt = body.replace(f"{key}={text}", f"{key}={junk}", 1).encode("utf-8")
     d = decode_frame(frame_for(spoilt, crc_hex(spoilt)), CTXS["strict"], received_ms=NOW_MS, peer=PEER)
-    assert type(d.outcome) is Rejected, (key, junk)
-    if junk.isascii():
-        assert any(r.startswith(f"bad_value: {key} ") for r in d.outcome.reasons), d.outcome.reasons
-        assert (d.answer is not None) == read_header(spoilt).wants_answer
-        assert d.answer is None or b";CN=9014;" in d.answer
-    else:
-        assert d.outcome.reasons[0].startswith("bad_encoding: ")
+    if not junk.isascii():
+        assert type(d.outcome) is Rejected and d.outcome.reasons[0].startswith("bad_encoding: ")
+        return
+    # Partial acceptance: the other values are stored, the spoilt one is named (never
+    # stored as some other number); alone, it rejects the packet.
+    out = d.outcome
+    reasons = out.partial if type(out) is Accepted else out.reasons
+    assert any(r.startswith(f"bad_value: {key} ") for r in reasons), reasons
+    assert (type(out) is Accepted) == (len(values) > 1), (key, junk)
+    if type(out) is Accepted:
+        [r] = out.readings
+        spoilt_field = DUST.hj212_codes.get(key.split("-")[0].lower()) or CODES[key.split("-")[0]]
+        assert spoilt_field not in r.values and len(r.values) == len(values) - 1
+    assert (d.answer is not None) == read_header(spoilt).wants_answer
+    assert d.answer is None or b";CN=9014;" in d.answer

@@ -89,7 +89,7 @@ def test_bad_input_gets_specific_reasons_and_the_connection_survives(registry: R
     bad_crc = REALTIME[:-6] + b"0000\r\n"
     wrong_pw = encode_frame(REALTIME[6:-6].replace(b"PW=123456", b"PW=999999"))
     unknown_mn = encode_frame(REALTIME[6:-6].replace(MN.encode(), b"4A4300000000000000D00002"))
-    length_lie = b"##0400" + REALTIME[6:]
+    length_lie = b"##0400" + REALTIME[6:-6] + b"0000\r\n"  # and a CRC that does not prove the frame either
     with MemorySink() as sink:
         @with_gateway(registry, sink)
         async def _(gw, connect) -> None:
@@ -253,3 +253,25 @@ def test_2000_concurrent_idle_connections(registry: Registry) -> None:
             await clients[-1].answer()
             await clients[0].send(REALTIME)
             await clients[0].answer()
+
+
+def test_a_frame_without_crlf_is_answered_once_the_monitor_waits(registry: Registry) -> None:
+    """A monitor that sends no CR LF and then waits for its answer: the gateway takes the
+    frame when the input pauses, because its CRC proves it; a late CR LF is eaten. A frame
+    the CRC does not prove is not taken: it ends as a slow_sender dead letter."""
+    with MemorySink() as sink:
+        @with_gateway(registry, sink, frame_timeout_s=1.5)
+        async def _(gw, connect) -> None:
+            c = await connect()
+            await c.send(REALTIME[:-2])
+            assert read_header((await c.answer(timeout=3)).data).get("CN") == "9014"
+            await c.send(b"\r\n" + MINUTE)  # the late CR LF, then a normal frame
+            await c.send(REALTIME[:-6] + b"0000")  # no CR LF and a CRC that proves nothing
+            with pytest.raises(TimeoutError):
+                await c.answer(timeout=1.0)
+            for _ in range(100):
+                if len(sink.outcomes) == 3:
+                    break
+                await asyncio.sleep(0.05)
+        assert [type(o).__name__ for o in sink.outcomes] == ["Accepted", "Accepted", "Rejected"]
+        assert sink.rejected[0].reasons[0].startswith("slow_sender")

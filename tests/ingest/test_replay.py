@@ -52,3 +52,38 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert appended == [] and store.count() == 2
     assert [d.reasons for d in store.list()] == [("unknown_device: then",)] * 2
     store.close()
+
+
+def test_an_hj212_partial_dead_letter_stays_until_a_fix_makes_it_whole(tmp_path: Path) -> None:
+    """Partial acceptance: the valid fields were stored, the frame is a dead letter with the
+    reasons of the rest. Replay keeps it (with fresh reasons) while it is still partial, and
+    stores and marks it once a registry fix makes the whole packet valid."""
+    from zoneinfo import ZoneInfo
+
+    from ingest.hj212 import DecodeContext, FrameDecoder, decode_frame, decode_raw
+    from ingest.hj212.testing import encode_packet
+    from ingest.types import Accepted
+    from tests.hj212.conftest import make_registry
+    from tests.hj212.samples import MN, PW
+    from datetime import datetime
+
+    frame = encode_packet(mn=MN, pw=PW, data_time=datetime(2024, 6, 1, 12), values={"a34002": 96.0, "a21026": 12.0})
+    [parsed] = FrameDecoder().feed(frame)
+    before = DecodeContext(registry=make_registry(), tz=ZoneInfo("Asia/Shanghai"))
+    first = decode_frame(parsed, before, received_ms=NOW, peer="p").outcome
+    assert isinstance(first, Accepted) and first.partial and first.partial[0].startswith("unknown_code: a21026")
+    store = DeadLetterStore(tmp_path / "dl.sqlite")
+    store.add_many([(first.raw, list(first.partial))])
+
+    appended: list[str] = []
+    still = replay_into(store, lambda raw: decode_raw(raw, before), appended.extend)
+    assert (still.accepted, still.still_rejected, appended) == (0, 1, [])
+    (left,) = store.list()
+    assert left.reasons[0].startswith("unknown_code: a21026")
+
+    fixed = DecodeContext(registry=make_registry(hj212_aliases={"a21026": "pm25"}), tz=ZoneInfo("Asia/Shanghai"))
+    done = replay_into(store, lambda raw: decode_raw(raw, fixed), appended.extend)
+    assert (done.accepted, done.still_rejected) == (1, 0)
+    assert appended == ['dust,device=D00001,site=S0001 pm10=96.0,pm25=12.0,pm10_flag="N",pm25_flag="N" '
+                        '1717214400000']
+    assert list(store.iter_pending()) == []

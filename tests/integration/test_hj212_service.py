@@ -87,7 +87,7 @@ def test_bad_frames_get_specific_dead_letters_and_the_service_survives(gateway_s
     data = PACKET_RT[6:-6]  # the data segment between length and CRC
     wrong_pw = encode_frame(data.replace(b"PW=123456", b"PW=654321"))  # a valid frame, a wrong password
     unknown_mn = encode_frame(data.replace(b"D00001", b"D99999"))
-    bad_length = PACKET_RT.replace(b"##0372", b"##0999")
+    bad_length = wrong_crc.replace(b"##0372", b"##0999")  # (with a right CRC the CRC would prove the frame)
     for frame in (wrong_crc, wrong_pw, unknown_mn):
         assert b"CN=9011" in exchange(port, frame)  # QnRtn error answers
     exchange(port, bad_length, expect_answer=False)

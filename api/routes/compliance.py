@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from api import compliance
-from api.deps import CtxDep, SiteDep, ViewerDep, invalid, utc_now
+from api.deps import CtxDep, ScopeDep, SiteDep, ViewerDep, invalid, utc_now
 from api.models import ComplianceResponse, Problem
 
 router = APIRouter(prefix="/v1/compliance", tags=["compliance"])
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1/compliance", tags=["compliance"])
                        401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem},
                        503: {"model": Problem}})
 async def six100(
-    request: Request, ctx: CtxDep, _: ViewerDep, site: SiteDep,
+    request: Request, ctx: CtxDep, _: ViewerDep, scope: ScopeDep, site: SiteDep,
     day: Annotated[str | None, Query(alias="date", description="local day YYYY-MM-DD (CW_TZ); default today",
                                      max_length=10, examples=["2026-11-27"])] = None,
     format: Annotated[Literal["json", "csv"] | None, Query(description="csv, or send Accept: text/csv")] = None,
@@ -43,9 +43,20 @@ async def six100(
             raise invalid("date", "is not a valid date") from None
         if d > today or d.year < 2000:
             raise invalid("date", "must be between 2000-01-01 and today")
-    sites = await compliance.six100(ctx.ingest.influx, day=d, tz=ctx.tz, now_ms=int(now.timestamp() * 1000),
-                                    site=site, registry=getattr(ctx.ingest, "registry", None),
-                                    max_sites=ctx.limits.compliance_max_sites)
+    registry = getattr(ctx.ingest, "registry", None)
+    wanted = scope.sites_for(site)  # 403 for a site outside the token's districts
+
+    async def one(s: str | None) -> list:
+        return await compliance.six100(ctx.ingest.influx, day=d, tz=ctx.tz, now_ms=int(now.timestamp() * 1000),
+                                       site=s, registry=registry, max_sites=ctx.limits.compliance_max_sites)
+
+    if site is not None or wanted is None:
+        sites = await one(site)
+    else:
+        # A token limited to districts: its dust sites one by one, so that every query is
+        # filtered by site (compliance.six100 takes one site or all of them).
+        dust_sites = sorted({dev.site for dev in registry.devices.values() if dev.kind == "dust"} & wanted)
+        sites = [row for s in dust_sites[:ctx.limits.compliance_max_sites] for row in await one(s)]
     wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
     if wants_csv:
         return Response(compliance.to_csv(sites), media_type="text/csv; charset=utf-8",

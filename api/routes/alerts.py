@@ -57,7 +57,7 @@ def list_alerts(
                        **_AUTH})
 async def stream(request: Request, ctx: CtxDep, who: ViewerDep, scope: ScopeDep, engine: EngineDep,
                  site: SiteDep) -> StreamingResponse:
-    scope.check_site(site)  # before a stream lease is taken: a 403 holds no place
+    scope.sites_for(site)  # 403 for a site outside, before a stream lease is taken (a 403 holds no place)
     give_back = ctx.streams.take(who.slot, ctx.limits.sse_per_token)
     if give_back is None:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,

@@ -20,7 +20,7 @@
       severity: {info: '提示', warning: '一般', major: '严重', critical: '紧急'},
       state: {pending: '待定', firing: '告警中', resolved: '已恢复'},
       kind: {dust: '扬尘', heating: '换热站', water: '水厂'}, role: {viewer: '查看', operator: '值班员', admin: '管理员'},
-      last_seen: '最新数据', time: '时间',
+      last_seen: '最新数据', time: '时间', districts: '区县',
     },
     en: {
       title: 'City monitoring', live_on: 'live', live_off: 'live stream down', logout: 'Log out',
@@ -36,7 +36,7 @@
       severity: {info: 'info', warning: 'warning', major: 'major', critical: 'critical'},
       state: {pending: 'pending', firing: 'firing', resolved: 'resolved'},
       kind: {dust: 'dust', heating: 'substation', water: 'water plant'}, role: {viewer: 'viewer', operator: 'operator', admin: 'admin'},
-      last_seen: 'latest', time: 'time',
+      last_seen: 'latest', time: 'time', districts: 'districts',
     },
   };
   const ITEMS = ['hoarding', 'cover', 'wash', 'hardened', 'wet_operation', 'muck_covered', 'monitoring'];
@@ -111,6 +111,9 @@
     setLive(streamCtrl !== null && $('#live').classList.contains('on'));
     if (me) {
       $('#who').textContent = `${me.name} · ${tt('role', me.role)}`;
+      // a token limited to districts: the API answers for their sites only; say which
+      $('#districts').hidden = !me.districts;
+      $('#districts').textContent = me.districts ? `${t('districts')}: ${me.districts.join(lang === 'zh' ? '、' : ', ')}` : '';
       renderAlerts(); renderSites(); renderCompliance(); drawCharts();
     }
   }
@@ -344,7 +347,7 @@
     streamCtrl = null;
     timers.forEach(clearInterval); timers = [];
     $('#main').hidden = true; $('#logout').hidden = true; $('#login').hidden = false;
-    $('#who').textContent = '';
+    $('#who').textContent = ''; $('#districts').hidden = true;
     $('#login-error').textContent = message || '';
     setLive(false);
   }

@@ -467,3 +467,55 @@ def test_registry_needs_one_district_per_site(tmp_path):
     assert reg.get("D00003").district == "xiaodian" and "district" not in reg.get("D00003").params
 
 
+
+
+# -- the dashboard ------------------------------------------------------------------------------
+def test_dashboard_with_a_district_token_shows_only_its_sites(dstack, dserver, tmp_path):
+    """Headless Debian chromium: log in with the xiaodian viewer token; the header names the
+    district, and the sites, alerts, chart picker and compliance table hold only S0001/S0003.
+    Screenshot: <tmp>/dashboard-xiaodian.png."""
+    import os
+
+    from test_api_dashboard_browser import CHROMIUM, _chromium
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    feed(dstack.engine, *dstack.episode)
+    assert {a["site"] for a in httpx.get(f"{dserver.url}/v1/alerts", headers=h("viewer")).json()["items"]} \
+        >= {"S0001", "S0002"}  # the other district has alerts the page must not show
+    with sync_api.sync_playwright() as p:
+        browser = _chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300}, locale="zh-CN",
+                                    timezone_id="Asia/Shanghai")
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(dserver.url + "/")
+            page.fill("#token", TOKENS["xd_viewer"])
+            page.click("#login-form button[type=submit]")
+            page.wait_for_selector("#districts:not([hidden])", timeout=10_000)
+            assert page.inner_text("#districts") == "区县: xiaodian"
+            page.wait_for_selector("#alerts tbody tr[data-state=firing]", timeout=10_000)
+            page.wait_for_selector(".card[data-site=S0003]", timeout=10_000)
+            page.fill("#comp-date", SCENARIO_DAY)
+            page.wait_for_selector(f"#compliance[data-date='{SCENARIO_DAY}'] tbody tr[data-site]", timeout=20_000)
+            page.wait_for_selector("#chart-pm10 .uplot", timeout=10_000)
+            shot = tmp_path / "dashboard-xiaodian.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+
+            cards = page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.site)")
+            alert_sites = page.eval_on_selector_all("#alerts tbody tr", "rs => rs.map(r => r.children[3].textContent)")
+            comp_sites = page.eval_on_selector_all("#compliance tbody tr", "rs => rs.map(r => r.dataset.site)")
+            chart_sites = page.eval_on_selector_all("#chart-site option", "os => os.map(o => o.value)")
+            assert sorted(cards) == sorted(XIAODIAN), cards
+            assert "S0001" in alert_sites and set(alert_sites) <= XIAODIAN, alert_sites
+            assert sorted(comp_sites) == sorted(XIAODIAN), comp_sites
+            assert sorted(chart_sites) == sorted(XIAODIAN), chart_sites
+            assert not any(s in page.inner_text("main") for s in YINGZE)
+            page.click("#lang")
+            assert page.inner_text("#districts") == "districts: xiaodian"
+            assert errors == [], errors
+        finally:
+            browser.close()

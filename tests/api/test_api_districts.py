@@ -465,6 +465,10 @@ def test_registry_needs_one_district_per_site(tmp_path):
     reg = Registry.load(good)
     assert reg.sites_by_district() == {"xiaodian": frozenset(XIAODIAN), "yingze": frozenset(YINGZE)}
     assert reg.get("D00003").district == "xiaodian" and "district" not in reg.get("D00003").params
+    # the alert routing (alerts/routing) matches on the same district
+    from alerts.routing import labels_from
+
+    assert labels_from(reg)({"site": "S0002", "device": "D00002", "rule": "r"})["district"] == "yingze"
 
 
 

@@ -261,4 +261,5 @@ def utc_now() -> datetime:
 
 
 __all__ = ["AdminDep", "AppContext", "CtxDep", "DeviceDep", "EngineDep", "KindDep", "Limits", "OperatorDep",
-           "OptionalKindDep", "Scope", "ScopeDep", "SiteDep", "ViewerDep", "current_scope", "invalid", "parse_time", "timedelta", "utc_now"]
+           "OptionalKindDep", "Scope", "ScopeDep", "SiteDep", "ViewerDep", "current_scope", "invalid", "parse_time",
+           "timedelta", "utc_now"]

@@ -24,7 +24,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -1210,9 +1210,15 @@ class AlertEngine:
 
     def list_alerts(self, *, state: str | None = None, site: str | None = None, severity: str | None = None,
                     device: str | None = None, rule: str | None = None, limit: int = 100,
-                    offset: int = 0) -> list[dict[str, Any]]:
-        """Newest first. `state` is pending | firing | resolved | active (pending+firing)."""
+                    offset: int = 0, sites: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Newest first. `state` is pending | firing | resolved | active (pending+firing).
+        `sites` keeps only alerts of these sites (an API token's districts; empty: none)."""
         where, args = [], []
+        if sites is not None:
+            if not sites:
+                return []
+            where.append(f"site IN ({','.join('?' * len(sites))})")
+            args.extend(sorted(sites))
         if state == "active":
             where.append("state IN ('pending','firing')")
         elif state:

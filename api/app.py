@@ -28,8 +28,10 @@ DESCRIPTION = """
 Telemetry, alerts and 六个百分百 compliance of the urban-management bureau's monitors.
 
 **Auth**: `Authorization: Bearer <token>`; tokens and roles come from `CW_API_TOKENS`
-(`token=role[:name],...`, roles `viewer` < `operator` < `admin`). 401 without a valid token,
-403 when the role is too low. `/health`, `/metrics`, `/` and `/static/*` need no token.
+(`token=role[:name][:district|...],...`, roles `viewer` < `operator` < `admin`). 401 without a
+valid token, 403 when the role is too low. A token limited to districts sees only their sites:
+lists are narrowed, and a site (or an alert) outside them asked for by name is 403.
+`/health`, `/metrics`, `/` and `/static/*` need no token.
 
 **Times**: query parameters are RFC 3339 with an offset; answers give local time (`CW_TZ`,
 default Asia/Shanghai) with its offset, and epoch milliseconds (UTC) where noted.
@@ -82,8 +84,12 @@ def create_app(*, settings: Any, ingest: Any, engine: Any, limits: Limits | None
     api_metrics = ApiMetrics()
     if limits is None:
         limits = Limits(sse_per_token=getattr(settings, "api_sse_per_token", Limits.sse_per_token))
-    ctx = AppContext(settings=settings, ingest=ingest, engine=engine, tokens=TokenStore.parse(secret),
-                     tz=ZoneInfo(settings.tz), kinds=kinds(), limits=limits, api_metrics=api_metrics)
+    registry = getattr(ingest, "registry", None)
+    has_registry = registry is not None and registry.enabled
+    ctx = AppContext(settings=settings, ingest=ingest, engine=engine,
+                     tokens=TokenStore.parse(secret, registry.districts if has_registry else None),
+                     tz=ZoneInfo(settings.tz), kinds=kinds(), limits=limits, api_metrics=api_metrics,
+                     district_sites=registry.sites_by_district() if has_registry else {})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -91,6 +91,7 @@ class AppContext:
     api_metrics: ApiMetrics | None = None
     closing: threading.Event = field(default_factory=threading.Event)  # set → SSE streams end
     streams: StreamLeases = field(default_factory=StreamLeases)
+    district_sites: dict[str, frozenset[str]] = field(default_factory=dict)  # from the registry, at start
 
     def local_iso(self, ms: int | None) -> str | None:
         if ms is None:
@@ -132,6 +133,60 @@ def require(role: Role):
 ViewerDep = Annotated[Principal, Depends(require(Role.viewer))]
 OperatorDep = Annotated[Principal, Depends(require(Role.operator))]
 AdminDep = Annotated[Principal, Depends(require(Role.admin))]
+
+
+# -- district scope ------------------------------------------------------------------------
+OUTSIDE = "this site is outside the districts of your token"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a request's token may see: `allowed_sites` None = every site; else only these
+    (the sites of the token's districts in the registry; possibly none). Every /v1 route
+    takes it (tests/api/test_api_districts.py walks app.routes to make sure), and the rule
+    is the same everywhere: a site asked for by name outside the scope is 403; lists are
+    narrowed to the scope."""
+
+    principal: Principal
+    districts: frozenset[str] | None = None
+    allowed_sites: frozenset[str] | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.allowed_sites is not None
+
+    def allows(self, site: str | None) -> bool:
+        return self.allowed_sites is None or (site is not None and site in self.allowed_sites)
+
+    def check_site(self, site: str | None) -> None:
+        """403 when this site is outside the scope (an alert's or letter's site, or `site=`)."""
+        if not self.allows(site):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, OUTSIDE)
+
+    def sites_for(self, site: str | None) -> frozenset[str] | None:
+        """The sites a query may touch: None = no site filter (unlimited token, no `site=`);
+        `{site}` when one allowed site is asked for; else the whole scope (maybe empty:
+        answer with nothing, without asking InfluxDB). 403 for a site outside."""
+        if site is not None:
+            self.check_site(site)
+            return frozenset({site})
+        return self.allowed_sites
+
+    def require_unlimited(self, what: str) -> None:
+        """For actions that reach every district (replaying all dead letters, changing a rule)."""
+        if self.limited:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"{what} affects every district; "
+                                "it needs a token that is not limited to districts")
+
+
+def current_scope(ctx: CtxDep, who: Annotated[Principal, Depends(current_principal)]) -> Scope:
+    if who.districts is None:
+        return Scope(who)
+    sites = frozenset().union(*(ctx.district_sites.get(d, frozenset()) for d in who.districts))
+    return Scope(who, who.districts, sites)
+
+
+ScopeDep = Annotated[Scope, Depends(current_scope)]
 
 
 def engine_of(ctx: CtxDep) -> Any:
@@ -212,4 +267,5 @@ def utc_now() -> datetime:
 
 
 __all__ = ["AdminDep", "AppContext", "CtxDep", "DeviceDep", "EngineDep", "KindDep", "Limits", "OperatorDep",
-           "OptionalKindDep", "SiteDep", "ViewerDep", "invalid", "parse_time", "timedelta", "utc_now"]
+           "OptionalKindDep", "Scope", "ScopeDep", "SiteDep", "ViewerDep", "current_scope", "invalid", "parse_time",
+           "timedelta", "utc_now"]

@@ -9,6 +9,7 @@ caller that passes anything else gets ValueError, which is a bug (a 500), never 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from fastapi import HTTPException, status
@@ -30,8 +31,10 @@ def ms(value: int) -> str:
 
 
 def where(start_ms: int | None, end_ms: int | None, tags: dict[str, str | None], *,
-          since: str | None = None) -> tuple[str, dict[str, str]]:
-    """`WHERE` clause and its bound parameters; None tag values are left out."""
+          since: str | None = None, sites: Collection[str] | None = None) -> tuple[str, dict[str, str]]:
+    """`WHERE` clause and its bound parameters; None tag values are left out. `sites` (a
+    token's district scope, `Scope.sites_for`) adds `("site" = $site_0 OR ...)`, each a bound
+    parameter; an empty collection is a bug (the caller answers without a query)."""
     parts: list[str] = []
     params: dict[str, str] = {}
     if since is not None:
@@ -47,6 +50,16 @@ def where(start_ms: int | None, end_ms: int | None, tags: dict[str, str | None],
             raise ValueError("tag value is not an identifier")
         parts.append(f"{ident(key)} = ${key}")
         params[key] = value
+    if sites is not None:
+        if not sites:
+            raise ValueError("an empty site scope needs no query")
+        alts = []
+        for i, value in enumerate(sorted(sites)):
+            if not is_identifier(value):
+                raise ValueError("site is not an identifier")
+            alts.append(f'"site" = $site_{i}')
+            params[f"site_{i}"] = value
+        parts.append("(" + " OR ".join(alts) + ")")
     return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
 

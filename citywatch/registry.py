@@ -3,6 +3,10 @@
 Without a registry every well-formed device id is accepted. With one, a message from an
 unregistered device, or whose topic kind/site disagree with the registry, is rejected.
 Unknown keys in a `[[device]]` table are kept as rule parameters (e.g. `pm10_set_value`).
+
+`district = "xiaodian"` on a device puts its site in that district (区县): API tokens may be
+limited to districts (`CW_API_TOKENS`, api/README.md) and routes may match on it. Every
+device of a site must name the same district (or none), so a site is in one district.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from citywatch.errors import ConfigError
 from citywatch.topics import is_identifier
 
 _KNOWN = {"id", "site", "kind", "expected_interval_s", "hj212_mn", "hj212_pw", "hj212_pw_none", "hj212_crc",
-          "hj212_scale", "hj212_aliases", "hj212_ignore", "name", "equipment"}
+          "hj212_scale", "hj212_aliases", "hj212_ignore", "name", "equipment", "district"}
 
 # What a device gives a site the means to measure for the six-100 report (`equipment = [...]`
 # in its [[device]] table). A site's means are the union over its devices; a site none of
@@ -40,6 +44,7 @@ class Device:
     kind: str
     expected_interval_s: float = 60.0
     name: str = ""
+    district: str | None = None  # the 区县 its site belongs to; same for every device of a site
     hj212_mn: str | None = None
     hj212_pw: str | None = field(default=None, repr=False)  # a secret: never in repr/logs
     hj212_crc: Literal["strict", "modbus", "off"] = "strict"
@@ -74,6 +79,18 @@ class Registry:
         stated = [d.equipment for d in self.devices.values() if d.site == site and d.equipment is not None]
         return frozenset().union(*stated) if stated else None
 
+    def sites_by_district(self) -> dict[str, frozenset[str]]:
+        """District name → its sites (a site without a district is in none)."""
+        out: dict[str, set[str]] = {}
+        for d in self.devices.values():
+            if d.district:
+                out.setdefault(d.district, set()).add(d.site)
+        return {k: frozenset(v) for k, v in out.items()}
+
+    @property
+    def districts(self) -> frozenset[str]:
+        return frozenset(d.district for d in self.devices.values() if d.district)
+
     def check(self, kind: str, site: str, device: str) -> str | None:
         """None when the registry allows this (kind, site, device); else the reason."""
         if not self.devices:
@@ -101,6 +118,10 @@ class Registry:
             for key in ("id", "site", "kind"):
                 if not isinstance(raw.get(key), str) or not is_identifier(raw[key]):
                     raise ConfigError(f"{where}: {key} must match [A-Za-z0-9_-]{{1,64}}")
+            # Districts are written into CW_API_TOKENS (`viewer:a|b`): identifiers only, so
+            # that `|`, `:` and `,` there can never be part of a name.
+            if "district" in raw and (not isinstance(raw["district"], str) or not is_identifier(raw["district"])):
+                raise ConfigError(f"{where}: district must match [A-Za-z0-9_-]{{1,64}} (e.g. \"xiaodian\")")
             if raw["id"] in devices:
                 raise ConfigError(f"{where}: duplicate device id {raw['id']!r}")
             _check_hj212_identity(raw, where)
@@ -111,7 +132,7 @@ class Registry:
                 dev = Device(
                     id=raw["id"], site=raw["site"], kind=raw["kind"],
                     expected_interval_s=float(raw.get("expected_interval_s", 60.0)),
-                    name=str(raw.get("name", "")),
+                    name=str(raw.get("name", "")), district=raw.get("district"),
                     hj212_mn=raw.get("hj212_mn"), hj212_pw=raw.get("hj212_pw"),
                     hj212_crc=crc, hj212_scale=float(raw.get("hj212_scale", 1.0)),
                     hj212_aliases=dict(raw.get("hj212_aliases", {})),
@@ -135,6 +156,13 @@ class Registry:
                 if dev.hj212_mn in by_mn:
                     raise ConfigError(f"{where}: duplicate hj212_mn {dev.hj212_mn!r}")
                 by_mn[dev.hj212_mn] = dev
+        site_district: dict[str, tuple[str | None, str]] = {}
+        for dev in devices.values():  # one district per site: a token's sites must be unambiguous
+            first = site_district.setdefault(dev.site, (dev.district, dev.id))
+            if first[0] != dev.district:
+                raise ConfigError(f"{path}: site {dev.site!r} has devices in different districts "
+                                  f"({first[1]}: {first[0] or 'none'}, {dev.id}: {dev.district or 'none'}); "
+                                  "every device of a site needs the same district")
         return cls(devices, by_mn)
 
 

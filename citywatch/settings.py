@@ -273,14 +273,6 @@ class Settings(BaseSettings):
         the device registry, the TLS key pair, the data directory. `citywatch run` calls it
         before it starts any process or opens any connection. Raises ConfigError naming
         the setting."""
-        if self.api_tokens is not None and self.api_tokens.get_secret_value().strip():
-            from api.auth import TokenStore
-
-            try:
-                TokenStore.parse(self.api_tokens.get_secret_value())
-            except ConfigError as exc:
-                raise ConfigError(f"{exc}; the form is token=role[:name],... with roles viewer, operator, admin "
-                                  "and tokens of at least 8 characters (e.g. `openssl rand -hex 16`)") from None
         if self.alerts_enabled:
             from alerts.rules import load_rules
 
@@ -290,6 +282,7 @@ class Settings(BaseSettings):
                 lines = str(exc).splitlines()
                 more = f" (and {len(lines) - 2} more; run `citywatch rules check`)" if len(lines) > 2 else ""
                 raise ConfigError(f"CW_RULES_DIR: {' '.join(x.strip() for x in lines[:2])}{more}") from None
+        districts: frozenset[str] | None = None
         if self.devices_file is not None:
             from citywatch.registry import Registry
 
@@ -299,12 +292,21 @@ class Settings(BaseSettings):
                 if unknown:  # e.g. [[devices]]: read as an empty registry, every device refused
                     raise ConfigError(f"CW_DEVICES_FILE: {self.devices_file} has {unknown[0]!r} where only "
                                       "[[device]] tables belong (see deploy/devices.toml)")
-                Registry.load(self.devices_file)
+                districts = Registry.load(self.devices_file).districts
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"CW_DEVICES_FILE: cannot read {self.devices_file}: {exc}") from None
             except ConfigError as exc:
                 text = str(exc)
                 raise ConfigError(text if text.startswith("CW_DEVICES_FILE") else f"CW_DEVICES_FILE: {text}") from None
+        # after the registry: a token's districts must be districts of the registry
+        if self.api_tokens is not None and self.api_tokens.get_secret_value().strip():
+            from api.auth import TokenStore
+
+            try:
+                TokenStore.parse(self.api_tokens.get_secret_value(), districts)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}; the form is token=role[:name][:district|...],... with roles viewer, operator, admin "
+                                  "and tokens of at least 8 characters (e.g. `openssl rand -hex 16`)") from None
         if self.api_tls_cert is not None and self.api_tls_key is not None:
             import ssl
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from alerts import AlertNotFound
-from api.deps import CtxDep, DeviceDep, EngineDep, OperatorDep, SiteDep, ViewerDep, checked_id
+from api.deps import CtxDep, DeviceDep, EngineDep, OperatorDep, ScopeDep, SiteDep, ViewerDep, checked_id
 from api.models import AckRequest, Alert, AlertPage, Problem
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
@@ -24,7 +24,7 @@ _AUTH = {401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Proble
 
 @router.get("", response_model=AlertPage, summary="List alerts, newest first", responses=_AUTH)
 def list_alerts(
-    ctx: CtxDep, _: ViewerDep, engine: EngineDep, site: SiteDep, device: DeviceDep,
+    ctx: CtxDep, _: ViewerDep, scope: ScopeDep, engine: EngineDep, site: SiteDep, device: DeviceDep,
     state: Annotated[Literal["pending", "firing", "resolved", "active"] | None,
                      Query(description="`active` = pending or firing")] = None,
     severity: Annotated[Literal["info", "warning", "major", "critical"] | None, Query()] = None,
@@ -34,8 +34,9 @@ def list_alerts(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> AlertPage:
     checked_id("rule", rule)
+    sites = scope.sites_for(site)  # 403 for a site outside the token's districts
     items = engine.list_alerts(state=state, site=site, severity=severity, device=device, rule=rule,
-                               limit=limit + 1, offset=offset)
+                               sites=None if site is not None else sites, limit=limit + 1, offset=offset)
     more = len(items) > limit
     return AlertPage(items=items[:limit], limit=limit, offset=offset, next_offset=offset + limit if more else None)
 
@@ -54,7 +55,9 @@ def list_alerts(
                        "description": "an endless event stream"},
                        429: {"model": Problem, "description": "this token has CW_API_SSE_PER_TOKEN streams open"},
                        **_AUTH})
-async def stream(request: Request, ctx: CtxDep, who: ViewerDep, engine: EngineDep, site: SiteDep) -> StreamingResponse:
+async def stream(request: Request, ctx: CtxDep, who: ViewerDep, scope: ScopeDep, engine: EngineDep,
+                 site: SiteDep) -> StreamingResponse:
+    scope.sites_for(site)  # 403 for a site outside, before a stream lease is taken (a 403 holds no place)
     give_back = ctx.streams.take(who.slot, ctx.limits.sse_per_token)
     if give_back is None:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
@@ -83,7 +86,7 @@ async def stream(request: Request, ctx: CtxDep, who: ViewerDep, engine: EngineDe
                     continue
                 except StopAsyncIteration:
                     break
-                if site is not None and n.alert.get("site") != site:
+                if (site is not None and n.alert.get("site") != site) or not scope.allows(n.alert.get("site")):
                     continue
                 data = json.dumps({"event": n.event, "seq": n.seq, "alert": n.alert}, ensure_ascii=False)
                 last = time.monotonic()
@@ -103,10 +106,11 @@ async def stream(request: Request, ctx: CtxDep, who: ViewerDep, engine: EngineDe
 
 @router.get("/{alert_id}", response_model=Alert, summary="One alert",
             responses={404: {"model": Problem}, **_AUTH})
-def get_alert(_: ViewerDep, engine: EngineDep, alert_id: AlertId) -> Alert:
+def get_alert(_: ViewerDep, scope: ScopeDep, engine: EngineDep, alert_id: AlertId) -> Alert:
     a = engine.get(alert_id)
     if a is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such alert")
+    scope.check_site(a.get("site"))
     return a
 
 
@@ -114,8 +118,13 @@ def get_alert(_: ViewerDep, engine: EngineDep, alert_id: AlertId) -> Alert:
              description="Idempotent. Records who (the token's name) and the note; stops escalation and "
                          "repeats of this alert.",
              responses={404: {"model": Problem}, **_AUTH})
-def ack(who: OperatorDep, engine: EngineDep, alert_id: AlertId,
+def ack(who: OperatorDep, scope: ScopeDep, engine: EngineDep, alert_id: AlertId,
         body: Annotated[AckRequest | None, Body()] = None) -> Alert:
+    if scope.limited:  # an alert's site never changes: checking it before the ack is enough
+        a = engine.get(alert_id)
+        if a is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such alert")
+        scope.check_site(a.get("site"))
     try:
         return engine.ack(alert_id, by=who.name, note=(body.note if body else ""))
     except AlertNotFound:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from api import compliance
-from api.deps import AppContext, CtxDep, SiteDep, ViewerDep, invalid, utc_now
+from api.deps import AppContext, CtxDep, Scope, ScopeDep, SiteDep, ViewerDep, invalid, utc_now
 from api.models import ComplianceMonthResponse, ComplianceResponse, MonthSite, MonthSiteDay, Problem
 from api.six100 import item_rules
 from api.six100.xlsx import day_workbook, month_workbook
@@ -58,6 +58,37 @@ def _args(ctx: AppContext, site: str | None):
                 rules=item_rules(rules, getattr(ctx.settings, "rule_pack", "default")))
 
 
+def _scope_sites(ctx: AppContext, scope: Scope, site: str | None) -> list[str | None]:
+    """The `site` arguments to compute: [site] for one site or an unlimited token; for a token
+    limited to districts, its dust sites one by one, so that every query is filtered by site
+    (compliance takes one site or all of them). 403 for a site outside the token's districts."""
+    wanted = scope.sites_for(site)
+    if site is not None or wanted is None:
+        return [site]
+    registry = getattr(ctx.ingest, "registry", None)
+    dust = sorted({dev.site for dev in registry.devices.values() if dev.kind == "dust"} & wanted) if registry else []
+    return list(dust[:ctx.limits.compliance_max_sites])
+
+
+async def _scoped_day(ctx: AppContext, scope: Scope, site: str | None, args: dict, *, day: date, now_ms: int) -> list:
+    out: list = []
+    for s in _scope_sites(ctx, scope, site):
+        out += await compliance.six100(day=day, now_ms=now_ms, **{**args, "site": s})
+    return out
+
+
+async def _scoped_month(ctx: AppContext, scope: Scope, site: str | None, args: dict, *, days: list[date],
+                        now_ms: int) -> dict:
+    by_day: dict = {}
+    for s in _scope_sites(ctx, scope, site):
+        part = await compliance.six100_month(days=days, now_ms=now_ms, **{**args, "site": s})
+        for d, rows in part.items():
+            by_day.setdefault(d, []).extend(rows)
+    if not by_day:  # no site in scope: still one (empty) entry per day
+        by_day = {d.isoformat(): [] for d in days}
+    return by_day
+
+
 def _attachment(ascii_name: str, name: str) -> dict[str, str]:
     """An ASCII file name for old clients, the Chinese one (RFC 6266 filename*) for the rest."""
     return {"Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"}
@@ -71,13 +102,13 @@ def _attachment(ascii_name: str, name: str) -> dict[str, str]:
                        "2026-11-27,S0001,hoarding,周边围挡,perimeter hoarding,100.0,true,pass,0 of 8640 ...\r\n"}}},
                        **ERRORS})
 async def six100(
-    request: Request, ctx: CtxDep, _: ViewerDep, site: SiteDep, day: DateQ = None,
+    request: Request, ctx: CtxDep, _: ViewerDep, scope: ScopeDep, site: SiteDep, day: DateQ = None,
     format: Annotated[Literal["json", "csv"] | None, Query(description="csv, or send Accept: text/csv")] = None,
 ):
     now = utc_now()
     d = _day(day, now.astimezone(ctx.tz).date())
     args = _args(ctx, site)
-    sites = await compliance.six100(day=d, now_ms=int(now.timestamp() * 1000), **args)
+    sites = await _scoped_day(ctx, scope, site, args, day=d, now_ms=int(now.timestamp() * 1000))
     wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
     if wants_csv:
         return Response(compliance.to_csv(sites), media_type="text/csv; charset=utf-8",
@@ -88,12 +119,12 @@ async def six100(
 @router.get("/six100/month", response_model=ComplianceMonthResponse, summary="六个百分百 month view per site",
             description="Each day of a local month (up to today) per site: all_pass, the failed and the "
                         "no-evidence items with their zh reasons.", responses=ERRORS)
-async def six100_month(ctx: CtxDep, _: ViewerDep, site: SiteDep, month: MonthQ = None):
+async def six100_month(ctx: CtxDep, _: ViewerDep, scope: ScopeDep, site: SiteDep, month: MonthQ = None):
     now = utc_now()
     today = now.astimezone(ctx.tz).date()
     days = _month(month or today.strftime("%Y-%m"), today)
     args = _args(ctx, site)
-    by_day = await compliance.six100_month(days=days, now_ms=int(now.timestamp() * 1000), **args)
+    by_day = await _scoped_month(ctx, scope, site, args, days=days, now_ms=int(now.timestamp() * 1000))
     sites: dict[str, MonthSite] = {}
     for d, day_sites in by_day.items():
         for s in day_sites:
@@ -114,7 +145,8 @@ async def six100_month(ctx: CtxDep, _: ViewerDep, site: SiteDep, month: MonthQ =
             description="`date=YYYY-MM-DD`: one sheet for the day plus 明细 (every item with its reason); "
                         "`month=YYYY-MM`: a month summary sheet, one sheet per day, and 明细.",
             responses={200: {"content": {XLSX: {}}}, **ERRORS}, response_class=Response)
-async def six100_xlsx(ctx: CtxDep, _: ViewerDep, site: SiteDep, day: DateQ = None, month: MonthQ = None):
+async def six100_xlsx(ctx: CtxDep, _: ViewerDep, scope: ScopeDep, site: SiteDep, day: DateQ = None,
+                      month: MonthQ = None):
     if day is not None and month is not None:
         raise invalid("month", "give date or month, not both")
     now = utc_now()
@@ -123,10 +155,10 @@ async def six100_xlsx(ctx: CtxDep, _: ViewerDep, site: SiteDep, day: DateQ = Non
     now_ms = int(now.timestamp() * 1000)
     if month is not None:
         days = _month(month, today)
-        by_day = await compliance.six100_month(days=days, now_ms=now_ms, **args)
+        by_day = await _scoped_month(ctx, scope, site, args, days=days, now_ms=now_ms)
         body, key = month_workbook(month, by_day), month
     else:
         d = _day(day, today)
-        sites = await compliance.six100(day=d, now_ms=now_ms, **args)
+        sites = await _scoped_day(ctx, scope, site, args, day=d, now_ms=now_ms)
         body, key = day_workbook(d.isoformat(), sites), d.isoformat()
     return Response(body, media_type=XLSX, headers=_attachment(f"six100-{key}.xlsx", f"六个百分百-{key}.xlsx"))

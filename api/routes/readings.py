@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import influxql
-from api.deps import CtxDep, OptionalKindDep, SiteDep, ViewerDep
+from api.deps import CtxDep, OptionalKindDep, ScopeDep, SiteDep, ViewerDep
 from api.models import LatestReading, LatestResponse, Problem
 
 router = APIRouter(prefix="/v1/readings", tags=["readings"])
@@ -18,11 +18,15 @@ LOOKBACK = "7d"  # devices silent for longer are not "latest" any more
                         f"site. Devices without data in the last {LOOKBACK} are left out. Times are local (CW_TZ).",
             responses={401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem},
                        503: {"model": Problem}})
-async def latest(ctx: CtxDep, _: ViewerDep, kind: OptionalKindDep, site: SiteDep) -> LatestResponse:
+async def latest(ctx: CtxDep, _: ViewerDep, scope: ScopeDep, kind: OptionalKindDep, site: SiteDep) -> LatestResponse:
+    sites = scope.sites_for(site)  # 403 for a site outside the token's districts
+    if sites is not None and not sites:
+        return LatestResponse(items=[])
     specs = [kind] if kind is not None else [ctx.kinds[k] for k in sorted(ctx.kinds)]
     items: list[LatestReading] = []
     for spec in specs:
-        clause, params = influxql.where(None, None, {"site": site}, since=LOOKBACK)
+        clause, params = influxql.where(None, None, {"site": site}, since=LOOKBACK,
+                                        sites=None if site is not None else sites)
         q = (f"SELECT * FROM {influxql.ident(spec.name)}{clause} GROUP BY \"site\", \"device\" "
              f"ORDER BY time DESC LIMIT 1 SLIMIT 5000")
         for s in await influxql.run(ctx.ingest.influx, q, params):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Path, status
 
 from alerts import AlertError
-from api.deps import AdminDep, EngineDep, ViewerDep
+from api.deps import AdminDep, EngineDep, ScopeDep, ViewerDep
 from api.models import Problem, RuleErrors
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
@@ -29,13 +29,13 @@ _EXAMPLE = {
 
 @router.get("", response_model=list[dict[str, Any]], summary="All rules in force (shipped, files, overrides)",
             responses={401: {"model": Problem}, 403: {"model": Problem}})
-def list_rules(_: ViewerDep, engine: EngineDep) -> list[dict[str, Any]]:
-    return engine.list_rules()
+def list_rules(_: ViewerDep, scope: ScopeDep, engine: EngineDep) -> list[dict[str, Any]]:
+    return engine.list_rules()  # rules name no site: every scope reads them all
 
 
 @router.get("/{rule_id}", response_model=dict[str, Any], summary="One rule",
             responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}})
-def get_rule(_: ViewerDep, engine: EngineDep, rule_id: RuleId) -> dict[str, Any]:
+def get_rule(_: ViewerDep, scope: ScopeDep, engine: EngineDep, rule_id: RuleId) -> dict[str, Any]:
     for r in engine.list_rules():
         if r["id"] == rule_id:
             return r
@@ -63,8 +63,9 @@ def _errors(message: str) -> list[dict[str, Any]]:
                         "persisted; on error nothing changes and the answer is 422 with every problem. "
                         "`enabled: false` switches a rule off.",
             responses={401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": RuleErrors}})
-def put_rule(_: AdminDep, engine: EngineDep, rule_id: RuleId,
+def put_rule(_: AdminDep, scope: ScopeDep, engine: EngineDep, rule_id: RuleId,
              doc: Annotated[dict[str, Any], Body(examples=[_EXAMPLE])]) -> dict[str, Any]:
+    scope.require_unlimited("changing a rule")  # rules are the same for every district
     if "id" in doc and doc["id"] != rule_id:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             [{"loc": ["body", "id"], "msg": "id in the body differs from the path", "type": "value_error"}])

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from api import influxql
-from api.deps import CtxDep, DeviceDep, KindDep, SiteDep, ViewerDep, invalid, parse_time, utc_now
+from api.deps import CtxDep, DeviceDep, KindDep, ScopeDep, SiteDep, ViewerDep, invalid, parse_time, utc_now
 from api.models import Problem, Series, SeriesResponse
 
 router = APIRouter(prefix="/v1", tags=["readings"])
@@ -41,7 +41,7 @@ def parse_every(text: str) -> int:
             responses={401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem},
                        503: {"model": Problem}})
 async def series(
-    ctx: CtxDep, _: ViewerDep, kind: KindDep, site: SiteDep, device: DeviceDep,
+    ctx: CtxDep, _: ViewerDep, scope: ScopeDep, kind: KindDep, site: SiteDep, device: DeviceDep,
     field: Annotated[str, Query(description="a canonical field of the kind", pattern=r"^[A-Za-z0-9_-]{1,64}$",
                                 max_length=64, examples=["pm10"])],
     start: Annotated[str | None, Query(description="RFC 3339 with offset; default end - 24 h", max_length=40,
@@ -72,7 +72,12 @@ async def series(
     if span_s / step_s > limits.max_points:
         raise invalid("every", f"{span_s / step_s:.0f} buckets; at most {limits.max_points} (use a larger every)")
     start_ms, end_ms = int(t_start.timestamp() * 1000), int(t_end.timestamp() * 1000)
-    clause, params = influxql.where(start_ms, end_ms, {"site": site, "device": device})
+    sites = scope.sites_for(site)  # 403 for a site outside the token's districts
+    if sites is not None and not sites:
+        return SeriesResponse(kind=kind.name, field=field, unit=spec.unit, agg=agg, every=every,
+                              start=ctx.local_iso(start_ms) or "", end=ctx.local_iso(end_ms) or "", series=[])
+    clause, params = influxql.where(start_ms, end_ms, {"site": site, "device": device},
+                                    sites=None if site is not None else sites)
     q = (f"SELECT {agg}({influxql.ident(field)}) AS \"v\" FROM {influxql.ident(kind.name)}{clause} "
          f"GROUP BY time({int(step_s)}s), \"site\", \"device\" fill(none) SLIMIT {int(limits.max_series)}")
     out: list[Series] = []

@@ -24,7 +24,7 @@ const flagMark = (r, f) => { const fl = (r.flags || {})[f]; return fl && fl !== 
       severity: {info: '提示', warning: '一般', major: '严重', critical: '紧急'},
       state: {pending: '待定', firing: '告警中', resolved: '已恢复'},
       kind: {dust: '扬尘', heating: '换热站', water: '水厂'}, role: {viewer: '查看', operator: '值班员', admin: '管理员'},
-      last_seen: '最新数据', time: '时间',
+      last_seen: '最新数据', time: '时间', districts: '区县',
       xlsx: '导出 Excel', view_day: '日报', view_month: '月报', month: '月份', district: '区县',
       no_evidence: '无证据', not_equipped: '无法监测', days_pass: '达标天数',
       item: {hoarding: '周边围挡', cover: '物料覆盖', wash: '车辆冲洗', hardened: '路面硬化',
@@ -44,7 +44,7 @@ const flagMark = (r, f) => { const fl = (r.flags || {})[f]; return fl && fl !== 
       severity: {info: 'info', warning: 'warning', major: 'major', critical: 'critical'},
       state: {pending: 'pending', firing: 'firing', resolved: 'resolved'},
       kind: {dust: 'dust', heating: 'substation', water: 'water plant'}, role: {viewer: 'viewer', operator: 'operator', admin: 'admin'},
-      last_seen: 'latest', time: 'time',
+      last_seen: 'latest', time: 'time', districts: 'districts',
       xlsx: 'Export Excel', view_day: 'Day', view_month: 'Month', month: 'Month', district: 'District',
       no_evidence: 'no evidence', not_equipped: 'not measurable', days_pass: 'days all pass',
       item: {hoarding: 'Hoarding', cover: 'Cover', wash: 'Wash', hardened: 'Hardened',
@@ -123,6 +123,9 @@ const flagMark = (r, f) => { const fl = (r.flags || {})[f]; return fl && fl !== 
     setLive(streamCtrl !== null && $('#live').classList.contains('on'));
     if (me) {
       $('#who').textContent = `${me.name} · ${tt('role', me.role)}`;
+      // a token limited to districts: the API answers for their sites only; say which
+      $('#districts').hidden = !me.districts;
+      $('#districts').textContent = me.districts ? `${t('districts')}: ${me.districts.join(lang === 'zh' ? '、' : ', ')}` : '';
       renderAlerts(); renderSites(); renderCompliance(); renderComplianceMonth(); drawCharts();
     }
   }
@@ -411,7 +414,7 @@ const flagMark = (r, f) => { const fl = (r.flags || {})[f]; return fl && fl !== 
     streamCtrl = null;
     timers.forEach(clearInterval); timers = [];
     $('#main').hidden = true; $('#logout').hidden = true; $('#login').hidden = false;
-    $('#who').textContent = '';
+    $('#who').textContent = ''; $('#districts').hidden = true;
     $('#login-error').textContent = message || '';
     setLive(false);
   }

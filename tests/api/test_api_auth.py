@@ -56,7 +56,7 @@ def test_public_endpoints_need_no_token(client):
 
 def test_me_names_the_principal_not_the_token(client):
     assert client.get("/v1/me", headers=auth("operator")).json() == {"name": "王工", "role": "operator",
-                                                                      "tz": "Asia/Shanghai"}
+                                                                      "tz": "Asia/Shanghai", "districts": None}
     assert client.get("/v1/me", headers=auth("viewer")).json()["name"] == "viewer#1"
 
 

@@ -241,6 +241,34 @@ def case_compliance(c, ids):
     assert c.get(q + "&site=S0002", headers=h("xd_viewer")).status_code == 403
 
 
+def case_compliance_month(c, ids):
+    q = f"/v1/compliance/six100/month?month={SCENARIO_DAY[:7]}"
+    assert {s["site"] for s in c.get(q, headers=h("viewer")).json()["sites"]} == ALL_SITES
+    mine = c.get(q, headers=h("xd_viewer")).json()
+    assert [s["site"] for s in mine["sites"]] == sorted(XIAODIAN)
+    assert SCENARIO_DAY in mine["days"]
+    assert c.get(q + "&site=S0002", headers=h("xd_viewer")).status_code == 403
+
+
+def case_compliance_xlsx(c, ids):
+    import io
+    import re
+
+    import openpyxl
+
+    q = f"/v1/compliance/six100.xlsx?date={SCENARIO_DAY}"
+
+    def sites_in(body: bytes) -> set[str]:
+        book = openpyxl.load_workbook(io.BytesIO(body))
+        return {str(v) for ws in book.worksheets for row in ws.iter_rows(values_only=True) for v in row
+                if isinstance(v, str) and re.fullmatch(r"S\d{4}", v)}
+
+    assert sites_in(c.get(q, headers=h("viewer")).content) == ALL_SITES
+    r = c.get(q, headers=h("xd_viewer"))
+    assert r.status_code == 200 and sites_in(r.content) == XIAODIAN
+    assert c.get(q + "&site=S0002", headers=h("xd_viewer")).status_code == 403
+
+
 def case_deadletters(c, ids):
     _dead_letters(c.stack)
     every = c.get("/v1/deadletters", headers=h("operator")).json()
@@ -271,6 +299,8 @@ ROUTES = {
     ("GET", "/v1/rules/{rule_id}"): case_rule,
     ("PUT", "/v1/rules/{rule_id}"): case_put_rule,
     ("GET", "/v1/compliance/six100"): case_compliance,
+    ("GET", "/v1/compliance/six100/month"): case_compliance_month,
+    ("GET", "/v1/compliance/six100.xlsx"): case_compliance_xlsx,
     ("GET", "/v1/deadletters"): case_deadletters,
     ("POST", "/v1/deadletters/replay"): case_replay,
 }
@@ -334,8 +364,11 @@ def test_district_token_sees_only_its_sites(dstack, dserver, route):
         assert {"S0001", "S0002"} <= set(ids), ids  # alerts in both districts
         ROUTES[route](c, ids)
         for text in c.scoped_queries:  # InfluxDB is asked by site, never for everything
+            if text.startswith("SHOW FIELD KEYS"):
+                continue  # the measurement's schema (which fields exist), no site's data
             assert '"site" = $site' in text, text
-        if route[1] in ("/v1/readings/latest", "/v1/series", "/v1/compliance/six100"):
+        if route[1] in ("/v1/readings/latest", "/v1/series", "/v1/compliance/six100",
+                        "/v1/compliance/six100/month", "/v1/compliance/six100.xlsx"):
             assert c.scoped_queries  # (the check above had something to check)
         assert not any(t in r for t in TOKENS.values() for r in dstack.queries)
 

@@ -277,9 +277,9 @@ class AlertEngine:
                              for n in notifiers]
 
         rule_map = dict(rules) if isinstance(rules, dict) else {r.id: r for r in rules}
-        for row in self.store.query("SELECT doc FROM rule_overrides"):
+        for doc in self.store.load_rule_overrides():
             try:
-                r = parse_rule(json.loads(row["doc"]), "rule override")
+                r = parse_rule(json.loads(doc), "rule override")
                 rule_map[r.id] = r
             except CitywatchError as exc:
                 log.error("ignoring stored rule override: %s", exc)
@@ -353,8 +353,7 @@ class AlertEngine:
             rules = dict(self.rules)
             rules[rule.id] = rule
             self._install_rules(rules)
-            self.store.execute("INSERT OR REPLACE INTO rule_overrides (id, doc, updated_ms) VALUES (?,?,?)",
-                               (rule.id, json.dumps(rule_to_dict(rule), ensure_ascii=False), self._wall_ms()))
+            self.store.put_rule_override(rule.id, json.dumps(rule_to_dict(rule), ensure_ascii=False), self._wall_ms())
         return rule_to_dict(rule)
 
     # ------------------------------------------------------------------ state loading
@@ -368,8 +367,6 @@ class AlertEngine:
             self._device_states.setdefault(device, {})[rule_id] = st
         self._active: dict[str, dict[str, Any]] = {}
         for row in self.store.load_active_alerts():
-            row["value"] = json.loads(row["value"]) if row["value"] is not None else None
-            row["threshold"] = json.loads(row["threshold"]) if row["threshold"] is not None else None
             self._active[row["id"]] = row
         self._devices: dict[str, _Device] = {}
         for d in self.store.load_devices():
@@ -383,7 +380,7 @@ class AlertEngine:
                 if cap:  # a field no rule reads any more is not restored
                     dev.series[s["field"]] = Series.load(cap, s["ts"], s["v"], span_ms=window_ms,
                                                          max_cap=self._max_samples)
-        self._silences = [dict(r) for r in self.store.query("SELECT * FROM silences")]
+        self._silences = self.store.load_silences()
 
     # ------------------------------------------------------------------ time helpers
     def _wall_ms(self) -> int:
@@ -1103,7 +1100,7 @@ class AlertEngine:
                 if aid not in self._dirty_alerts:
                     tx.delete_alert(aid)
             for row in self._dirty_alerts.values():
-                tx.upsert_alert({**row, "value": json.dumps(row["value"]), "threshold": json.dumps(row["threshold"])})
+                tx.upsert_alert(row)
             for key in self._dirty_rstate:
                 st = self._rstate.get(key)
                 if st is not None and st.is_idle():
@@ -1176,9 +1173,7 @@ class AlertEngine:
         s = {"id": uuid.uuid4().hex[:16], "site": site, "device": device, "rule": rule, "starts_ms": start,
              "ends_ms": end, "created_by": by, "comment": comment, "created_ms": self._wall_ms()}
         with self._mu:
-            self.store.execute("INSERT INTO silences (id, site, device, rule, starts_ms, ends_ms, created_by, "
-                               "comment, created_ms) VALUES (:id,:site,:device,:rule,:starts_ms,:ends_ms,"
-                               ":created_by,:comment,:created_ms)", s)
+            self.store.add_silence(s)
             self._silences.append(s)
         return self._silence_view(s)
 
@@ -1188,7 +1183,7 @@ class AlertEngine:
             for s in self._silences:
                 if s["id"] == silence_id:
                     s["ends_ms"] = min(s["ends_ms"], now)
-                    self.store.execute("UPDATE silences SET ends_ms=? WHERE id=?", (s["ends_ms"], silence_id))
+                    self.store.end_silence(silence_id, s["ends_ms"])
                     return
         raise AlertNotFound(f"no silence {silence_id}")
 
@@ -1202,44 +1197,26 @@ class AlertEngine:
                 "created_by": s["created_by"], "comment": s["comment"]}
 
     # ------------------------------------------------------------------ API queries
-    def _row(self, r: Any) -> dict[str, Any]:
-        row = dict(r)
-        row["value"] = json.loads(row["value"]) if row["value"] is not None else None
-        row["threshold"] = json.loads(row["threshold"]) if row["threshold"] is not None else None
-        return row
-
     def list_alerts(self, *, state: str | None = None, site: str | None = None, severity: str | None = None,
                     device: str | None = None, rule: str | None = None, limit: int = 100,
                     offset: int = 0) -> list[dict[str, Any]]:
         """Newest first. `state` is pending | firing | resolved | active (pending+firing)."""
-        where, args = [], []
-        if state == "active":
-            where.append("state IN ('pending','firing')")
-        elif state:
-            where.append("state=?")
-            args.append(state)
-        for col, val in (("site", site), ("severity", severity), ("device", device), ("rule", rule)):
-            if val:
-                where.append(f"{col}=?")
-                args.append(val)
-        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY started_ms DESC, id LIMIT ? OFFSET ?"
-        args += [max(0, min(int(limit), 10000)), max(0, int(offset))]
-        return [self.payload(self._row(r)) for r in self.store.query(sql, args)]
+        return [self.payload(r) for r in self.store.list_alerts(state=state, site=site, severity=severity,
+                                                                device=device, rule=rule, limit=limit,
+                                                                offset=offset)]
 
     def get(self, alert_id: str) -> dict[str, Any] | None:
-        rows = self.store.query("SELECT * FROM alerts WHERE id=?", (alert_id,))
-        return self.payload(self._row(rows[0])) if rows else None
+        row = self.store.get_alert(alert_id)
+        return self.payload(row) if row is not None else None
 
     def ack(self, alert_id: str, *, by: str, note: str = "") -> dict[str, Any]:
         """Acknowledge (idempotent). Stops re-notification and escalation of this alert."""
         with self._mu:
             row = self._active.get(alert_id)
             if row is None:
-                rows = self.store.query("SELECT * FROM alerts WHERE id=?", (alert_id,))
-                if not rows:
+                row = self.store.get_alert(alert_id)
+                if row is None:
                     raise AlertNotFound(f"no alert {alert_id}")
-                row = self._row(rows[0])
             if row["acked"]:
                 return self.payload(row)
             row.update(acked=1, acked_by=by, acked_ms=self._wall_ms(), ack_note=note)
@@ -1338,25 +1315,25 @@ class AlertEngine:
         evaluation of new readings. `_snapshot_lock` keeps snapshots in order, so an older
         one can never overwrite a newer one (the last, on close, included)."""
         with self._snapshot_lock:
-            rows: list[tuple[str, tuple]] = []
+            devices: list[tuple[str, str, str, int, int]] = []
+            series: list[tuple[str, str, bytes, bytes]] = []
             with self._mu:
                 for d in self._devices.values():
                     if not (d.meta_dirty or d.dirty):
                         continue
                     if d.meta_dirty:
-                        rows.append(("INSERT OR REPLACE INTO devices (device, kind, site, watermark_ms, last_seen_ms) "
-                                     "VALUES (?,?,?,?,?)", (d.device, d.kind, d.site, d.watermark, d.last_seen)))
+                        devices.append((d.device, d.kind, d.site, d.watermark, d.last_seen))
                         d.meta_dirty = False
                     for f in d.dirty:
-                        ts, v = d.series[f].dump()
-                        rows.append(("INSERT OR REPLACE INTO series (device, field, ts, v) VALUES (?,?,?,?)",
-                                     (d.device, f, ts, v)))
+                        series.append((d.device, f, *d.series[f].dump()))
                     d.dirty = ()
-            if not rows:
+            if not (devices or series):
                 return
             with self.store.transaction() as tx:
-                for sql, args in rows:
-                    tx.execute(sql, args)
+                for dev_row in devices:
+                    tx.put_device(*dev_row)
+                for series_row in series:
+                    tx.put_series(*series_row)
 
     # ------------------------------------------------------------------ running
     async def run(self, source: Any = None) -> None:

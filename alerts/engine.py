@@ -41,6 +41,9 @@ from alerts.notify import Backoff, HubSubscription, Notification, NotificationHu
 from alerts.rules import (SEVERITIES, Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, Text,
                           Threshold, ThresholdRule, load_rules, parse_rule, parse_schedule, rule_to_dict,
                           template_values)
+from alerts.messages import Renderer
+from alerts.messages import round_value as _round
+from alerts.schedule import LocalTime
 from alerts.store import AlertStore
 from alerts.window import Series
 
@@ -216,11 +219,6 @@ class _WatchPlan:
             self.guards.append(tuple(mine))
 
 
-def _plain(v: Any) -> Any:
-    """150.0 → 150 for display in payloads; other values unchanged."""
-    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 1e15 else v
-
-
 def alert_id(rule: str, device: str, started_ms: int) -> str:
     return hashlib.sha1(f"{rule}|{device}|{started_ms}".encode()).hexdigest()[:20]
 
@@ -244,7 +242,10 @@ class AlertEngine:
             rules = load_rules(getattr(settings, "rules_dir", None))
         self._clock = clock
         self._time_mode = time_mode
-        self._tz = ZoneInfo(tz or getattr(settings, "tz", None) or "Asia/Shanghai")
+        self._time = LocalTime(ZoneInfo(tz or getattr(settings, "tz", None) or "Asia/Shanghai"))
+        # bound once: asked per reading
+        self._local_day, self._iso = self._time.local_day, self._time.iso
+        self._schedule_active, self._period_start = self._time.schedule_active, self._time.period_start
         self._registry = registry
         self._late_ms = int(late_tolerance_s * 1000)
         self._repeat_ms = int(repeat_interval_s * 1000)
@@ -253,7 +254,8 @@ class AlertEngine:
         self._max_samples = max_samples_per_series
         self._default_interval_s = default_interval_s
         self._retention_ms = int(retention_days * 86400_000)
-        self._kinds = load_kinds()
+        self._renderer = Renderer(load_kinds(), self._iso)
+        self.payload = self._renderer.payload  # the alert payload (CONTRACT §3) of an alert row
         self.store = AlertStore(state_path)
         self._mu = threading.RLock()
         self._snapshot_lock = threading.Lock()
@@ -283,8 +285,6 @@ class AlertEngine:
                 rule_map[r.id] = r
             except CitywatchError as exc:
                 log.error("ignoring stored rule override: %s", exc)
-        self._sched_cache: dict[str, tuple[int, bool]] = {}
-        self._pstart_cache: dict[str, tuple[int, int]] = {}
         self._install_rules(rule_map)
 
         # Pending transaction (flushed at the end of each batch / tick / API call).
@@ -391,50 +391,6 @@ class AlertEngine:
         if self._time_mode == "event":
             return self._event_now if self._event_now >= 0 else self._wall_ms()
         return self._wall_ms()
-
-    def _local(self, ms: int) -> datetime:
-        return datetime.fromtimestamp(ms / 1000, self._tz)
-
-    def _local_day(self, ms: int) -> str:
-        return self._local(ms).date().isoformat()
-
-    def _iso(self, ms: int | None) -> str | None:
-        return None if ms is None else self._local(ms).isoformat(timespec="seconds")
-
-    def _minute_cacheable(self, minute: int) -> bool:
-        """Schedules switch at whole local minutes: within one UTC minute whose UTC offset is
-        constant and a whole number of minutes, every instant has the same local minute, so
-        schedule answers computed for one instant hold for the whole minute."""
-        a = self._local(minute * 60000).utcoffset()
-        b = self._local(minute * 60000 + 59999).utcoffset()
-        return a == b and a is not None and a.total_seconds() % 60 == 0
-
-    def _schedule_active(self, schedule: str, ms: int) -> bool:
-        minute = ms // 60000
-        hit = self._sched_cache.get(schedule)
-        if hit is not None and hit[0] == minute:
-            return hit[1]
-        start, end = parse_schedule(schedule)
-        t = self._local(ms).time()
-        active = start <= t < end if start < end else (t >= start or t < end)
-        if self._minute_cacheable(minute):
-            self._sched_cache[schedule] = (minute, active)
-        return active
-
-    def _period_start(self, schedule: str, ms: int) -> int:
-        minute = ms // 60000
-        hit = self._pstart_cache.get(schedule)
-        if hit is not None and hit[0] == minute:
-            return hit[1]
-        start, _ = parse_schedule(schedule)
-        local = self._local(ms)
-        cand = datetime.combine(local.date(), start, self._tz)
-        if cand > local:
-            cand = datetime.combine(local.date() - timedelta(days=1), start, self._tz)
-        out = int(cand.timestamp() * 1000)
-        if self._minute_cacheable(minute):
-            self._pstart_cache[schedule] = (minute, out)
-        return out
 
     # ------------------------------------------------------------------ devices
     def _device_interval(self, device: str, kind: str) -> float | None:
@@ -867,7 +823,7 @@ class AlertEngine:
                     self._dirty_rstate.add((rule.id, dev.device))
                     if alert is not None:
                         alert["count"] += 1
-                        alert["value"] = self._round(rule, hit.value)
+                        alert["value"] = _round(rule, hit.value)
                         self._touch(alert)
                     else:
                         self._fire(rule, dev, st, e.ts_ms, hit)
@@ -889,7 +845,7 @@ class AlertEngine:
                 res = _Result(active, ratio, limit)
                 if alert is not None:
                     if active:
-                        alert["value"] = self._round(rule, ratio)
+                        alert["value"] = _round(rule, ratio)
                         self._touch(alert)
                     else:
                         self._resolve(rule, dev, st, e.ts_ms, value=ratio)
@@ -985,15 +941,16 @@ class AlertEngine:
         row["state"] = "resolved"
         row["resolved_ms"] = max(t, row["started_ms"])
         if value is not None:
-            row["value"] = self._round(rule, value)
+            row["value"] = _round(rule, value)
         self._notify("resolved", row, row["resolved_ms"], external=bool(row["notified"]))
 
     def _new_alert(self, rule: Rule, dev: _Device, st: _RState, started: int, res: _Result, *, severity: str,
                    state: str, occurrence: int, message: Text | None = None, action: Text | None = None) -> dict[str, Any]:
         aid = alert_id(rule.id, dev.device, started)
-        value = self._round(rule, res.value)
-        threshold = self._round(rule, res.threshold)
-        zh, en = self._render(rule, dev, message or rule.message, action or rule.action, value, threshold, occurrence)
+        value = _round(rule, res.value)
+        threshold = _round(rule, res.threshold)
+        zh, en = self._renderer.render(rule, dev.site, dev.device, dev.kind, message or rule.message,
+                                       action or rule.action, value, threshold, occurrence)
         row = {"id": aid, "rule": rule.id, "kind": dev.kind, "site": dev.site, "device": dev.device,
                "field": rule.primary_field, "severity": severity, "state": state, "acked": 0,
                "acked_by": None, "acked_ms": None, "ack_note": None, "value": value, "threshold": threshold,
@@ -1004,75 +961,7 @@ class AlertEngine:
         self._touch(row)
         return row
 
-    # ------------------------------------------------------------------ messages
-    def _unit(self, rule: Rule) -> str:
-        if rule.unit is not None:
-            return rule.unit
-        spec = self._kinds.get(rule.kind)
-        f = rule.primary_field
-        if spec is None or f is None:
-            return ""
-        if isinstance(rule, EventRule):
-            attrs = spec.events.get(rule.event, {})
-            return attrs[f].unit if f in attrs else ""
-        return spec.fields[f].unit if f in spec.fields else ""
-
-    @staticmethod
-    def _round(rule: Rule, v: Any) -> Any:
-        if v is None or isinstance(v, bool):
-            return v
-        return round(float(v), rule.decimals)
-
-    @staticmethod
-    def _fmt(v: Any, decimals: int, zh: bool) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, bool):
-            return ("是" if v else "否") if zh else ("true" if v else "false")
-        return f"{float(v):.{decimals}f}"
-
-    @classmethod
-    def _fmt_limit(cls, v: Any, decimals: int, zh: bool) -> str:
-        text = cls._fmt(v, decimals, zh)
-        return text.rstrip("0").rstrip(".") if isinstance(v, float) and "." in text else text
-
-    @staticmethod
-    def _duration(seconds: float, zh: bool) -> str:
-        if seconds >= 3600 and seconds % 3600 == 0:
-            return f"{int(seconds // 3600)}小时" if zh else f"{int(seconds // 3600)} h"
-        return f"{round(seconds / 60)}分钟" if zh else f"{round(seconds / 60)} min"
-
-    def _render(self, rule: Rule, dev: _Device, message: Text, action: Text, value: Any, threshold: Any,
-                count: int) -> tuple[str, str]:
-        window = getattr(rule, "window", None) or getattr(rule, "for_", 0.0) or 0.0
-        out = []
-        for lang in ("zh", "en"):
-            zh = lang == "zh"
-            limit = self._fmt_limit(threshold, rule.decimals, zh)
-            texts = {"value": self._fmt(value, rule.decimals, zh), "unit": self._unit(rule),
-                     "limit": limit, "threshold": limit, "site": dev.site, "device": dev.device,
-                     "field": rule.primary_field or "", "rule": rule.id, "count": str(count), "kind": dev.kind,
-                     "duration": self._duration(window, zh)}
-            # Number fields format with the rule's (validated) spec: alerts.rules.check_template
-            ctx = template_values(texts, {"value": value, "limit": threshold, "threshold": threshold, "count": count})
-            act = getattr(action, lang).format_map(ctx)
-            out.append(getattr(message, lang).format_map({**ctx, "action": act}))
-        return out[0], out[1]
-
     # ------------------------------------------------------------------ notifications
-    def payload(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The CONTRACT §3 alert payload (plus a few documented extras)."""
-        return {
-            "id": row["id"], "rule": row["rule"], "severity": row["severity"], "state": row["state"],
-            "acked": bool(row["acked"]), "kind": row["kind"], "site": row["site"], "device": row["device"],
-            "field": row["field"], "value": row["value"], "threshold": _plain(row["threshold"]),
-            "started_at": self._iso(row["started_ms"]), "resolved_at": self._iso(row["resolved_ms"]),
-            "message": row["message"], "message_en": row["message_en"],
-            # extras beyond the contract
-            "fired_at": self._iso(row["fired_ms"]), "acked_by": row["acked_by"], "acked_at": self._iso(row["acked_ms"]),
-            "ack_note": row["ack_note"], "occurrence": row["occurrence"], "count": row["count"],
-        }
-
     def _touch(self, row: dict[str, Any]) -> None:
         row["updated_ms"] = self._wall_ms()
         self._dirty_alerts[row["id"]] = row

@@ -36,6 +36,7 @@ from citywatch.model import Event, Reading
 from citywatch.registry import Registry
 from citywatch.schema import kinds as load_kinds
 
+from alerts.errors import AlertError, AlertNotFound
 from alerts.guard import NEVER, Hot, Jump, cold_interval
 from alerts.notify import Backoff, HubSubscription, Notification, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
 from alerts.rules import (SEVERITIES, Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, Text,
@@ -44,20 +45,13 @@ from alerts.rules import (SEVERITIES, Cond, DailyRatioRule, DeadmanRule, EventRu
 from alerts.messages import Renderer
 from alerts.messages import round_value as _round
 from alerts.schedule import LocalTime
+from alerts.silences import Silences
 from alerts.store import AlertStore
 from alerts.window import Series
 
 log = logging.getLogger("citywatch.alerts")
 
 Clock = Callable[[], float]
-
-
-class AlertError(CitywatchError):
-    """An alert operation failed (unknown alert, bad silence, invalid rule)."""
-
-
-class AlertNotFound(AlertError):
-    pass
 
 
 @dataclass
@@ -380,7 +374,8 @@ class AlertEngine:
                 if cap:  # a field no rule reads any more is not restored
                     dev.series[s["field"]] = Series.load(cap, s["ts"], s["v"], span_ms=window_ms,
                                                          max_cap=self._max_samples)
-        self._silences = self.store.load_silences()
+        self._silences = Silences(self.store, self._wall_ms, self._iso)
+        self._silenced = self._silences.silenced
 
     # ------------------------------------------------------------------ time helpers
     def _wall_ms(self) -> int:
@@ -1036,54 +1031,22 @@ class AlertEngine:
         return self._hub.subscribe()
 
     # ------------------------------------------------------------------ silences
-    def _silenced(self, row: dict[str, Any], now: int) -> bool:
-        for s in self._silences:
-            if s["starts_ms"] <= now < s["ends_ms"] and all(
-                    s[k] is None or s[k] == row[k] for k in ("site", "device", "rule")):
-                return True
-        return False
-
     def silence(self, *, by: str, ends_at: float | datetime, starts_at: float | datetime | None = None,
                 site: str | None = None, device: str | None = None, rule: str | None = None,
                 comment: str = "") -> dict[str, Any]:
         """A time-bounded silence / maintenance window for a site, device and/or rule.
         Alerts still change state (and are recorded), but no external notification goes
         out while silenced; a still-firing alert is notified when the silence ends."""
-        if not (site or device or rule):
-            raise AlertError("a silence needs at least one of site, device, rule")
-
-        def ms(v: float | datetime) -> int:
-            return int((v.timestamp() if isinstance(v, datetime) else float(v)) * 1000)
-
-        start = ms(starts_at) if starts_at is not None else self._wall_ms()
-        end = ms(ends_at)
-        if end <= start:
-            raise AlertError("a silence must end after it starts")
-        s = {"id": uuid.uuid4().hex[:16], "site": site, "device": device, "rule": rule, "starts_ms": start,
-             "ends_ms": end, "created_by": by, "comment": comment, "created_ms": self._wall_ms()}
         with self._mu:
-            self.store.add_silence(s)
-            self._silences.append(s)
-        return self._silence_view(s)
+            return self._silences.add(by=by, ends_at=ends_at, starts_at=starts_at, site=site, device=device,
+                                      rule=rule, comment=comment)
 
     def unsilence(self, silence_id: str) -> None:
         with self._mu:
-            now = self._wall_ms()
-            for s in self._silences:
-                if s["id"] == silence_id:
-                    s["ends_ms"] = min(s["ends_ms"], now)
-                    self.store.end_silence(silence_id, s["ends_ms"])
-                    return
-        raise AlertNotFound(f"no silence {silence_id}")
+            self._silences.end(silence_id)
 
     def list_silences(self, *, active_only: bool = True) -> list[dict[str, Any]]:
-        now = self._wall_ms()
-        return [self._silence_view(s) for s in self._silences if not active_only or s["ends_ms"] > now]
-
-    def _silence_view(self, s: dict[str, Any]) -> dict[str, Any]:
-        return {"id": s["id"], "site": s["site"], "device": s["device"], "rule": s["rule"],
-                "starts_at": self._iso(s["starts_ms"]), "ends_at": self._iso(s["ends_ms"]),
-                "created_by": s["created_by"], "comment": s["comment"]}
+        return self._silences.list(active_only=active_only)
 
     # ------------------------------------------------------------------ API queries
     def list_alerts(self, *, state: str | None = None, site: str | None = None, severity: str | None = None,

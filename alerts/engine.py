@@ -23,10 +23,9 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -37,13 +36,14 @@ from citywatch.registry import Registry
 from citywatch.schema import kinds as load_kinds
 
 from alerts.errors import AlertError, AlertNotFound
-from alerts.guard import NEVER, Hot, Jump, cold_interval
-from alerts.notify import Backoff, HubSubscription, Notification, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
-from alerts.rules import (SEVERITIES, Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, Text,
-                          Threshold, ThresholdRule, load_rules, parse_rule, parse_schedule, rule_to_dict,
-                          template_values)
+from alerts.guard import NEVER
 from alerts.messages import Renderer
 from alerts.messages import round_value as _round
+from alerts.notify import Backoff, HubSubscription, Notification, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
+from alerts.plan import (CompiledRule, Device, WatchPlan, compile_rules, union_fields,
+                         watch_device)
+from alerts.rules import (SEVERITIES, Cond, DailyRatioRule, EventRule, Rule, StuckRule, Text, Threshold,
+                          ThresholdRule, load_rules, parse_rule, rule_to_dict)
 from alerts.schedule import LocalTime
 from alerts.silences import Silences
 from alerts.store import AlertStore
@@ -77,47 +77,6 @@ class _RState:
         return self == _RState()
 
 
-class _Feed:
-    """One field of a device that rules read: its series (made on the first sample) and the
-    guard trackers (alerts/guard.py) its samples update."""
-
-    __slots__ = ("series", "lasts", "windows", "jumps")
-
-    def __init__(self, series: Series | None):
-        self.series = series
-        self.lasts: tuple[Hot, ...] = ()  # `last` conditions: only the newest sample counts
-        self.windows: tuple[Hot, ...] = ()  # windowed conditions
-        self.jumps: tuple[Jump, ...] = ()  # stuck rules
-
-
-@dataclass
-class _Device:
-    kind: str
-    site: str
-    device: str
-    watermark: int = -1
-    last_seen: int = 0
-    series: dict[str, Series] = field(default_factory=dict)
-    # The fields whose series changed since the last snapshot. A tuple, not a set: ~100
-    # bytes against ~700 for a set of a typical device's fields, and cheap to keep since
-    # it is almost always exactly the fields of the reading just taken.
-    dirty: tuple[str, ...] = ()
-    meta_dirty: bool = True
-    # Built by `AlertEngine._watch` for the rules of generation `rules_gen` and the registry
-    # entry `regdev` (its parameters move the bounds): per rule-indexed field its feed, per
-    # rule slot (`_CRule.slot`) its guard (a tuple of Hot for a threshold rule, a Jump for
-    # a stuck rule).
-    feeds: dict[str, _Feed] = field(default_factory=dict)
-    guards: list[Any] = field(default_factory=list)
-    rules_gen: int = -1
-    regdev: Any = None
-
-
-def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
-    """The fields of `a`, then those of `b` not in it."""
-    return a + tuple(f for f in b if f not in a) if a else b
-
-
 @dataclass(frozen=True, slots=True)
 class _Result:
     active: bool | None
@@ -127,90 +86,6 @@ class _Result:
 
 _NEXT_SEVERITY = {s: SEVERITIES[min(i + 1, len(SEVERITIES) - 1)] for i, s in enumerate(SEVERITIES)}
 _UNKNOWN = (None, None, None)
-
-
-class _CCond:
-    """A threshold-rule condition prepared for the per-reading hot path."""
-
-    __slots__ = ("c", "field", "agg", "approx", "win_ms", "need", "op", "want", "const", "param", "offset",
-                 "plain", "rkey")
-
-    def __init__(self, c: Cond, schedule: str | None):
-        self.c = c
-        self.field = c.field
-        self.agg = c.agg
-        # The rolling mean / energy mean is exact; numpy's (what alerts have always shown)
-        # can differ in the last bits, so it is only trusted for decisions far from the bound.
-        self.approx = c.agg in ("mean", "energy_mean")
-        self.win_ms = int((c.window or 0) * 1000)
-        # `_covered`: the samples must span min_coverage x the window (ms), same arithmetic
-        self.need = c.min_coverage * (c.window or 0) * 1000
-        self.op = c.op
-        self.want = c.want
-        t = c.threshold
-        self.const = t.value + t.offset if t is not None and t.value is not None else None
-        self.param = t.param if t is not None and t.param else None
-        self.offset = t.offset if t is not None else 0.0
-        # a {param, default} threshold without a baseline: the default when the param is unset
-        self.plain = (t.default + t.offset if t is not None and t.value is None and t.baseline is None
-                      and t.default is not None else None)
-        self.rkey = (c.agg, self.win_ms, schedule)  # one rolling cursor per window shape
-
-
-class _CRule:
-    """A threshold or stuck rule prepared for the hot path."""
-
-    __slots__ = ("rule", "id", "slot", "stuck", "schedule", "when", "clear", "approx", "win_ms", "need", "rkey")
-
-    def __init__(self, rule: ThresholdRule | StuckRule):
-        self.rule = rule
-        self.id = rule.id
-        self.slot = 0  # index of the rule among its kind's (a device's guards are per slot)
-        self.stuck = isinstance(rule, StuckRule)
-        if isinstance(rule, StuckRule):
-            self.schedule = None
-            self.when = self.clear = ()
-            self.approx = False
-            self.win_ms = int(rule.window * 1000)
-            self.need = rule.min_coverage * rule.window * 1000
-            self.rkey = ("stuck", self.win_ms, None)
-        else:
-            self.schedule = rule.schedule or None
-            self.when = tuple(_CCond(c, self.schedule) for c in rule.when)
-            self.clear = tuple(_CCond(c, self.schedule) for c in rule.clear) if rule.clear else ()
-            self.approx = any(c.approx for c in (*self.when, *self.clear))
-            self.win_ms, self.need, self.rkey = 0, 0.0, None
-
-
-class _WatchPlan:
-    """The guards of one kind's rules for devices with given registry parameters, as
-    `AlertEngine._watch` instantiates them per device: `hots`, one (field, lo, hi, span)
-    per distinct Hot tracker (equal conditions share one), in the order they are made;
-    `guards`, per rule slot the stuck rule itself (its Jump is per device) or the indexes
-    in `hots` of the trackers of the rule's conditions that have a cold interval."""
-
-    __slots__ = ("guards", "hots")
-
-    def __init__(self, rules: Iterable[_CRule], params: dict[str, Any]):
-        self.hots: list[tuple[str, float, float, int | None]] = []
-        self.guards: list[_CRule | tuple[int, ...]] = []
-        seen: dict[tuple[str, tuple[float, float], int | None], int] = {}
-        for cr in rules:
-            if cr.stuck:
-                self.guards.append(cr)
-                continue
-            mine = []
-            for c in cr.when:
-                interval = cold_interval(c.c, params)
-                if interval is None:
-                    continue  # no data-independent bound: this condition never rules the rule out
-                span = None if c.agg == "last" else c.win_ms
-                i = seen.get((c.field, interval, span))
-                if i is None:
-                    i = seen[(c.field, interval, span)] = len(self.hots)
-                    self.hots.append((c.field, *interval, span))
-                mine.append(i)
-            self.guards.append(tuple(mine))
 
 
 def alert_id(rule: str, device: str, started_ms: int) -> str:
@@ -292,44 +167,18 @@ class AlertEngine:
 
     # ------------------------------------------------------------------ rules and index
     def _install_rules(self, rules: dict[str, Rule]) -> None:
-        """Build the lookup indexes, then swap them in at once."""
-        by_field: dict[tuple[str, str], list[Rule]] = {}
-        by_event: dict[tuple[str, str], list[Rule]] = {}
-        deadman: dict[str, list[DeadmanRule]] = {}
-        windows: dict[tuple[str, str], float] = {}
-        for r in rules.values():
-            if not r.enabled:
-                continue
-            if isinstance(r, (ThresholdRule, StuckRule)):
-                for f in r.fields():
-                    by_field.setdefault((r.kind, f), []).append(r)
-                    windows[(r.kind, f)] = max(windows.get((r.kind, f), 0.0), r.max_window())
-            elif isinstance(r, (EventRule, DailyRatioRule)):
-                by_event.setdefault((r.kind, r.event), []).append(r)
-            elif isinstance(r, DeadmanRule):
-                deadman.setdefault(r.kind, []).append(r)
-        compiled = {r.id: _CRule(r) for rs in by_field.values() for r in rs}
-        index: dict[str, dict[str, list[_CRule]]] = {}
-        for (kind, f), rs in by_field.items():
-            index.setdefault(kind, {})[f] = [compiled[r.id] for r in rs]
-        kind_rules: dict[str, list[_CRule]] = {}
-        for cr in compiled.values():
-            rs = kind_rules.setdefault(cr.rule.kind, [])
-            cr.slot = len(rs)
-            rs.append(cr)
-        self.rules = dict(rules)
-        self._by_field, self._by_event, self._deadman, self._windows = by_field, by_event, deadman, windows
-        self._field_index = index
-        self._kind_rules = kind_rules
+        """Build the lookup indexes (alerts/plan.py), then swap them in at once."""
+        index = compile_rules(rules)
+        self.rules = index.rules
+        self._by_field, self._by_event, self._deadman, self._windows = (
+            index.by_field, index.by_event, index.deadman, index.windows)
+        self._field_index = index.field_index
+        self._kind_rules = index.kind_rules
         self._rules_gen = getattr(self, "_rules_gen", 0) + 1  # devices rebuild their guards
-        self._todo: dict[tuple[str, tuple[str, ...]], list[_CRule]] = {}
+        self._todo: dict[tuple[str, tuple[str, ...]], list[CompiledRule]] = {}
         self._shapes: dict[tuple[str, str, float | None], tuple[int, int]] = {}  # see _series_shape
-        # per kind, the registry parameters its threshold-rule conditions name (_watch_plan)
-        self._guard_params = {kind: tuple(sorted({t.param for cr in crs for c in cr.when
-                                                  for t in (c.c.threshold, c.c.low, c.c.high)
-                                                  if t is not None and t.param}))
-                              for kind, crs in kind_rules.items()}
-        self._watch_plans: dict[tuple[str, tuple[Any, ...]], _WatchPlan] = {}
+        self._guard_params = index.guard_params  # for _watch_plan
+        self._watch_plans: dict[tuple[str, tuple[Any, ...]], WatchPlan] = {}
         for dev in getattr(self, "_devices", {}).values():  # cursors are per window shape
             for s in dev.series.values():
                 s.drop_rollings()
@@ -362,9 +211,9 @@ class AlertEngine:
         self._active: dict[str, dict[str, Any]] = {}
         for row in self.store.load_active_alerts():
             self._active[row["id"]] = row
-        self._devices: dict[str, _Device] = {}
+        self._devices: dict[str, Device] = {}
         for d in self.store.load_devices():
-            self._devices[d["device"]] = _Device(d["kind"], d["site"], d["device"], d["watermark_ms"],
+            self._devices[d["device"]] = Device(d["kind"], d["site"], d["device"], d["watermark_ms"],
                                                  d["last_seen_ms"], meta_dirty=False)
             self._event_now = max(self._event_now, d["watermark_ms"])
         for s in self.store.load_series():
@@ -396,7 +245,7 @@ class AlertEngine:
         d = self._registry.get(device) if self._registry is not None else None
         return d.params if d is not None else {}
 
-    def _series_shape(self, dev: _Device, fld: str) -> tuple[int, int]:
+    def _series_shape(self, dev: Device, fld: str) -> tuple[int, int]:
         """(starting capacity, longest window in ms) of the device's series for `fld`;
         (0, 0) when no rule reads it. Depends only on the kind, the field and the device's
         expected interval, so it is worked out once for them (and the ints are shared)."""
@@ -416,16 +265,16 @@ class AlertEngine:
             self._shapes[key] = shape
         return shape
 
-    def _new_series(self, dev: _Device, fld: str) -> Series:
+    def _new_series(self, dev: Device, fld: str) -> Series:
         # Starts sized for the expected interval; grows (up to the cap) if the device
         # reports faster than expected, so the longest window always fits.
         cap, window_ms = self._series_shape(dev, fld)
         return Series(cap, span_ms=window_ms, max_cap=self._max_samples)
 
-    def _device(self, kind: str, site: str, device: str) -> _Device:
+    def _device(self, kind: str, site: str, device: str) -> Device:
         dev = self._devices.get(device)
         if dev is None or dev.kind != kind or dev.site != site:
-            dev = _Device(kind, site, device)
+            dev = Device(kind, site, device)
             self._devices[device] = dev
         return dev
 
@@ -447,7 +296,7 @@ class AlertEngine:
                 self._event(e)
             self._flush()
 
-    def _seen(self, dev: _Device, ts_ms: int) -> None:
+    def _seen(self, dev: Device, ts_ms: int) -> None:
         if ts_ms > self._event_now:
             self._event_now = ts_ms
         seen = ts_ms if self._time_mode == "event" else self._wall_ms()
@@ -507,7 +356,7 @@ class AlertEngine:
         if hit:
             fields = tuple(hit)
             if dev.dirty != fields:  # a device's readings mostly carry the same fields
-                dev.dirty = _union(dev.dirty, fields)
+                dev.dirty = union_fields(dev.dirty, fields)
         if not advanced:
             return  # late or duplicate: windows updated, time does not go back
         dev.watermark = ts
@@ -544,37 +393,12 @@ class AlertEngine:
             else:
                 self._eval_threshold(cr, dev, ts)
 
-    def _watch(self, dev: _Device, regdev: Any) -> None:
-        """(Re)build the device's feeds and guards (alerts/guard.py) for the current rules
-        and its registry entry `regdev`, starting the trackers from the samples kept."""
+    def _watch(self, dev: Device, regdev: Any) -> None:
+        """(Re)build the device's feeds and guards for the current rules and its registry entry."""
         plan = self._watch_plan(dev.kind, regdev.params if regdev is not None else {})
-        feeds = {f: _Feed(dev.series.get(f)) for f in self._field_index.get(dev.kind, ())}
-        # Each tracker is made as a 1-tuple, used as is by a field it is the only tracker
-        # of (`lasts` / `windows`) and by the rules it is the only guard of: most trackers
-        # are both, and one tuple instead of two or three is ~50 bytes less each.
-        hots: list[tuple[Hot]] = []
-        for f, lo, hi, span in plan.hots:
-            feed = feeds[f]
-            one = (Hot(lo, hi, span).scan(feed.series),)
-            if one[0].last:
-                feed.lasts = feed.lasts + one if feed.lasts else one
-            else:
-                feed.windows = feed.windows + one if feed.windows else one
-            hots.append(one)
-        guards: list[Any] = []
-        for g in plan.guards:
-            if isinstance(g, _CRule):  # a stuck rule
-                feed = feeds[g.rule.field]  # type: ignore[union-attr]
-                jump = Jump(g.rule.tolerance, g.win_ms).scan(feed.series)  # type: ignore[union-attr]
-                feed.jumps += (jump,)
-                guards.append(jump)
-            elif len(g) == 1:
-                guards.append(hots[g[0]])
-            else:
-                guards.append(tuple([hots[i][0] for i in g]))
-        dev.feeds, dev.guards, dev.rules_gen, dev.regdev = feeds, guards, self._rules_gen, regdev
+        watch_device(dev, plan, self._field_index.get(dev.kind, ()), self._rules_gen, regdev)
 
-    def _watch_plan(self, kind: str, params: dict[str, Any]) -> _WatchPlan:
+    def _watch_plan(self, kind: str, params: dict[str, Any]) -> WatchPlan:
         """The plan `_watch` follows for a device of `kind` with registry `params`. It
         depends only on the values of the few parameters the kind's thresholds name, so
         it is made once per distinct values and shared: a device's first reading does not
@@ -586,18 +410,18 @@ class AlertEngine:
         try:
             plan = self._watch_plans.get(key)
         except TypeError:  # an unhashable parameter value: plan this device on its own
-            return _WatchPlan(self._kind_rules.get(kind, ()), params)
+            return WatchPlan(self._kind_rules.get(kind, ()), params)
         if plan is None:
-            plan = _WatchPlan(self._kind_rules.get(kind, ()), params)
+            plan = WatchPlan(self._kind_rules.get(kind, ()), params)
             if len(self._watch_plans) >= 4096:
                 self._watch_plans.clear()
             self._watch_plans[key] = plan
         return plan
 
-    def _plan(self, key: tuple[str, tuple[str, ...]]) -> list[_CRule]:
+    def _plan(self, key: tuple[str, tuple[str, ...]]) -> list[CompiledRule]:
         """The rules a reading with these (rule-indexed) fields evaluates, in index order."""
         index = self._field_index[key[0]]
-        todo: dict[str, _CRule] = {}
+        todo: dict[str, CompiledRule] = {}
         for f in key[1]:
             for cr in index[f]:
                 todo.setdefault(cr.id, cr)
@@ -607,7 +431,7 @@ class AlertEngine:
         return out
 
     # ------------------------------------------------------------------ conditions
-    def _threshold(self, spec: Threshold, dev: _Device, t: int, series: Series | None) -> float | None:
+    def _threshold(self, spec: Threshold, dev: Device, t: int, series: Series | None) -> float | None:
         if spec.value is not None:
             return spec.value + spec.offset
         if spec.param:
@@ -641,7 +465,7 @@ class AlertEngine:
         typical = span / (n - 1)
         return span + typical >= min_coverage * window_s * 1000
 
-    def _cond(self, c: _CCond, dev: _Device, t: int, shift: float, schedule: str | None,
+    def _cond(self, c: CompiledCond, dev: Device, t: int, shift: float, schedule: str | None,
               exact: bool = False) -> tuple[bool | None, Any, Any]:
         """(active, value, threshold) of one condition at time t. The decision is always the
         one numpy's aggregate gives; with `exact` the value is numpy's too (it goes into
@@ -700,7 +524,7 @@ class AlertEngine:
             active = value <= bound
         return (active, value, thr)
 
-    def _compare(self, c: Cond, value: Any, dev: _Device, t: int, s: Series | None, shift: float) -> _Result:
+    def _compare(self, c: Cond, value: Any, dev: Device, t: int, s: Series | None, shift: float) -> _Result:
         if c.op == "is":
             got = bool(value >= 0.5) if not isinstance(value, bool) else value
             return _Result(got == c.want, got, c.want)
@@ -720,7 +544,7 @@ class AlertEngine:
                   "at_least": value >= thr - shift, "at_most": value <= thr + shift}[c.op]
         return _Result(active, value, thr)
 
-    def _all(self, conds: Sequence[_CCond], dev: _Device, t: int, shift: float,
+    def _all(self, conds: Sequence[CompiledCond], dev: Device, t: int, shift: float,
              schedule: str | None, exact: bool = False) -> tuple[bool | None, Any, Any]:
         """All conditions hold: False if any is False, else None if any is unknown; value and
         threshold are the first condition's. Conditions have no side effects, so the first
@@ -739,7 +563,7 @@ class AlertEngine:
         return (None if unknown else True, first[1], first[2])
 
     # ------------------------------------------------------------------ rule kinds
-    def _eval_threshold(self, cr: _CRule, dev: _Device, t: int) -> None:
+    def _eval_threshold(self, cr: CompiledRule, dev: Device, t: int) -> None:
         rule: ThresholdRule = cr.rule  # type: ignore[assignment]
         schedule = cr.schedule
         if schedule and not self._schedule_active(schedule, t):
@@ -775,7 +599,7 @@ class AlertEngine:
         self._step(rule, dev, t, _Result(active, value, thr), still=still, keep_s=rule.keep_firing_for,
                    for_s=rule.for_, consecutive=rule.consecutive)
 
-    def _eval_stuck(self, cr: _CRule, dev: _Device, t: int) -> None:
+    def _eval_stuck(self, cr: CompiledRule, dev: Device, t: int) -> None:
         rule: StuckRule = cr.rule  # type: ignore[assignment]
         s = dev.series.get(rule.field)
         if s is None:
@@ -791,7 +615,7 @@ class AlertEngine:
                 return  # idle and not flat: `_step` would change nothing
         self._step(rule, dev, t, _Result(flat, roll.value("last"), rule.tolerance), still=flat, keep_s=0.0)
 
-    def _attr(self, c: Cond, attrs: dict[str, Any], dev: _Device, t: int) -> _Result:
+    def _attr(self, c: Cond, attrs: dict[str, Any], dev: Device, t: int) -> _Result:
         v = attrs.get(c.field)
         if v is None or isinstance(v, str):
             return _Result(None)
@@ -856,7 +680,7 @@ class AlertEngine:
             self._device_states.setdefault(device, {})[rule_id] = st
         return st
 
-    def _step(self, rule: Rule, dev: _Device, t: int, res: _Result, *, still: bool | None, keep_s: float,
+    def _step(self, rule: Rule, dev: Device, t: int, res: _Result, *, still: bool | None, keep_s: float,
               for_s: float = 0.0, consecutive: int = 1) -> None:
         key = (rule.id, dev.device)
         st = self._state(rule.id, dev.device)
@@ -896,7 +720,7 @@ class AlertEngine:
                 self._deleted_alerts.add(alert["id"])
                 st.alert_id = None
 
-    def _fire(self, rule: Rule, dev: _Device, st: _RState, t: int, res: _Result) -> None:
+    def _fire(self, rule: Rule, dev: Device, st: _RState, t: int, res: _Result) -> None:
         day = self._local_day(t)
         if st.day != day:
             st.day, st.episodes = day, 0
@@ -923,7 +747,7 @@ class AlertEngine:
         row["last_notified_ms"] = None if silenced else self.now_ms()
         self._notify("firing", row, t, external=not silenced)
 
-    def _resolve(self, rule: Rule, dev: _Device, st: _RState, t: int, *, value: Any) -> None:
+    def _resolve(self, rule: Rule, dev: Device, st: _RState, t: int, *, value: Any) -> None:
         row = self._active.pop(st.alert_id, None) if st.alert_id else None
         st.alert_id, st.clear_since, st.pending_since, st.consecutive = None, None, None, 0
         st.last_violation = None
@@ -939,7 +763,7 @@ class AlertEngine:
             row["value"] = _round(rule, value)
         self._notify("resolved", row, row["resolved_ms"], external=bool(row["notified"]))
 
-    def _new_alert(self, rule: Rule, dev: _Device, st: _RState, started: int, res: _Result, *, severity: str,
+    def _new_alert(self, rule: Rule, dev: Device, st: _RState, started: int, res: _Result, *, severity: str,
                    state: str, occurrence: int, message: Text | None = None, action: Text | None = None) -> dict[str, Any]:
         aid = alert_id(rule.id, dev.device, started)
         value = _round(rule, res.value)
@@ -1140,7 +964,7 @@ class AlertEngine:
             for d in getattr(self._registry, "devices", {}).values():
                 if d.kind in self._deadman and d.id not in self._devices:
                     # Registered but never heard from: the silence counts from now.
-                    self._devices[d.id] = _Device(d.kind, d.site, d.id, last_seen=now)
+                    self._devices[d.id] = Device(d.kind, d.site, d.id, last_seen=now)
         for dev in list(self._devices.values()):
             rules = self._deadman.get(dev.kind)
             if not rules:

@@ -35,6 +35,7 @@ from citywatch.model import Event, Reading
 from citywatch.registry import Registry
 from citywatch.schema import kinds as load_kinds
 
+from alerts.conditions import Conditions, Result
 from alerts.errors import AlertError, AlertNotFound
 from alerts.guard import NEVER
 from alerts.messages import Renderer
@@ -42,7 +43,7 @@ from alerts.messages import round_value as _round
 from alerts.notify import Backoff, HubSubscription, Notification, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
 from alerts.plan import (CompiledRule, Device, WatchPlan, compile_rules, union_fields,
                          watch_device)
-from alerts.rules import (SEVERITIES, Cond, DailyRatioRule, EventRule, Rule, StuckRule, Text, Threshold,
+from alerts.rules import (SEVERITIES, DailyRatioRule, EventRule, Rule, StuckRule, Text,
                           ThresholdRule, load_rules, parse_rule, rule_to_dict)
 from alerts.schedule import LocalTime
 from alerts.silences import Silences
@@ -77,17 +78,7 @@ class _RState:
         return self == _RState()
 
 
-@dataclass(frozen=True, slots=True)
-class _Result:
-    active: bool | None
-    value: float | bool | None = None
-    threshold: float | bool | None = None
-
-
 _NEXT_SEVERITY = {s: SEVERITIES[min(i + 1, len(SEVERITIES) - 1)] for i, s in enumerate(SEVERITIES)}
-_UNKNOWN = (None, None, None)
-
-
 def alert_id(rule: str, device: str, started_ms: int) -> str:
     return hashlib.sha1(f"{rule}|{device}|{started_ms}".encode()).hexdigest()[:20]
 
@@ -123,6 +114,8 @@ class AlertEngine:
         self._max_samples = max_samples_per_series
         self._default_interval_s = default_interval_s
         self._retention_ms = int(retention_days * 86400_000)
+        self._conds = Conditions(self._params, self._period_start)
+        self._cond, self._all_hold = self._conds.cond, self._conds.all_hold  # bound once: per reading
         self._renderer = Renderer(load_kinds(), self._iso)
         self.payload = self._renderer.payload  # the alert payload (CONTRACT §3) of an alert row
         self.store = AlertStore(state_path)
@@ -430,138 +423,6 @@ class AlertEngine:
         out = self._todo[key] = list(todo.values())
         return out
 
-    # ------------------------------------------------------------------ conditions
-    def _threshold(self, spec: Threshold, dev: Device, t: int, series: Series | None) -> float | None:
-        if spec.value is not None:
-            return spec.value + spec.offset
-        if spec.param:
-            p = self._params(dev.device).get(spec.param)
-            if isinstance(p, (int, float)) and not isinstance(p, bool):
-                return float(p) + spec.offset
-        if spec.baseline is not None and series is not None:
-            b = spec.baseline
-            wms = int(b.window * 1000)
-            roll = series.rolling((b.agg, wms, None), b.agg)
-            agg = roll.query(t - wms, t, b.min_coverage * b.window * 1000)
-            if agg is not None:
-                if b.agg == "mean":
-                    agg = roll.numpy_value()  # a threshold is shown in alerts: numpy's mean, as always
-                base = agg * b.factor
-                if spec.floor is not None:
-                    base = max(base, spec.floor)
-                return base + spec.offset
-            if spec.default is None:
-                return None
-        if spec.default is None:
-            return None
-        return spec.default + spec.offset
-
-    @staticmethod
-    def _covered(ts: Any, window_s: float, min_coverage: float) -> bool:
-        n = len(ts)
-        if n < 2:
-            return False
-        span = int(ts[-1]) - int(ts[0])
-        typical = span / (n - 1)
-        return span + typical >= min_coverage * window_s * 1000
-
-    def _cond(self, c: CompiledCond, dev: Device, t: int, shift: float, schedule: str | None,
-              exact: bool = False) -> tuple[bool | None, Any, Any]:
-        """(active, value, threshold) of one condition at time t. The decision is always the
-        one numpy's aggregate gives; with `exact` the value is numpy's too (it goes into
-        alerts), otherwise a mean may be the (last-bits different) rolling one."""
-        s = dev.series.get(c.field)
-        if s is None or len(s._ts) == s._lo:  # no samples
-            return _UNKNOWN
-        agg = c.agg
-        roll = None
-        if agg == "last":
-            value = s._v[-1]
-        else:
-            start = t - c.win_ms
-            if schedule is not None:
-                start = max(start, self._period_start(schedule, t) - 1)
-            roll = s.rolls.get(c.rkey) or s.rolling(c.rkey, agg)
-            value = roll.query(start, t, c.need)
-            if value is None:
-                return _UNKNOWN
-            if c.approx and (exact or c.op == "outside" or roll.unsure()):
-                value = roll.numpy_value()
-                roll = None
-        op = c.op
-        if op == "is":
-            got = bool(value >= 0.5) if not isinstance(value, bool) else value
-            return (got == c.want, got, c.want)
-        if op == "outside":
-            res = self._compare(c.c, value, dev, t, s, shift)
-            return (res.active, res.value, res.threshold)
-        thr = c.const
-        if thr is None:  # `_threshold`, with its common cases inlined
-            p = None
-            if c.param is not None and self._registry is not None:
-                d = self._registry.get(dev.device)
-                if d is not None:
-                    p = d.params.get(c.param)
-            if p is not None and isinstance(p, (int, float)) and not isinstance(p, bool):
-                thr = float(p) + c.offset
-            elif c.plain is not None:
-                thr = c.plain
-            else:
-                assert c.c.threshold is not None
-                thr = self._threshold(c.c.threshold, dev, t, s)
-                if thr is None:
-                    return (None, value, None)
-        bound = thr - shift if op == "above" or op == "at_least" else thr + shift
-        if roll is not None and c.approx and abs(value - bound) <= (abs(value) + 1.0) * 1e-9:
-            value = roll.numpy_value()  # too close to call with the rolling value
-        if op == "above":
-            active = value > bound
-        elif op == "below":
-            active = value < bound
-        elif op == "at_least":
-            active = value >= bound
-        else:
-            active = value <= bound
-        return (active, value, thr)
-
-    def _compare(self, c: Cond, value: Any, dev: Device, t: int, s: Series | None, shift: float) -> _Result:
-        if c.op == "is":
-            got = bool(value >= 0.5) if not isinstance(value, bool) else value
-            return _Result(got == c.want, got, c.want)
-        value = float(value)
-        if c.op == "outside":
-            assert c.low is not None and c.high is not None
-            lo, hi = self._threshold(c.low, dev, t, s), self._threshold(c.high, dev, t, s)
-            if lo is None or hi is None:
-                return _Result(None, value)
-            bound = lo if value < (lo + hi) / 2 else hi
-            return _Result(value < lo + shift or value > hi - shift, value, bound)
-        assert c.threshold is not None
-        thr = self._threshold(c.threshold, dev, t, s)
-        if thr is None:
-            return _Result(None, value)
-        active = {"above": value > thr - shift, "below": value < thr + shift,
-                  "at_least": value >= thr - shift, "at_most": value <= thr + shift}[c.op]
-        return _Result(active, value, thr)
-
-    def _all(self, conds: Sequence[CompiledCond], dev: Device, t: int, shift: float,
-             schedule: str | None, exact: bool = False) -> tuple[bool | None, Any, Any]:
-        """All conditions hold: False if any is False, else None if any is unknown; value and
-        threshold are the first condition's. Conditions have no side effects, so the first
-        False decides."""
-        first = None
-        unknown = False
-        for c in conds:
-            r = self._cond(c, dev, t, shift, schedule, exact)
-            if first is None:
-                first = r
-            if r[0] is False:
-                return (False, first[1], first[2])
-            if r[0] is None:
-                unknown = True
-        assert first is not None
-        return (None if unknown else True, first[1], first[2])
-
     # ------------------------------------------------------------------ rule kinds
     def _eval_threshold(self, cr: CompiledRule, dev: Device, t: int) -> None:
         rule: ThresholdRule = cr.rule  # type: ignore[assignment]
@@ -570,20 +431,20 @@ class AlertEngine:
             st = self._rstate.get((rule.id, dev.device))
             if st is not None and (st.alert_id or st.pending_since is not None):
                 # Out of its schedule the rule does not hold: drop pending, resolve firing.
-                self._step(rule, dev, t, _Result(False), still=False, keep_s=0.0)
+                self._step(rule, dev, t, Result(False), still=False, keep_s=0.0)
             return
         when = cr.when
         if len(when) == 1:
             active, value, thr = self._cond(when[0], dev, t, 0.0, schedule)
         else:
-            active, value, thr = self._all(when, dev, t, 0.0, schedule)
+            active, value, thr = self._all_hold(when, dev, t, 0.0, schedule)
         if active is None:
             return
         st = self._rstate.get((rule.id, dev.device))
         if not active and (st is None or (st.alert_id is None and st.pending_since is None and not st.consecutive)):
             return  # idle and the condition does not hold: `_step` would change nothing
         if cr.approx:  # something may happen: the values that go into alerts are numpy's
-            active, value, thr = self._all(when, dev, t, 0.0, schedule, True)
+            active, value, thr = self._all_hold(when, dev, t, 0.0, schedule, True)
             if active is None:
                 return
         still: bool | None = active
@@ -592,11 +453,11 @@ class AlertEngine:
             alert = self._active.get(st.alert_id)
             if alert is not None and alert["state"] == "firing":
                 if cr.clear:
-                    clr = self._all(cr.clear, dev, t, 0.0, schedule, True)[0]
+                    clr = self._all_hold(cr.clear, dev, t, 0.0, schedule, True)[0]
                     still = None if clr is None else not clr
                 else:
-                    still = self._all(cr.when, dev, t, rule.hysteresis, schedule, True)[0]
-        self._step(rule, dev, t, _Result(active, value, thr), still=still, keep_s=rule.keep_firing_for,
+                    still = self._all_hold(cr.when, dev, t, rule.hysteresis, schedule, True)[0]
+        self._step(rule, dev, t, Result(active, value, thr), still=still, keep_s=rule.keep_firing_for,
                    for_s=rule.for_, consecutive=rule.consecutive)
 
     def _eval_stuck(self, cr: CompiledRule, dev: Device, t: int) -> None:
@@ -613,15 +474,7 @@ class AlertEngine:
             st = self._rstate.get((rule.id, dev.device))
             if st is None or (st.alert_id is None and st.pending_since is None and not st.consecutive):
                 return  # idle and not flat: `_step` would change nothing
-        self._step(rule, dev, t, _Result(flat, roll.value("last"), rule.tolerance), still=flat, keep_s=0.0)
-
-    def _attr(self, c: Cond, attrs: dict[str, Any], dev: Device, t: int) -> _Result:
-        v = attrs.get(c.field)
-        if v is None or isinstance(v, str):
-            return _Result(None)
-        if c.op == "is":
-            return _Result(bool(v) == c.want, bool(v), c.want)
-        return self._compare(c, float(v), dev, t, None, 0.0)
+        self._step(rule, dev, t, Result(flat, roll.value("last"), rule.tolerance), still=flat, keep_s=0.0)
 
     def _event(self, e: Event) -> None:
         self.stats["events"] += 1
@@ -632,7 +485,7 @@ class AlertEngine:
             st = self._state(rule.id, dev.device)
             alert = self._active.get(st.alert_id) if st.alert_id else None
             if isinstance(rule, EventRule):
-                results = [self._attr(c, e.attributes, dev, e.ts_ms) for c in rule.when]
+                results = [self._conds.attr(c, e.attributes, dev, e.ts_ms) for c in rule.when]
                 if rule.match == "any":
                     hit = next((r for r in results if r.active), None)
                 else:
@@ -655,13 +508,13 @@ class AlertEngine:
                 if st.ratio_day != day:
                     st.ratio_day, st.num, st.den = day, 0, 0
                 st.den += 1
-                if all(self._attr(c, e.attributes, dev, e.ts_ms).active is not False for c in rule.numerator):
+                if all(self._conds.attr(c, e.attributes, dev, e.ts_ms).active is not False for c in rule.numerator):
                     st.num += 1
                 self._dirty_rstate.add((rule.id, dev.device))
                 ratio = 100.0 * st.num / st.den
-                limit = self._threshold(rule.below, dev, e.ts_ms, None)
+                limit = self._conds.threshold(rule.below, dev, e.ts_ms, None)
                 active = limit is not None and st.den >= rule.min_events and ratio < limit
-                res = _Result(active, ratio, limit)
+                res = Result(active, ratio, limit)
                 if alert is not None:
                     if active:
                         alert["value"] = _round(rule, ratio)
@@ -680,7 +533,7 @@ class AlertEngine:
             self._device_states.setdefault(device, {})[rule_id] = st
         return st
 
-    def _step(self, rule: Rule, dev: Device, t: int, res: _Result, *, still: bool | None, keep_s: float,
+    def _step(self, rule: Rule, dev: Device, t: int, res: Result, *, still: bool | None, keep_s: float,
               for_s: float = 0.0, consecutive: int = 1) -> None:
         key = (rule.id, dev.device)
         st = self._state(rule.id, dev.device)
@@ -720,7 +573,7 @@ class AlertEngine:
                 self._deleted_alerts.add(alert["id"])
                 st.alert_id = None
 
-    def _fire(self, rule: Rule, dev: Device, st: _RState, t: int, res: _Result) -> None:
+    def _fire(self, rule: Rule, dev: Device, st: _RState, t: int, res: Result) -> None:
         day = self._local_day(t)
         if st.day != day:
             st.day, st.episodes = day, 0
@@ -763,7 +616,7 @@ class AlertEngine:
             row["value"] = _round(rule, value)
         self._notify("resolved", row, row["resolved_ms"], external=bool(row["notified"]))
 
-    def _new_alert(self, rule: Rule, dev: Device, st: _RState, started: int, res: _Result, *, severity: str,
+    def _new_alert(self, rule: Rule, dev: Device, st: _RState, started: int, res: Result, *, severity: str,
                    state: str, occurrence: int, message: Text | None = None, action: Text | None = None) -> dict[str, Any]:
         aid = alert_id(rule.id, dev.device, started)
         value = _round(rule, res.value)
@@ -977,7 +830,7 @@ class AlertEngine:
                 st = self._rstate.get((rule.id, dev.device))
                 firing = st is not None and st.alert_id in self._active
                 if active and not firing:
-                    self._step(rule, dev, now, _Result(True, silent_s, limit), still=True, keep_s=0.0)
+                    self._step(rule, dev, now, Result(True, silent_s, limit), still=True, keep_s=0.0)
                 elif firing and not active:
                     assert st is not None
                     self._resolve(rule, dev, st, now, value=silent_s)

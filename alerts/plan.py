@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from alerts.conditions import lookup_threshold
 from alerts.guard import Hot, Jump, cold_interval
 from alerts.rules import Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, ThresholdRule
 from alerts.window import Series
@@ -65,8 +66,7 @@ def union_fields(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
 class CompiledCond:
     """A threshold-rule condition prepared for the per-reading hot path."""
 
-    __slots__ = ("c", "field", "agg", "approx", "win_ms", "need", "op", "want", "const", "param", "offset",
-                 "plain", "rkey")
+    __slots__ = ("c", "field", "agg", "approx", "win_ms", "need", "op", "want", "const", "rkey")
 
     def __init__(self, c: Cond, schedule: str | None):
         self.c = c
@@ -81,12 +81,8 @@ class CompiledCond:
         self.op = c.op
         self.want = c.want
         t = c.threshold
-        self.const = t.value + t.offset if t is not None and t.value is not None else None
-        self.param = t.param if t is not None and t.param else None
-        self.offset = t.offset if t is not None else 0.0
-        # a {param, default} threshold without a baseline: the default when the param is unset
-        self.plain = (t.default + t.offset if t is not None and t.value is None and t.baseline is None
-                      and t.default is not None else None)
+        # a literal threshold, worked out once; others are looked up per evaluation
+        self.const = lookup_threshold(t, {}, None, 0) if t is not None and t.value is not None else None
         self.rkey = (c.agg, self.win_ms, schedule)  # one rolling cursor per window shape
 
 

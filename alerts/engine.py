@@ -26,8 +26,7 @@ import time
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from citywatch.errors import CitywatchError
@@ -36,11 +35,12 @@ from citywatch.registry import Registry
 from citywatch.schema import kinds as load_kinds
 
 from alerts.conditions import Conditions, Result
+from alerts.config import EngineConfig
 from alerts.errors import AlertError, AlertNotFound
 from alerts.guard import NEVER
 from alerts.messages import Renderer
 from alerts.messages import round_value as _round
-from alerts.notify import Backoff, HubSubscription, Notification, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
+from alerts.notify import HubSubscription, Notification, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
 from alerts.plan import (CompiledRule, Device, WatchPlan, compile_rules, union_fields,
                          watch_device)
 from alerts.rules import (SEVERITIES, DailyRatioRule, EventRule, Rule, StuckRule, Text,
@@ -84,41 +84,36 @@ def alert_id(rule: str, device: str, started_ms: int) -> str:
 
 
 class AlertEngine:
-    """See the module docstring. Construct with keyword arguments; `await run(stream)`."""
+    """See the module docstring. `AlertEngine(config, rules=..., notifiers=...)`; `await run(stream)`.
 
-    def __init__(self, *, settings: Any = None, rules: dict[str, Rule] | Iterable[Rule] | None = None,
+    `rules`: a rule set (by id, or a list); None loads the shipped packs plus
+    `config.rules_dir`. `registry`: the device registry (expected intervals, parameters)."""
+
+    def __init__(self, config: EngineConfig, *, rules: dict[str, Rule] | Iterable[Rule] | None = None,
                  registry: Any = None, notifiers: Sequence[Notifier] = (), sink: Any = None,
-                 clock: Clock = time.time, state_path: Path | str | None = None,
-                 time_mode: Literal["wall", "event"] = "wall", tz: str | None = None,
-                 late_tolerance_s: float = 300.0, repeat_interval_s: float = 4 * 3600.0,
-                 snapshot_interval_s: float = 5.0, tick_interval_s: float = 1.0,
-                 backoff: Backoff | None = None, max_samples_per_series: int = 8192,
-                 default_interval_s: float = 10.0, retention_days: float = 90.0):
-        if state_path is None:
-            if settings is None:
-                raise AlertError("AlertEngine needs state_path or settings")
-            state_path = settings.alert_state_path
+                 clock: Clock = time.time):
         if rules is None:
-            rules = load_rules(getattr(settings, "rules_dir", None))
+            rules = load_rules(config.rules_dir)
+        self.config = config
         self._clock = clock
-        self._time_mode = time_mode
-        self._time = LocalTime(ZoneInfo(tz or getattr(settings, "tz", None) or "Asia/Shanghai"))
+        self._time_mode = config.time_mode
+        self._time = LocalTime(ZoneInfo(config.tz))
         # bound once: asked per reading
         self._local_day, self._iso = self._time.local_day, self._time.iso
         self._schedule_active, self._period_start = self._time.schedule_active, self._time.period_start
         self._registry = registry
-        self._late_ms = int(late_tolerance_s * 1000)
-        self._repeat_ms = int(repeat_interval_s * 1000)
-        self._snapshot_s = snapshot_interval_s
-        self._tick_s = tick_interval_s
-        self._max_samples = max_samples_per_series
-        self._default_interval_s = default_interval_s
-        self._retention_ms = int(retention_days * 86400_000)
+        self._late_ms = int(config.late_tolerance_s * 1000)
+        self._repeat_ms = int(config.repeat_interval_s * 1000)
+        self._snapshot_s = config.snapshot_interval_s
+        self._tick_s = config.tick_interval_s
+        self._max_samples = config.max_samples_per_series
+        self._default_interval_s = config.default_interval_s
+        self._retention_ms = int(config.retention_days * 86400_000)
         self._conds = Conditions(self._params, self._period_start)
         self._cond, self._all_hold = self._conds.cond, self._conds.all_hold  # bound once: per reading
         self._renderer = Renderer(load_kinds(), self._iso)
         self.payload = self._renderer.payload  # the alert payload (CONTRACT §3) of an alert row
-        self.store = AlertStore(state_path)
+        self.store = AlertStore(config.state_path)
         self._mu = threading.RLock()
         self._snapshot_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,7 +132,7 @@ class AlertEngine:
         if sink is not None:
             notifiers.append(SinkNotifier(sink))
         self._notifiers = notifiers
-        self._dispatchers = [OutboxDispatcher(self.store, n, clock=clock, backoff=backoff or Backoff())
+        self._dispatchers = [OutboxDispatcher(self.store, n, clock=clock, backoff=config.backoff)
                              for n in notifiers]
 
         rule_map = dict(rules) if isinstance(rules, dict) else {r.id: r for r in rules}

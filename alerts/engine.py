@@ -17,14 +17,12 @@ outbox rows it causes are committed in one SQLite transaction at the end of each
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import math
 import threading
 import time
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,12 +36,13 @@ from alerts.conditions import Conditions, Result
 from alerts.config import EngineConfig
 from alerts.errors import AlertError, AlertNotFound
 from alerts.guard import NEVER
+from alerts.lifecycle import Alert, Lifecycle
 from alerts.messages import Renderer
 from alerts.messages import round_value as _round
-from alerts.notify import HubSubscription, Notification, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
+from alerts.notify import HubSubscription, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
 from alerts.plan import (CompiledRule, Device, WatchPlan, compile_rules, union_fields,
                          watch_device)
-from alerts.rules import (SEVERITIES, DailyRatioRule, EventRule, Rule, StuckRule, Text,
+from alerts.rules import (SEVERITIES, DailyRatioRule, EventRule, Rule, StuckRule,
                           ThresholdRule, load_rules, parse_rule, rule_to_dict)
 from alerts.schedule import LocalTime
 from alerts.silences import Silences
@@ -55,32 +54,7 @@ log = logging.getLogger("citywatch.alerts")
 Clock = Callable[[], float]
 
 
-@dataclass
-class _RState:
-    """Evaluation state of one rule on one device (persisted as JSON in `rstate`)."""
-
-    pending_since: int | None = None
-    consecutive: int = 0
-    clear_since: int | None = None
-    alert_id: str | None = None
-    day: str | None = None
-    episodes: int = 0
-    last_violation: int | None = None
-    ratio_day: str | None = None
-    num: int = 0
-    den: int = 0
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "_RState":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-    def is_idle(self) -> bool:
-        return self == _RState()
-
-
 _NEXT_SEVERITY = {s: SEVERITIES[min(i + 1, len(SEVERITIES) - 1)] for i, s in enumerate(SEVERITIES)}
-def alert_id(rule: str, device: str, started_ms: int) -> str:
-    return hashlib.sha1(f"{rule}|{device}|{started_ms}".encode()).hexdigest()[:20]
 
 
 class AlertEngine:
@@ -111,14 +85,12 @@ class AlertEngine:
         self._retention_ms = int(config.retention_days * 86400_000)
         self._conds = Conditions(self._params, self._period_start)
         self._cond, self._all_hold = self._conds.cond, self._conds.all_hold  # bound once: per reading
-        self._renderer = Renderer(load_kinds(), self._iso)
-        self.payload = self._renderer.payload  # the alert payload (CONTRACT §3) of an alert row
+        self._renderer = Renderer(load_kinds())
         self.store = AlertStore(config.state_path)
         self._mu = threading.RLock()
         self._snapshot_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hub = NotificationHub()
-        self._hub_seq = 0
         self._event_now = -1
         # One dict lookup per reading for the registry entry (Registry.get is that lookup).
         self._registry_get: Callable[[str], Any] | None = (
@@ -144,13 +116,16 @@ class AlertEngine:
                 log.error("ignoring stored rule override: %s", exc)
         self._install_rules(rule_map)
 
-        # Pending transaction (flushed at the end of each batch / tick / API call).
-        self._dirty_alerts: dict[str, dict[str, Any]] = {}
-        self._deleted_alerts: set[str] = set()
-        self._dirty_rstate: set[tuple[str, str]] = set()
-        self._outbox: list[tuple[str, str, str, dict[str, Any], int]] = []
-        self._live: list[Notification] = []
-
+        self._silences = Silences(self.store, self._wall_ms, self._iso)
+        self._silenced = self._silences.silenced
+        self._life = Lifecycle(store=self.store, notifiers=self._notifiers, renderer=self._renderer, hub=self._hub,
+                               silenced=self._silenced, now_ms=self.now_ms, wall_ms=self._wall_ms,
+                               local_day=self._local_day, iso=self._iso, wake=self._wake, stats=self.stats)
+        # The lifecycle's state and transitions, bound once (the evaluation reads them per reading).
+        self._rstate, self._device_states, self._active = self._life.rstate, self._life.device_states, self._life.active
+        self._state, self._step, self._fire, self._resolve = (
+            self._life.state, self._life.step, self._life.fire, self._life.resolve)
+        self._touch, self._notify, self._flush = self._life.touch, self._life.notify, self._life.flush
         self._load_state()
 
     # ------------------------------------------------------------------ rules and index
@@ -189,16 +164,6 @@ class AlertEngine:
 
     # ------------------------------------------------------------------ state loading
     def _load_state(self) -> None:
-        self._rstate: dict[tuple[str, str], _RState] = {
-            k: _RState.from_json(v) for k, v in self.store.load_rstate().items()}
-        # The same states by device, then rule id: a reading finds its device's in one lookup
-        # (most devices have none). Kept in step by `_state` and `_flush`.
-        self._device_states: dict[str, dict[str, _RState]] = {}
-        for (rule_id, device), st in self._rstate.items():
-            self._device_states.setdefault(device, {})[rule_id] = st
-        self._active: dict[str, dict[str, Any]] = {}
-        for row in self.store.load_active_alerts():
-            self._active[row["id"]] = row
         self._devices: dict[str, Device] = {}
         for d in self.store.load_devices():
             self._devices[d["device"]] = Device(d["kind"], d["site"], d["device"], d["watermark_ms"],
@@ -211,8 +176,6 @@ class AlertEngine:
                 if cap:  # a field no rule reads any more is not restored
                     dev.series[s["field"]] = Series.load(cap, s["ts"], s["v"], span_ms=window_ms,
                                                          max_cap=self._max_samples)
-        self._silences = Silences(self.store, self._wall_ms, self._iso)
-        self._silenced = self._silences.silenced
 
     # ------------------------------------------------------------------ time helpers
     def _wall_ms(self) -> int:
@@ -446,7 +409,7 @@ class AlertEngine:
         if st is not None and st.alert_id and (cr.clear or rule.hysteresis):
             # `still` only matters to a firing alert: evaluate clear / hysteresis just then
             alert = self._active.get(st.alert_id)
-            if alert is not None and alert["state"] == "firing":
+            if alert is not None and alert.state == "firing":
                 if cr.clear:
                     clr = self._all_hold(cr.clear, dev, t, 0.0, schedule, True)[0]
                     still = None if clr is None else not clr
@@ -487,10 +450,10 @@ class AlertEngine:
                     hit = results[0] if results and all(r.active for r in results) else None
                 if hit is not None:
                     st.last_violation = e.ts_ms
-                    self._dirty_rstate.add((rule.id, dev.device))
+                    self._life.dirty_rstate.add((rule.id, dev.device))
                     if alert is not None:
-                        alert["count"] += 1
-                        alert["value"] = _round(rule, hit.value)
+                        alert.count += 1
+                        alert.value = _round(rule, hit.value)
                         self._touch(alert)
                     else:
                         self._fire(rule, dev, st, e.ts_ms, hit)
@@ -505,181 +468,19 @@ class AlertEngine:
                 st.den += 1
                 if all(self._conds.attr(c, e.attributes, dev, e.ts_ms).active is not False for c in rule.numerator):
                     st.num += 1
-                self._dirty_rstate.add((rule.id, dev.device))
+                self._life.dirty_rstate.add((rule.id, dev.device))
                 ratio = 100.0 * st.num / st.den
                 limit = self._conds.threshold(rule.below, dev, e.ts_ms, None)
                 active = limit is not None and st.den >= rule.min_events and ratio < limit
                 res = Result(active, ratio, limit)
                 if alert is not None:
                     if active:
-                        alert["value"] = _round(rule, ratio)
+                        alert.value = _round(rule, ratio)
                         self._touch(alert)
                     else:
                         self._resolve(rule, dev, st, e.ts_ms, value=ratio)
                 elif active:
                     self._fire(rule, dev, st, e.ts_ms, res)
-
-    # ------------------------------------------------------------------ lifecycle
-    def _state(self, rule_id: str, device: str) -> _RState:
-        key = (rule_id, device)
-        st = self._rstate.get(key)
-        if st is None:
-            st = self._rstate[key] = _RState()
-            self._device_states.setdefault(device, {})[rule_id] = st
-        return st
-
-    def _step(self, rule: Rule, dev: Device, t: int, res: Result, *, still: bool | None, keep_s: float,
-              for_s: float = 0.0, consecutive: int = 1) -> None:
-        key = (rule.id, dev.device)
-        st = self._state(rule.id, dev.device)
-        alert = self._active.get(st.alert_id) if st.alert_id else None
-        if alert is not None and alert["state"] == "firing":
-            if still is None:
-                return
-            if still:
-                if st.clear_since is not None:
-                    st.clear_since = None
-                    self._dirty_rstate.add(key)
-                return
-            if st.clear_since is None:
-                st.clear_since = t
-                self._dirty_rstate.add(key)
-            if t - st.clear_since >= keep_s * 1000:
-                self._resolve(rule, dev, st, t, value=res.value)
-            return
-        if res.active:
-            if st.pending_since is None:
-                st.pending_since = t
-            st.consecutive += 1
-            self._dirty_rstate.add(key)
-            if t - st.pending_since >= for_s * 1000 and st.consecutive >= consecutive:
-                self._fire(rule, dev, st, t, res)
-            elif alert is None:
-                row = self._new_alert(rule, dev, st, st.pending_since, res, severity=rule.severity,
-                                      state="pending", occurrence=st.episodes + 1)
-                st.alert_id = row["id"]
-                self._publish_live("pending", row)
-        elif st.pending_since is not None or st.consecutive or alert is not None:
-            st.pending_since, st.consecutive = None, 0
-            self._dirty_rstate.add(key)
-            if alert is not None:  # pending that did not last: it never existed for anyone
-                self._active.pop(alert["id"], None)
-                self._dirty_alerts.pop(alert["id"], None)
-                self._deleted_alerts.add(alert["id"])
-                st.alert_id = None
-
-    def _fire(self, rule: Rule, dev: Device, st: _RState, t: int, res: Result) -> None:
-        day = self._local_day(t)
-        if st.day != day:
-            st.day, st.episodes = day, 0
-        st.episodes += 1
-        severity, message, action = rule.severity, rule.message, rule.action
-        per_day = getattr(rule, "per_day", None)
-        if per_day is not None and st.episodes >= per_day.nth:
-            severity = per_day.severity
-            message = per_day.message or message
-            action = per_day.action or action
-        started = st.pending_since if st.pending_since is not None else t
-        old = self._active.get(st.alert_id) if st.alert_id else None
-        row = self._new_alert(rule, dev, st, started, res, severity=severity, state="firing",
-                              occurrence=st.episodes, message=message, action=action)
-        if old is not None and old["id"] != row["id"]:
-            self._active.pop(old["id"], None)
-            self._deleted_alerts.add(old["id"])
-        row["fired_ms"] = t
-        st.alert_id = row["id"]
-        st.pending_since, st.consecutive, st.clear_since = None, 0, None
-        self._dirty_rstate.add((rule.id, dev.device))
-        silenced = self._silenced(row, self.now_ms())
-        row["notified"] = 0 if silenced else 1
-        row["last_notified_ms"] = None if silenced else self.now_ms()
-        self._notify("firing", row, t, external=not silenced)
-
-    def _resolve(self, rule: Rule, dev: Device, st: _RState, t: int, *, value: Any) -> None:
-        row = self._active.pop(st.alert_id, None) if st.alert_id else None
-        st.alert_id, st.clear_since, st.pending_since, st.consecutive = None, None, None, 0
-        st.last_violation = None
-        self._dirty_rstate.add((rule.id, dev.device))
-        if row is None:
-            return
-        if row["state"] == "pending":
-            self._deleted_alerts.add(row["id"])
-            return
-        row["state"] = "resolved"
-        row["resolved_ms"] = max(t, row["started_ms"])
-        if value is not None:
-            row["value"] = _round(rule, value)
-        self._notify("resolved", row, row["resolved_ms"], external=bool(row["notified"]))
-
-    def _new_alert(self, rule: Rule, dev: Device, st: _RState, started: int, res: Result, *, severity: str,
-                   state: str, occurrence: int, message: Text | None = None, action: Text | None = None) -> dict[str, Any]:
-        aid = alert_id(rule.id, dev.device, started)
-        value = _round(rule, res.value)
-        threshold = _round(rule, res.threshold)
-        zh, en = self._renderer.render(rule, dev.site, dev.device, dev.kind, message or rule.message,
-                                       action or rule.action, value, threshold, occurrence)
-        row = {"id": aid, "rule": rule.id, "kind": dev.kind, "site": dev.site, "device": dev.device,
-               "field": rule.primary_field, "severity": severity, "state": state, "acked": 0,
-               "acked_by": None, "acked_ms": None, "ack_note": None, "value": value, "threshold": threshold,
-               "started_ms": started, "fired_ms": None, "resolved_ms": None, "message": zh, "message_en": en,
-               "notified": 0, "escalated": 0, "last_notified_ms": None, "occurrence": occurrence, "count": 1,
-               "updated_ms": self._wall_ms()}
-        self._active[aid] = row
-        self._touch(row)
-        return row
-
-    # ------------------------------------------------------------------ notifications
-    def _touch(self, row: dict[str, Any]) -> None:
-        row["updated_ms"] = self._wall_ms()
-        self._dirty_alerts[row["id"]] = row
-
-    def _notify(self, event: str, row: dict[str, Any], t: int, *, external: bool) -> None:
-        self._touch(row)
-        payload = self.payload(row)
-        for n in self._notifiers:
-            if external or n.name == "history":
-                self._outbox.append((n.name, event, row["id"], payload, t))
-        self._publish_live(event, row, payload)
-        self.stats["notifications"] += 1
-
-    def _publish_live(self, event: str, row: dict[str, Any], payload: dict[str, Any] | None = None) -> None:
-        self._hub_seq += 1
-        self._live.append(Notification(self._hub_seq, event, payload or self.payload(row), self._wall_ms()))
-
-    def _flush(self) -> None:
-        """Commit everything this batch changed in one transaction, then wake delivery."""
-        if not (self._dirty_alerts or self._deleted_alerts or self._dirty_rstate or self._outbox):
-            self._emit_live()
-            return
-        with self.store.transaction() as tx:
-            for aid in self._deleted_alerts:
-                if aid not in self._dirty_alerts:
-                    tx.delete_alert(aid)
-            for row in self._dirty_alerts.values():
-                tx.upsert_alert(row)
-            for key in self._dirty_rstate:
-                st = self._rstate.get(key)
-                if st is not None and st.is_idle():
-                    self._rstate.pop(key, None)
-                    states = self._device_states.get(key[1])
-                    if states is not None:
-                        states.pop(key[0], None)
-                        if not states:
-                            del self._device_states[key[1]]
-                    st = None
-                tx.put_rstate(key[0], key[1], asdict(st) if st is not None else None)
-            for name, event, aid, payload, t in self._outbox:
-                tx.enqueue(name, event, aid, payload, t)
-        had_outbox = bool(self._outbox)
-        self._dirty_alerts, self._deleted_alerts, self._dirty_rstate, self._outbox = {}, set(), set(), []
-        if had_outbox:
-            self._wake()
-        self._emit_live()
-
-    def _emit_live(self) -> None:
-        live, self._live = self._live, []
-        for n in live:
-            self._hub.publish(n)
 
     def _wake(self) -> None:
         loop = self._loop
@@ -721,36 +522,40 @@ class AlertEngine:
         return self._silences.list(active_only=active_only)
 
     # ------------------------------------------------------------------ API queries
+    def _payload(self, row: dict[str, Any]) -> dict[str, Any]:
+        return Alert.from_row(row).to_payload(self._iso)
+
     def list_alerts(self, *, state: str | None = None, site: str | None = None, severity: str | None = None,
                     device: str | None = None, rule: str | None = None, limit: int = 100,
                     offset: int = 0) -> list[dict[str, Any]]:
         """Newest first. `state` is pending | firing | resolved | active (pending+firing)."""
-        return [self.payload(r) for r in self.store.list_alerts(state=state, site=site, severity=severity,
+        return [self._payload(r) for r in self.store.list_alerts(state=state, site=site, severity=severity,
                                                                 device=device, rule=rule, limit=limit,
                                                                 offset=offset)]
 
     def get(self, alert_id: str) -> dict[str, Any] | None:
         row = self.store.get_alert(alert_id)
-        return self.payload(row) if row is not None else None
+        return self._payload(row) if row is not None else None
 
     def ack(self, alert_id: str, *, by: str, note: str = "") -> dict[str, Any]:
         """Acknowledge (idempotent). Stops re-notification and escalation of this alert."""
         with self._mu:
             row = self._active.get(alert_id)
             if row is None:
-                row = self.store.get_alert(alert_id)
-                if row is None:
+                stored = self.store.get_alert(alert_id)
+                if stored is None:
                     raise AlertNotFound(f"no alert {alert_id}")
-            if row["acked"]:
-                return self.payload(row)
-            row.update(acked=1, acked_by=by, acked_ms=self._wall_ms(), ack_note=note)
-            external = bool(row["notified"]) and not self._silenced(row, self.now_ms())
-            if row["state"] == "pending":
+                row = Alert.from_row(stored)
+            if row.acked:
+                return row.to_payload(self._iso)
+            row.acked, row.acked_by, row.acked_ms, row.ack_note = 1, by, self._wall_ms(), note
+            external = bool(row.notified) and not self._silenced(row, self.now_ms())
+            if row.state == "pending":
                 self._touch(row)
             else:
                 self._notify("acked", row, self._wall_ms(), external=external)
             self._flush()
-            return self.payload(row)
+            return row.to_payload(self._iso)
 
     def backlog(self) -> dict[str, int]:
         return self.store.outbox_backlog()
@@ -762,12 +567,12 @@ class AlertEngine:
             now = self.now_ms()
             self._tick_deadman(now)
             for aid, row in list(self._active.items()):
-                rule = self.rules.get(row["rule"])
-                dev = self._devices.get(row["device"])
+                rule = self.rules.get(row.rule)
+                dev = self._devices.get(row.device)
                 if rule is None or dev is None:
                     continue
                 st = self._state(rule.id, dev.device)
-                if row["state"] != "firing":
+                if row.state != "firing":
                     continue
                 keep = getattr(rule, "keep_firing_for", None)
                 if isinstance(rule, ThresholdRule) and st.clear_since is not None and keep is not None \
@@ -782,26 +587,26 @@ class AlertEngine:
                     self._resolve(rule, dev, st, now, value=None)
                     continue
                 silenced = self._silenced(row, now)
-                if not row["notified"]:
+                if not row.notified:
                     if not silenced:
-                        row["notified"], row["last_notified_ms"] = 1, now
+                        row.notified, row.last_notified_ms = 1, now
                         self._notify("firing", row, now, external=True)
                     continue
-                if row["acked"] or silenced:
+                if row.acked or silenced:
                     continue
                 # "Unacknowledged for N minutes" counts from when people were told, on the
                 # timer's clock: fired_ms is event time, which in a replay of the past lies
                 # hours behind the wall clock and would escalate at once.
-                if rule.escalate_after is not None and not row["escalated"] and row["last_notified_ms"] is not None \
-                        and now - row["last_notified_ms"] >= rule.escalate_after * 1000:
-                    row["escalated"] = 1
-                    row["severity"] = rule.escalate_to or _NEXT_SEVERITY[row["severity"]]
-                    row["last_notified_ms"] = now
+                if rule.escalate_after is not None and not row.escalated and row.last_notified_ms is not None \
+                        and now - row.last_notified_ms >= rule.escalate_after * 1000:
+                    row.escalated = 1
+                    row.severity = rule.escalate_to or _NEXT_SEVERITY[row.severity]
+                    row.last_notified_ms = now
                     self._notify("escalated", row, now, external=True)
                     continue
                 repeat = (rule.repeat_interval * 1000) if rule.repeat_interval else self._repeat_ms
-                if row["last_notified_ms"] is not None and now - row["last_notified_ms"] >= repeat:
-                    row["last_notified_ms"] = now
+                if row.last_notified_ms is not None and now - row.last_notified_ms >= repeat:
+                    row.last_notified_ms = now
                     self._notify("repeat", row, now, external=True)
             self._flush()
 

@@ -1,5 +1,5 @@
-"""An alert's texts: the zh-CN / en messages rendered from a rule's templates, and the
-alert payload (CONTRACT §3) every notifier and the API get.
+"""An alert's texts: the zh-CN / en messages rendered from a rule's templates (the alert
+payload, CONTRACT §3, is `lifecycle.Alert.to_payload`).
 
 The templates were validated when the rule was loaded (`alerts.rules.check_template`):
 only the documented names, number formats only on number fields. Rendering fills them in
@@ -8,7 +8,6 @@ with `template_values`, which applies those formats.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from alerts.rules import EventRule, Rule, Text, template_values
@@ -46,12 +45,10 @@ def _duration(seconds: float, zh: bool) -> str:
 
 
 class Renderer:
-    """Renders messages (units from the device kinds, `citywatch/kinds.yaml`) and payloads
-    (times as local ISO strings through `iso`)."""
+    """Renders messages (units from the device kinds, `citywatch/kinds.yaml`)."""
 
-    def __init__(self, kinds: dict[str, Any], iso: Callable[[int | None], str | None]):
+    def __init__(self, kinds: dict[str, Any]):
         self._kinds = kinds
-        self._iso = iso
 
     def unit(self, rule: Rule) -> str:
         if rule.unit is not None:
@@ -82,17 +79,3 @@ class Renderer:
             act = getattr(action, lang).format_map(ctx)
             out.append(getattr(message, lang).format_map({**ctx, "action": act}))
         return out[0], out[1]
-
-    def payload(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The CONTRACT §3 alert payload (plus a few documented extras)."""
-        iso = self._iso
-        return {
-            "id": row["id"], "rule": row["rule"], "severity": row["severity"], "state": row["state"],
-            "acked": bool(row["acked"]), "kind": row["kind"], "site": row["site"], "device": row["device"],
-            "field": row["field"], "value": row["value"], "threshold": plain(row["threshold"]),
-            "started_at": iso(row["started_ms"]), "resolved_at": iso(row["resolved_ms"]),
-            "message": row["message"], "message_en": row["message_en"],
-            # extras beyond the contract
-            "fired_at": iso(row["fired_ms"]), "acked_by": row["acked_by"], "acked_at": iso(row["acked_ms"]),
-            "ack_note": row["ack_note"], "occurrence": row["occurrence"], "count": row["count"],
-        }

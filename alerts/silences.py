@@ -23,11 +23,11 @@ class Silences:
         self._iso = iso
         self._silences = store.load_silences()
 
-    def silenced(self, row: dict[str, Any], now: int) -> bool:
-        """An alert (row with site, device, rule) is silenced at `now`."""
+    def silenced(self, alert: Any, now: int) -> bool:
+        """An alert (`lifecycle.Alert`: site, device, rule) is silenced at `now`."""
         for s in self._silences:
             if s["starts_ms"] <= now < s["ends_ms"] and all(
-                    s[k] is None or s[k] == row[k] for k in ("site", "device", "rule")):
+                    s[k] is None or s[k] == getattr(alert, k) for k in ("site", "device", "rule")):
                 return True
         return False
 

@@ -22,7 +22,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -42,19 +42,17 @@ from alerts.messages import round_value as _round
 from alerts.notify import HubSubscription, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
 from alerts.plan import (CompiledRule, Device, WatchPlan, compile_rules, union_fields,
                          watch_device)
-from alerts.rules import (SEVERITIES, DailyRatioRule, EventRule, Rule, StuckRule,
-                          ThresholdRule, load_rules, parse_rule, rule_to_dict)
+from alerts.rules import (DailyRatioRule, EventRule, Rule, StuckRule, ThresholdRule, load_rules, parse_rule,
+                          rule_to_dict)
 from alerts.schedule import LocalTime
 from alerts.silences import Silences
 from alerts.store import AlertStore
+from alerts.timer import Timer
 from alerts.window import Series
 
 log = logging.getLogger("citywatch.alerts")
 
 Clock = Callable[[], float]
-
-
-_NEXT_SEVERITY = {s: SEVERITIES[min(i + 1, len(SEVERITIES) - 1)] for i, s in enumerate(SEVERITIES)}
 
 
 class AlertEngine:
@@ -78,8 +76,6 @@ class AlertEngine:
         self._registry = registry
         self._late_ms = int(config.late_tolerance_s * 1000)
         self._repeat_ms = int(config.repeat_interval_s * 1000)
-        self._snapshot_s = config.snapshot_interval_s
-        self._tick_s = config.tick_interval_s
         self._max_samples = config.max_samples_per_series
         self._default_interval_s = config.default_interval_s
         self._retention_ms = int(config.retention_days * 86400_000)
@@ -89,7 +85,6 @@ class AlertEngine:
         self.store = AlertStore(config.state_path)
         self._mu = threading.RLock()
         self._snapshot_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._hub = NotificationHub()
         self._event_now = -1
         # One dict lookup per reading for the registry entry (Registry.get is that lookup).
@@ -116,11 +111,14 @@ class AlertEngine:
                 log.error("ignoring stored rule override: %s", exc)
         self._install_rules(rule_map)
 
+        self._timer = Timer(store=self.store, dispatchers=self._dispatchers, tick=self.tick, snapshot=self.snapshot,
+                            prune=self._prune, process=self.process, wall_ms=self._wall_ms,
+                            tick_s=config.tick_interval_s, snapshot_s=config.snapshot_interval_s)
         self._silences = Silences(self.store, self._wall_ms, self._iso)
         self._silenced = self._silences.silenced
         self._life = Lifecycle(store=self.store, notifiers=self._notifiers, renderer=self._renderer, hub=self._hub,
                                silenced=self._silenced, now_ms=self.now_ms, wall_ms=self._wall_ms,
-                               local_day=self._local_day, iso=self._iso, wake=self._wake, stats=self.stats)
+                               local_day=self._local_day, iso=self._iso, wake=self._timer.wake, stats=self.stats)
         # The lifecycle's state and transitions, bound once (the evaluation reads them per reading).
         self._rstate, self._device_states, self._active = self._life.rstate, self._life.device_states, self._life.active
         self._state, self._step, self._fire, self._resolve = (
@@ -482,23 +480,6 @@ class AlertEngine:
                 elif active:
                     self._fire(rule, dev, st, e.ts_ms, res)
 
-    def _wake(self) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-
-        def wake_all() -> None:
-            for d in self._dispatchers:
-                d.wake.set()
-
-        try:
-            if asyncio.get_running_loop() is loop:
-                wake_all()
-                return
-        except RuntimeError:
-            pass
-        loop.call_soon_threadsafe(wake_all)
-
     def subscribe_notifications(self) -> HubSubscription:
         """Live notifications (every state change, including pending) for the API's SSE."""
         return self._hub.subscribe()
@@ -566,48 +547,7 @@ class AlertEngine:
         with self._mu:
             now = self.now_ms()
             self._tick_deadman(now)
-            for aid, row in list(self._active.items()):
-                rule = self.rules.get(row.rule)
-                dev = self._devices.get(row.device)
-                if rule is None or dev is None:
-                    continue
-                st = self._state(rule.id, dev.device)
-                if row.state != "firing":
-                    continue
-                keep = getattr(rule, "keep_firing_for", None)
-                if isinstance(rule, ThresholdRule) and st.clear_since is not None and keep is not None \
-                        and now - st.clear_since >= keep * 1000:
-                    self._resolve(rule, dev, st, max(now, st.clear_since), value=None)
-                    continue
-                if isinstance(rule, EventRule) and st.last_violation is not None \
-                        and now - st.last_violation >= rule.resolve_after * 1000:
-                    self._resolve(rule, dev, st, now, value=None)
-                    continue
-                if isinstance(rule, DailyRatioRule) and st.ratio_day and self._local_day(now) > st.ratio_day:
-                    self._resolve(rule, dev, st, now, value=None)
-                    continue
-                silenced = self._silenced(row, now)
-                if not row.notified:
-                    if not silenced:
-                        row.notified, row.last_notified_ms = 1, now
-                        self._notify("firing", row, now, external=True)
-                    continue
-                if row.acked or silenced:
-                    continue
-                # "Unacknowledged for N minutes" counts from when people were told, on the
-                # timer's clock: fired_ms is event time, which in a replay of the past lies
-                # hours behind the wall clock and would escalate at once.
-                if rule.escalate_after is not None and not row.escalated and row.last_notified_ms is not None \
-                        and now - row.last_notified_ms >= rule.escalate_after * 1000:
-                    row.escalated = 1
-                    row.severity = rule.escalate_to or _NEXT_SEVERITY[row.severity]
-                    row.last_notified_ms = now
-                    self._notify("escalated", row, now, external=True)
-                    continue
-                repeat = (rule.repeat_interval * 1000) if rule.repeat_interval else self._repeat_ms
-                if row.last_notified_ms is not None and now - row.last_notified_ms >= repeat:
-                    row.last_notified_ms = now
-                    self._notify("repeat", row, now, external=True)
+            self._life.on_timer(now, self.rules, self._devices, self._repeat_ms)
             self._flush()
 
     def _tick_deadman(self, now: int) -> None:
@@ -664,64 +604,18 @@ class AlertEngine:
                 for series_row in series:
                     tx.put_series(*series_row)
 
-    # ------------------------------------------------------------------ running
+    def _prune(self) -> None:
+        self.store.prune(self._wall_ms() - self._retention_ms)
+
+    # ------------------------------------------------------------------ running (alerts/timer.py)
     async def run(self, source: Any = None) -> None:
         """Consume Batches from a ValidatedStream / Subscription / async iterable and run
         the timer and the delivery stages, until cancelled."""
-        self._loop = asyncio.get_running_loop()
-        for d in self._dispatchers:
-            d.wake = asyncio.Event()  # bound to this loop
-        sub = source.subscribe() if hasattr(source, "subscribe") else source
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for d in self._dispatchers:
-                    d.wake.set()
-                    tg.create_task(d.run(), name=f"alerts-deliver-{d.notifier.name}")
-                tg.create_task(self._timer(), name="alerts-timer")
-                if sub is not None:
-                    tg.create_task(self._consume(sub), name="alerts-consume")
-        finally:
-            self.snapshot()
-            if sub is not None and hasattr(sub, "close"):
-                sub.close()
-
-    async def _consume(self, sub: AsyncIterable[Any]) -> None:
-        async for batch in sub:
-            self.process(batch)
-            await asyncio.sleep(0)
-
-    async def _timer(self) -> None:
-        last_snapshot = last_prune = time.monotonic()
-        while True:
-            await asyncio.sleep(self._tick_s)
-            try:
-                self.tick()
-                mono = time.monotonic()
-                if mono - last_snapshot >= self._snapshot_s:
-                    await asyncio.to_thread(self.snapshot)
-                    last_snapshot = mono
-                if mono - last_prune >= 3600:
-                    self.store.prune(self._wall_ms() - self._retention_ms)
-                    last_prune = mono
-            except Exception:  # keep the timer alive; the error is logged with its traceback
-                log.exception("alert timer failed")
+        await self._timer.run(source)
 
     async def drain(self, timeout: float = 10.0) -> bool:
         """Deliver queued notifications now (tests, shutdown); True when the outbox is empty."""
-        self._loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not any(self.store.outbox_backlog().values()):
-                return True
-            progressed = False
-            for d in self._dispatchers:
-                row = self.store.next_outbox(d.notifier.name)
-                if row is not None and row.next_ms <= self._wall_ms():
-                    await d.step()
-                    progressed = True
-            if not progressed:
-                await asyncio.sleep(0.02)
-        return not any(self.store.outbox_backlog().values())
+        return await self._timer.drain(timeout)
 
     async def aclose(self) -> None:
         self.snapshot()

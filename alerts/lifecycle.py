@@ -20,8 +20,10 @@ from alerts.messages import Renderer, plain
 from alerts.messages import round_value as _round
 from alerts.notify import Notification, NotificationHub, Notifier
 from alerts.plan import Device
-from alerts.rules import Rule, Text
+from alerts.rules import SEVERITIES, DailyRatioRule, EventRule, Rule, Text, ThresholdRule
 from alerts.store import ALERT_COLUMNS, AlertStore
+
+_NEXT_SEVERITY = {s: SEVERITIES[min(i + 1, len(SEVERITIES) - 1)] for i, s in enumerate(SEVERITIES)}
 
 
 @dataclass(slots=True, eq=False)
@@ -297,3 +299,52 @@ class Lifecycle:
         live, self._live = self._live, []
         for n in live:
             self._hub.publish(n)
+
+    # -- the timer ---------------------------------------------------------------------------
+    def on_timer(self, now: int, rules: Mapping[str, Rule], devices: Mapping[str, Device], repeat_ms: int) -> None:
+        """What time alone changes for firing alerts: keep_firing_for expiry of a quiet
+        device, event auto-resolve, the day change of a daily ratio, notifying what a
+        silence held back once it ended, escalation and repeat. (Deadman is evaluation:
+        the engine's.)"""
+        for aid, row in list(self.active.items()):
+            rule = rules.get(row.rule)
+            dev = devices.get(row.device)
+            if rule is None or dev is None:
+                continue
+            st = self.state(rule.id, dev.device)
+            if row.state != "firing":
+                continue
+            keep = getattr(rule, "keep_firing_for", None)
+            if isinstance(rule, ThresholdRule) and st.clear_since is not None and keep is not None \
+                    and now - st.clear_since >= keep * 1000:
+                self.resolve(rule, dev, st, max(now, st.clear_since), value=None)
+                continue
+            if isinstance(rule, EventRule) and st.last_violation is not None \
+                    and now - st.last_violation >= rule.resolve_after * 1000:
+                self.resolve(rule, dev, st, now, value=None)
+                continue
+            if isinstance(rule, DailyRatioRule) and st.ratio_day and self._local_day(now) > st.ratio_day:
+                self.resolve(rule, dev, st, now, value=None)
+                continue
+            silenced = self._silenced(row, now)
+            if not row.notified:
+                if not silenced:
+                    row.notified, row.last_notified_ms = 1, now
+                    self.notify("firing", row, now, external=True)
+                continue
+            if row.acked or silenced:
+                continue
+            # "Unacknowledged for N minutes" counts from when people were told, on the
+            # timer's clock: fired_ms is event time, which in a replay of the past lies
+            # hours behind the wall clock and would escalate at once.
+            if rule.escalate_after is not None and not row.escalated and row.last_notified_ms is not None \
+                    and now - row.last_notified_ms >= rule.escalate_after * 1000:
+                row.escalated = 1
+                row.severity = rule.escalate_to or _NEXT_SEVERITY[row.severity]
+                row.last_notified_ms = now
+                self.notify("escalated", row, now, external=True)
+                continue
+            repeat = (rule.repeat_interval * 1000) if rule.repeat_interval else repeat_ms
+            if row.last_notified_ms is not None and now - row.last_notified_ms >= repeat:
+                row.last_notified_ms = now
+                self.notify("repeat", row, now, external=True)

@@ -1,17 +1,15 @@
 """The alert engine: validated readings/events in, alert lifecycle and notifications out.
+A coordinator: it owns the devices and the per-reading path (`_reading`) and wires the
+parts (see alerts/README.md for the module map).
 
 Evaluation is in event time (each reading's `ts_ms`): a device's rules are evaluated at
 its watermark (the newest reading seen). A late reading within `late_tolerance_s` still
 goes into the windows (so the next evaluation sees it) but does not move time backwards;
 an older one is counted and ignored. The timer (`tick`) drives what no message can:
-deadman (no data), keep_firing_for expiry, event auto-resolve, escalation, re-notify and
-silence expiry. Its clock is injected: wall time, or in event-time replays the newest
-event time seen.
-
-Lifecycle per (rule, device): inactive → pending (condition true, waiting for `for` /
-`consecutive`) → firing → resolved; `acked` is orthogonal. Every transition and the
-outbox rows it causes are committed in one SQLite transaction at the end of each batch
-(see store.py), so a restart neither repeats a notification nor forgets a pending start.
+deadman, keep_firing_for expiry, event auto-resolve, escalation, re-notify and silence
+expiry; its clock is wall time, or in event-time replays the newest event time seen.
+Every transition and its outbox rows are committed in one SQLite transaction at the end of
+each batch (alerts/lifecycle.py, alerts/store.py).
 """
 
 from __future__ import annotations
@@ -32,18 +30,17 @@ from citywatch.model import Event, Reading
 from citywatch.registry import Registry
 from citywatch.schema import kinds as load_kinds
 
-from alerts.conditions import Conditions, Result
+from alerts.conditions import Conditions
 from alerts.config import EngineConfig
 from alerts.errors import AlertError, AlertNotFound
+from alerts.evaluate import RuleKinds
 from alerts.guard import NEVER
 from alerts.lifecycle import Alert, Lifecycle
 from alerts.messages import Renderer
-from alerts.messages import round_value as _round
 from alerts.notify import HubSubscription, NotificationHub, Notifier, OutboxDispatcher, SinkNotifier
 from alerts.plan import (CompiledRule, Device, WatchPlan, compile_rules, union_fields,
                          watch_device)
-from alerts.rules import (DailyRatioRule, EventRule, Rule, StuckRule, ThresholdRule, load_rules, parse_rule,
-                          rule_to_dict)
+from alerts.rules import Rule, load_rules, parse_rule, rule_to_dict
 from alerts.schedule import LocalTime
 from alerts.silences import Silences
 from alerts.store import AlertStore
@@ -55,7 +52,7 @@ log = logging.getLogger("citywatch.alerts")
 Clock = Callable[[], float]
 
 
-class AlertEngine:
+class AlertEngine(RuleKinds):
     """See the module docstring. `AlertEngine(config, rules=..., notifiers=...)`; `await run(stream)`.
 
     `rules`: a rule set (by id, or a list); None loads the shipped packs plus
@@ -379,107 +376,6 @@ class AlertEngine:
         out = self._todo[key] = list(todo.values())
         return out
 
-    # ------------------------------------------------------------------ rule kinds
-    def _eval_threshold(self, cr: CompiledRule, dev: Device, t: int) -> None:
-        rule: ThresholdRule = cr.rule  # type: ignore[assignment]
-        schedule = cr.schedule
-        if schedule and not self._schedule_active(schedule, t):
-            st = self._rstate.get((rule.id, dev.device))
-            if st is not None and (st.alert_id or st.pending_since is not None):
-                # Out of its schedule the rule does not hold: drop pending, resolve firing.
-                self._step(rule, dev, t, Result(False), still=False, keep_s=0.0)
-            return
-        when = cr.when
-        if len(when) == 1:
-            active, value, thr = self._cond(when[0], dev, t, 0.0, schedule)
-        else:
-            active, value, thr = self._all_hold(when, dev, t, 0.0, schedule)
-        if active is None:
-            return
-        st = self._rstate.get((rule.id, dev.device))
-        if not active and (st is None or (st.alert_id is None and st.pending_since is None and not st.consecutive)):
-            return  # idle and the condition does not hold: `_step` would change nothing
-        if cr.approx:  # something may happen: the values that go into alerts are numpy's
-            active, value, thr = self._all_hold(when, dev, t, 0.0, schedule, True)
-            if active is None:
-                return
-        still: bool | None = active
-        if st is not None and st.alert_id and (cr.clear or rule.hysteresis):
-            # `still` only matters to a firing alert: evaluate clear / hysteresis just then
-            alert = self._active.get(st.alert_id)
-            if alert is not None and alert.state == "firing":
-                if cr.clear:
-                    clr = self._all_hold(cr.clear, dev, t, 0.0, schedule, True)[0]
-                    still = None if clr is None else not clr
-                else:
-                    still = self._all_hold(cr.when, dev, t, rule.hysteresis, schedule, True)[0]
-        self._step(rule, dev, t, Result(active, value, thr), still=still, keep_s=rule.keep_firing_for,
-                   for_s=rule.for_, consecutive=rule.consecutive)
-
-    def _eval_stuck(self, cr: CompiledRule, dev: Device, t: int) -> None:
-        rule: StuckRule = cr.rule  # type: ignore[assignment]
-        s = dev.series.get(rule.field)
-        if s is None:
-            return
-        roll = s.rolls.get(cr.rkey) or s.rolling(cr.rkey, "stuck")
-        n = roll.sync(t - cr.win_ms, t)
-        if n < rule.min_samples or not roll.covered(cr.need):
-            return
-        flat = roll.max_minus_min() <= rule.tolerance  # type: ignore[attr-defined]
-        if not flat:
-            st = self._rstate.get((rule.id, dev.device))
-            if st is None or (st.alert_id is None and st.pending_since is None and not st.consecutive):
-                return  # idle and not flat: `_step` would change nothing
-        self._step(rule, dev, t, Result(flat, roll.value("last"), rule.tolerance), still=flat, keep_s=0.0)
-
-    def _event(self, e: Event) -> None:
-        self.stats["events"] += 1
-        dev = self._device(e.kind, e.site, e.device)
-        self._seen(dev, e.ts_ms)
-        for rule in self._by_event.get((e.kind, e.type), ()):
-            self.stats["evaluations"] += 1
-            st = self._state(rule.id, dev.device)
-            alert = self._active.get(st.alert_id) if st.alert_id else None
-            if isinstance(rule, EventRule):
-                results = [self._conds.attr(c, e.attributes, dev, e.ts_ms) for c in rule.when]
-                if rule.match == "any":
-                    hit = next((r for r in results if r.active), None)
-                else:
-                    hit = results[0] if results and all(r.active for r in results) else None
-                if hit is not None:
-                    st.last_violation = e.ts_ms
-                    self._life.dirty_rstate.add((rule.id, dev.device))
-                    if alert is not None:
-                        alert.count += 1
-                        alert.value = _round(rule, hit.value)
-                        self._touch(alert)
-                    else:
-                        self._fire(rule, dev, st, e.ts_ms, hit)
-                elif alert is not None:
-                    self._resolve(rule, dev, st, e.ts_ms, value=None)
-            elif isinstance(rule, DailyRatioRule):
-                day = self._local_day(e.ts_ms)
-                if st.ratio_day is not None and day < st.ratio_day:
-                    continue  # a late event of a past day does not change today's ratio
-                if st.ratio_day != day:
-                    st.ratio_day, st.num, st.den = day, 0, 0
-                st.den += 1
-                if all(self._conds.attr(c, e.attributes, dev, e.ts_ms).active is not False for c in rule.numerator):
-                    st.num += 1
-                self._life.dirty_rstate.add((rule.id, dev.device))
-                ratio = 100.0 * st.num / st.den
-                limit = self._conds.threshold(rule.below, dev, e.ts_ms, None)
-                active = limit is not None and st.den >= rule.min_events and ratio < limit
-                res = Result(active, ratio, limit)
-                if alert is not None:
-                    if active:
-                        alert.value = _round(rule, ratio)
-                        self._touch(alert)
-                    else:
-                        self._resolve(rule, dev, st, e.ts_ms, value=ratio)
-                elif active:
-                    self._fire(rule, dev, st, e.ts_ms, res)
-
     def subscribe_notifications(self) -> HubSubscription:
         """Live notifications (every state change, including pending) for the API's SSE."""
         return self._hub.subscribe()
@@ -549,31 +445,6 @@ class AlertEngine:
             self._tick_deadman(now)
             self._life.on_timer(now, self.rules, self._devices, self._repeat_ms)
             self._flush()
-
-    def _tick_deadman(self, now: int) -> None:
-        if not self._deadman:
-            return
-        if self._registry is not None:
-            for d in getattr(self._registry, "devices", {}).values():
-                if d.kind in self._deadman and d.id not in self._devices:
-                    # Registered but never heard from: the silence counts from now.
-                    self._devices[d.id] = Device(d.kind, d.site, d.id, last_seen=now)
-        for dev in list(self._devices.values()):
-            rules = self._deadman.get(dev.kind)
-            if not rules:
-                continue
-            silent_s = max(0.0, (now - dev.last_seen) / 1000.0)
-            for rule in rules:
-                interval = self._device_interval(dev.device, dev.kind) or rule.default_interval
-                limit = rule.factor * interval
-                active = silent_s > limit
-                st = self._rstate.get((rule.id, dev.device))
-                firing = st is not None and st.alert_id in self._active
-                if active and not firing:
-                    self._step(rule, dev, now, Result(True, silent_s, limit), still=True, keep_s=0.0)
-                elif firing and not active:
-                    assert st is not None
-                    self._resolve(rule, dev, st, now, value=silent_s)
 
     def snapshot(self) -> None:
         """Persist device watermarks and window contents (periodically and on close).

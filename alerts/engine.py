@@ -117,10 +117,10 @@ class AlertEngine(RuleKinds):
                                silenced=self._silenced, now_ms=self.now_ms, wall_ms=self._wall_ms,
                                local_day=self._local_day, iso=self._iso, wake=self._timer.wake, stats=self.stats)
         # The lifecycle's state and transitions, bound once (the evaluation reads them per reading).
-        self._rstate, self._device_states, self._active = self._life.rstate, self._life.device_states, self._life.active
-        self._state, self._step, self._fire, self._resolve = (
-            self._life.state, self._life.step, self._life.fire, self._life.resolve)
-        self._touch, self._notify, self._flush = self._life.touch, self._life.notify, self._life.flush
+        life = self._life
+        self._rstate, self._device_states, self._active = life.rstate, life.device_states, life.active
+        self._state, self._step, self._fire, self._resolve = life.state, life.step, life.fire, life.resolve
+        self._touch, self._notify, self._flush = life.touch, life.notify, life.flush
         self._load_state()
 
     # ------------------------------------------------------------------ rules and index
@@ -128,10 +128,8 @@ class AlertEngine(RuleKinds):
         """Build the lookup indexes (alerts/plan.py), then swap them in at once."""
         index = compile_rules(rules)
         self.rules = index.rules
-        self._by_field, self._by_event, self._deadman, self._windows = (
-            index.by_field, index.by_event, index.deadman, index.windows)
-        self._field_index = index.field_index
-        self._kind_rules = index.kind_rules
+        self._by_event, self._deadman, self._windows = index.by_event, index.deadman, index.windows
+        self._field_index, self._kind_rules = index.field_index, index.kind_rules
         self._rules_gen = getattr(self, "_rules_gen", 0) + 1  # devices rebuild their guards
         self._todo: dict[tuple[str, tuple[str, ...]], list[CompiledRule]] = {}
         self._shapes: dict[tuple[str, str, float | None], tuple[int, int]] = {}  # see _series_shape
@@ -257,6 +255,10 @@ class AlertEngine(RuleKinds):
                 self._resolve(rule, dev, st, seen, value=0.0)
 
     def _reading(self, r: Reading) -> None:
+        """The per-reading hot path: device and time, each value into its field's feed
+        (series and guard trackers), then the rules those fields index. Which values are
+        never judged (quality flags) is decided in the `for f, v` loop, before a value
+        enters a series: per-value filtering belongs there."""
         stats = self.stats
         stats["readings"] += 1
         ts = r.ts_ms
@@ -417,22 +419,7 @@ class AlertEngine(RuleKinds):
     def ack(self, alert_id: str, *, by: str, note: str = "") -> dict[str, Any]:
         """Acknowledge (idempotent). Stops re-notification and escalation of this alert."""
         with self._mu:
-            row = self._active.get(alert_id)
-            if row is None:
-                stored = self.store.get_alert(alert_id)
-                if stored is None:
-                    raise AlertNotFound(f"no alert {alert_id}")
-                row = Alert.from_row(stored)
-            if row.acked:
-                return row.to_payload(self._iso)
-            row.acked, row.acked_by, row.acked_ms, row.ack_note = 1, by, self._wall_ms(), note
-            external = bool(row.notified) and not self._silenced(row, self.now_ms())
-            if row.state == "pending":
-                self._touch(row)
-            else:
-                self._notify("acked", row, self._wall_ms(), external=external)
-            self._flush()
-            return row.to_payload(self._iso)
+            return self._life.ack(alert_id, by=by, note=note)
 
     def backlog(self) -> dict[str, int]:
         return self.store.outbox_backlog()

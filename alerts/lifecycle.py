@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from alerts.conditions import Result
+from alerts.errors import AlertNotFound
 from alerts.messages import Renderer, plain
 from alerts.messages import round_value as _round
 from alerts.notify import Notification, NotificationHub, Notifier
@@ -299,6 +300,26 @@ class Lifecycle:
         live, self._live = self._live, []
         for n in live:
             self._hub.publish(n)
+
+    def ack(self, alert_id: str, *, by: str, note: str = "") -> dict[str, Any]:
+        """Acknowledge (idempotent). Stops re-notification and escalation of this alert.
+        Commits at once (`flush`): the caller holds the engine's lock."""
+        row = self.active.get(alert_id)
+        if row is None:
+            stored = self.store.get_alert(alert_id)
+            if stored is None:
+                raise AlertNotFound(f"no alert {alert_id}")
+            row = Alert.from_row(stored)
+        if row.acked:
+            return row.to_payload(self._iso)
+        row.acked, row.acked_by, row.acked_ms, row.ack_note = 1, by, self._wall_ms(), note
+        external = bool(row.notified) and not self._silenced(row, self.now_ms())
+        if row.state == "pending":
+            self.touch(row)
+        else:
+            self.notify("acked", row, self._wall_ms(), external=external)
+        self.flush()
+        return row.to_payload(self._iso)
 
     # -- the timer ---------------------------------------------------------------------------
     def on_timer(self, now: int, rules: Mapping[str, Rule], devices: Mapping[str, Device], repeat_ms: int) -> None:

@@ -437,7 +437,7 @@ class AlertEngine(RuleKinds):
         """Persist device watermarks and window contents (periodically and on close).
 
         The rows are taken under the engine lock, but written without it: the periodic
-        snapshot runs on a worker thread (`_timer`) and its SQLite transaction (hundreds of
+        snapshot runs on a worker thread (alerts/timer.py) and its SQLite transaction (hundreds of
         rows and an fsync, 20-50 ms with a few hundred devices) no longer holds up the
         evaluation of new readings. `_snapshot_lock` keeps snapshots in order, so an older
         one can never overwrite a newer one (the last, on close, included)."""

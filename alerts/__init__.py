@@ -9,6 +9,7 @@ See alerts/README.md for the rule format, lifecycle, durability and notifiers.
 """
 
 from alerts.build import build_alerting
+from alerts.config import EngineConfig
 from alerts.engine import AlertEngine, AlertError, AlertNotFound
 from alerts.notify import (Backoff, Delivery, MqttNotifier, Notification, NotificationHub, Notifier,
                            OutboxDispatcher, SinkNotifier, WebhookNotifier, sign)
@@ -20,6 +21,7 @@ __all__ = [
     "AlertNotFound",
     "Backoff",
     "Delivery",
+    "EngineConfig",
     "MqttNotifier",
     "Notification",
     "NotificationHub",

@@ -6,6 +6,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from alerts.config import EngineConfig
 from alerts.engine import AlertEngine, Clock
 from alerts.notify import MqttNotifier, Notifier, WebhookNotifier
 from alerts.rules import load_rules
@@ -47,8 +48,8 @@ def build_alerting(settings: Any, *, registry: Any = None, sink: Any = None, str
         # Validated before anything starts: a bad file stops start-up with file:line: reason.
         routing = build_routing(settings, registry=registry, clock=clock)
         notifiers.append(routing.stage)
-    engine = AlertEngine(settings=settings, rules=rules, registry=registry, notifiers=notifiers, sink=sink,
-                         clock=clock)
+    engine = AlertEngine(EngineConfig.from_settings(settings), rules=rules, registry=registry,
+                         notifiers=notifiers, sink=sink, clock=clock)
     tasks = [engine.run(stream)]
     if routing is not None:
         engine.routing = routing.attach(engine.store)  # type: ignore[attr-defined]  # read by /health, /metrics

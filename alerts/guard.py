@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from alerts.conditions import lookup_threshold
 from alerts.window import Series
 
 NEVER = -(1 << 62)  # "no such sample": older than any window
@@ -122,21 +123,9 @@ class Jump:
 
 def static_threshold(spec: Any, params: dict[str, Any]) -> float | None:
     """A threshold's value for a device when it does not depend on the data (literal,
-    registry parameter or default); None when a baseline decides. Mirrors
-    `AlertEngine._threshold`."""
-    if spec is None:
-        return None
-    if spec.value is not None:
-        return spec.value + spec.offset
-    if spec.param:
-        p = params.get(spec.param)
-        if isinstance(p, (int, float)) and not isinstance(p, bool):
-            return float(p) + spec.offset
-    if spec.baseline is not None:
-        return None
-    if spec.default is not None:
-        return spec.default + spec.offset
-    return None
+    registry parameter or default); None when a baseline decides: the engine's own
+    lookup (`alerts.conditions.lookup_threshold`) without the data."""
+    return None if spec is None else lookup_threshold(spec, params, None, 0, data=False)
 
 
 def _margin(bound: float) -> float:

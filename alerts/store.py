@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,13 +115,63 @@ class AlertStore:
         return {(r["rule"], r["device"]): json.loads(r["data"]) for r in self.query("SELECT * FROM rstate")}
 
     def load_active_alerts(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.query("SELECT * FROM alerts WHERE state IN ('pending','firing')")]
+        return [_alert_row(r) for r in self.query("SELECT * FROM alerts WHERE state IN ('pending','firing')")]
 
     def load_devices(self) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM devices")
 
     def load_series(self) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM series")
+
+    def load_silences(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.query("SELECT * FROM silences")]
+
+    def load_rule_overrides(self) -> list[str]:
+        """The JSON documents of the rules put through the API (`PUT /v1/rules/{id}`)."""
+        return [r["doc"] for r in self.query("SELECT doc FROM rule_overrides")]
+
+    # -- rules and silences (API writes, each its own statement) ---------------------------
+    def put_rule_override(self, rule_id: str, doc: str, now_ms: int) -> None:
+        self.execute("INSERT OR REPLACE INTO rule_overrides (id, doc, updated_ms) VALUES (?,?,?)",
+                     (rule_id, doc, now_ms))
+
+    def add_silence(self, s: dict[str, Any]) -> None:
+        self.execute("INSERT INTO silences (id, site, device, rule, starts_ms, ends_ms, created_by, "
+                     "comment, created_ms) VALUES (:id,:site,:device,:rule,:starts_ms,:ends_ms,"
+                     ":created_by,:comment,:created_ms)", s)
+
+    def end_silence(self, silence_id: str, ends_ms: int) -> None:
+        self.execute("UPDATE silences SET ends_ms=? WHERE id=?", (ends_ms, silence_id))
+
+    # -- alert queries (the API) -----------------------------------------------------------
+    def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM alerts WHERE id=?", (alert_id,))
+        return _alert_row(rows[0]) if rows else None
+
+    def list_alerts(self, *, state: str | None = None, site: str | None = None, severity: str | None = None,
+                    device: str | None = None, rule: str | None = None, limit: int = 100,
+                    offset: int = 0, sites: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Newest first. `state` is pending | firing | resolved | active (pending+firing).
+        `sites` keeps only alerts of these sites (an API token's districts; empty: none)."""
+        where, args = [], []
+        if sites is not None:
+            if not sites:
+                return []
+            where.append(f"site IN ({','.join('?' * len(sites))})")
+            args.extend(sorted(sites))
+        if state == "active":
+            where.append("state IN ('pending','firing')")
+        elif state:
+            where.append("state=?")
+            args.append(state)
+        for col, val in (("site", site), ("severity", severity), ("device", device), ("rule", rule)):
+            if val:
+                where.append(f"{col}=?")
+                args.append(val)
+        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY started_ms DESC, id LIMIT ? OFFSET ?"
+        args += [max(0, min(int(limit), 10000)), max(0, int(offset))]
+        return [_alert_row(r) for r in self.query(sql, args)]
 
     # -- outbox ------------------------------------------------------------------------
     def next_outbox(self, notifier: str) -> OutboxRow | None:
@@ -191,6 +241,14 @@ class AlertStore:
         return [r["delivered_ms"] for r in rows]
 
 
+def _alert_row(r: sqlite3.Row) -> dict[str, Any]:
+    """An `alerts` row as a dict, `value` and `threshold` decoded from their JSON."""
+    row = dict(r)
+    row["value"] = json.loads(row["value"]) if row["value"] is not None else None
+    row["threshold"] = json.loads(row["threshold"]) if row["threshold"] is not None else None
+    return row
+
+
 class _Tx:
     """`with store.transaction() as tx:` — BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
 
@@ -215,10 +273,19 @@ class _Tx:
         self.store._db.executemany(sql, rows)
 
     def upsert_alert(self, row: dict[str, Any]) -> None:
+        """`row`: an alert's columns, `value` and `threshold` as they are (stored as JSON)."""
+        row = {**row, "value": json.dumps(row["value"]), "threshold": json.dumps(row["threshold"])}
         cols = ",".join(ALERT_COLUMNS)
         marks = ",".join("?" for _ in ALERT_COLUMNS)
         self.execute(f"INSERT OR REPLACE INTO alerts ({cols}) VALUES ({marks})",
                      [row.get(c) for c in ALERT_COLUMNS])
+
+    def put_device(self, device: str, kind: str, site: str, watermark_ms: int, last_seen_ms: int) -> None:
+        self.execute("INSERT OR REPLACE INTO devices (device, kind, site, watermark_ms, last_seen_ms) "
+                     "VALUES (?,?,?,?,?)", (device, kind, site, watermark_ms, last_seen_ms))
+
+    def put_series(self, device: str, fld: str, ts: bytes, v: bytes) -> None:
+        self.execute("INSERT OR REPLACE INTO series (device, field, ts, v) VALUES (?,?,?,?)", (device, fld, ts, v))
 
     def delete_alert(self, alert_id: str) -> None:
         self.execute("DELETE FROM alerts WHERE id=?", (alert_id,))

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alerts import AlertEngine
+from alerts import AlertEngine, EngineConfig
 from alerts.notify import Backoff
 from alerts.testing import FakeClock, RecordingNotifier
 from citywatch.model import Event, Reading
@@ -61,9 +61,9 @@ class Harness:
         self.path = path
         self.clock = clock or FakeClock(T0 / 1000)
         self.rec = RecordingNotifier(name=name)
-        self.engine = AlertEngine(state_path=path, rules=rules, registry=registry, notifiers=[self.rec],
-                                  clock=self.clock, time_mode=time_mode, tz="Asia/Shanghai",
-                                  backoff=Backoff(initial_s=0.01, max_s=0.05), **kw)
+        config = EngineConfig(state_path=path, time_mode=time_mode, tz="Asia/Shanghai",
+                              backoff=Backoff(initial_s=0.01, max_s=0.05), **kw)
+        self.engine = AlertEngine(config, rules=rules, registry=registry, notifiers=[self.rec], clock=self.clock)
 
     def feed(self, readings: Iterable[Reading] = (), events: Iterable[Event] = ()) -> None:
         items = sorted([*readings, *events], key=lambda x: x.ts_ms)

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import paho.mqtt.client as mqtt
 import pytest
 
-from alerts import AlertEngine, Backoff, MqttNotifier, WebhookNotifier
+from alerts import AlertEngine, Backoff, EngineConfig, MqttNotifier, WebhookNotifier
 from alerts.notify import Delivery, Notification, OutboxDispatcher
 from alerts_helpers import MIN, T0, series
 from citywatch.servers import free_port
@@ -68,8 +68,9 @@ def leak_flaps(n_devices: int):
 def test_webhook_outbox_down_then_up_delivers_once_in_order(tmp_path):
     port = free_port()
     hook = WebhookNotifier(f"http://127.0.0.1:{port}/hook", SECRET, timeout=2.0)
-    engine = AlertEngine(state_path=tmp_path / "a.sqlite3", rules=None, notifiers=[hook], clock=time.time,
-                         time_mode="event", backoff=Backoff(initial_s=0.05, max_s=0.2), tick_interval_s=0.05)
+    config = EngineConfig(state_path=tmp_path / "a.sqlite3", time_mode="event",
+                          backoff=Backoff(initial_s=0.05, max_s=0.2), tick_interval_s=0.05)
+    engine = AlertEngine(config, rules=None, notifiers=[hook], clock=time.time)
     for r in leak_flaps(5):
         engine.process_readings([r])
     expected = [(r["event"], r["alert_id"]) for r in engine.store.query(
@@ -134,7 +135,7 @@ def test_non_retryable_failure_moves_on(tmp_path):
             return await super().send(n)
 
     rec = FirstBad(name="x")
-    engine = AlertEngine(state_path=tmp_path / "a.sqlite3", notifiers=[rec], time_mode="event")
+    engine = AlertEngine(EngineConfig(state_path=tmp_path / "a.sqlite3", time_mode="event"), notifiers=[rec])
     for r in leak_flaps(2):
         engine.process_readings([r])
     assert asyncio.run(engine.drain(5))
@@ -157,8 +158,8 @@ def retained(port: int, seconds: float = 1.0) -> dict[str, bytes]:
 
 def test_mqtt_retained_while_firing_cleared_on_resolve(tmp_path, broker):
     notifier = MqttNotifier(host="127.0.0.1", port=broker.port, client_id=f"cw-alerts-{uuid.uuid4().hex[:6]}")
-    engine = AlertEngine(state_path=tmp_path / "a.sqlite3", notifiers=[notifier], time_mode="event",
-                         backoff=Backoff(initial_s=0.05, max_s=0.2))
+    config = EngineConfig(state_path=tmp_path / "a.sqlite3", time_mode="event", backoff=Backoff(initial_s=0.05, max_s=0.2))
+    engine = AlertEngine(config, notifiers=[notifier])
     topic = "alerts/S7/H7/heating_leak"
     try:
         engine.process_readings(series("H7", T0, 2, {"leak_detected": True}, site="S7"))
@@ -184,8 +185,8 @@ def test_run_consumes_validated_stream_and_delivers(tmp_path):
     from citywatch.stream import ValidatedStream
 
     rec = RecordingNotifier()
-    engine = AlertEngine(state_path=tmp_path / "a.sqlite3", notifiers=[rec], time_mode="event",
-                         tick_interval_s=0.05)
+    engine = AlertEngine(EngineConfig(state_path=tmp_path / "a.sqlite3", time_mode="event", tick_interval_s=0.05),
+                         notifiers=[rec])
     stream = ValidatedStream()
 
     async def go():

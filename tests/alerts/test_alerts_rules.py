@@ -127,14 +127,14 @@ def test_put_rule_swaps_and_persists(tmp_path):
     # a rule PUT through the engine applies at once and survives a restart
     import yaml
 
-    from alerts import AlertEngine
+    from alerts import AlertEngine, EngineConfig
 
     doc = yaml.safe_load(GOOD)["rules"][0]
-    e = AlertEngine(state_path=tmp_path / "a.sqlite3", time_mode="event")
+    e = AlertEngine(EngineConfig(state_path=tmp_path / "a.sqlite3", time_mode="event"))
     e.put_rule(doc)
     assert any(r["id"] == "my_pm25" for r in e.list_rules())
     e.close()
-    e2 = AlertEngine(state_path=tmp_path / "a.sqlite3", time_mode="event")
+    e2 = AlertEngine(EngineConfig(state_path=tmp_path / "a.sqlite3", time_mode="event"))
     assert "my_pm25" in e2.rules
     with pytest.raises(alerts.AlertError):
         e2.put_rule({**doc, "kind": "nope"})
@@ -143,7 +143,7 @@ def test_put_rule_swaps_and_persists(tmp_path):
 
 def test_public_surface_is_pinned():
     assert sorted(alerts.__all__) == sorted([
-        "AlertEngine", "AlertError", "AlertNotFound", "Backoff", "Delivery", "MqttNotifier", "Notification",
+        "AlertEngine", "AlertError", "AlertNotFound", "Backoff", "Delivery", "EngineConfig", "MqttNotifier", "Notification",
         "NotificationHub", "Notifier", "OutboxDispatcher", "Rule", "SinkNotifier", "WebhookNotifier",
         "build_alerting", "check_rules", "load_rules", "parse_rule", "rules_check", "sign"])
 

@@ -52,7 +52,7 @@ class Stack:
 
 @pytest.fixture
 def stack(influx, tmp_path: Path):
-    from alerts import AlertEngine, load_rules
+    from alerts import AlertEngine, EngineConfig, load_rules
     from api.app import create_app
     from citywatch.settings import Settings
     from ingest.service import build_ingest
@@ -70,8 +70,8 @@ def stack(influx, tmp_path: Path):
         return await real_query(text, params=params)
 
     ingest.influx.query = spy
-    engine = AlertEngine(settings=settings, rules=load_rules(), state_path=tmp_path / "alerts.sqlite3",
-                         notifiers=[], time_mode="event")
+    config = EngineConfig.from_settings(settings, state_path=tmp_path / "alerts.sqlite3", time_mode="event")
+    engine = AlertEngine(config, rules=load_rules(), notifiers=[])
     app = create_app(settings=settings, ingest=ingest, engine=engine)
     yield Stack(settings, ingest, engine, app, influx.url, db, queries)
     engine.close()

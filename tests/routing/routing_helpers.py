@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alerts import AlertEngine
+from alerts import AlertEngine, EngineConfig
 from alerts.notify import Backoff
 from alerts.routing import Routing, build_routing
 from alerts.rules import parse_rule
@@ -70,8 +70,9 @@ def make_pair(tmp: Path, routes_text: str, clock: FakeClock, *, rules=RULES, nam
     settings = SimpleNamespace(routes_file=write_routes(tmp / f"{name}-routes.yaml", routes_text),
                                dashboard_url=DASHBOARD, tz="Asia/Shanghai")
     routing = build_routing(settings, clock=clock)
-    engine = AlertEngine(state_path=tmp / f"{name}.sqlite3", rules=rules, notifiers=[routing.stage], clock=clock,
-                         time_mode="wall", tz="Asia/Shanghai", backoff=Backoff(initial_s=0.01, max_s=0.05))
+    config = EngineConfig(state_path=tmp / f"{name}.sqlite3", time_mode="wall", tz="Asia/Shanghai",
+                          backoff=Backoff(initial_s=0.01, max_s=0.05))
+    engine = AlertEngine(config, rules=rules, notifiers=[routing.stage], clock=clock)
     routing.attach(engine.store)
     return engine, routing
 

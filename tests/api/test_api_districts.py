@@ -93,7 +93,7 @@ def _ms(hhmm: str) -> int:
 @pytest.fixture
 def dstack(influx, tmp_path: Path):
     """Like conftest's `stack`, with a registry of two districts and district tokens."""
-    from alerts import AlertEngine, load_rules
+    from alerts import AlertEngine, EngineConfig, load_rules
     from api.app import create_app
     from citywatch.settings import Settings
     from ingest.service import build_ingest
@@ -114,8 +114,8 @@ def dstack(influx, tmp_path: Path):
         return await real_query(text, params=params)
 
     ingest.influx.query = spy
-    engine = AlertEngine(settings=settings, rules=load_rules(), state_path=tmp_path / "alerts.sqlite3",
-                         notifiers=[], time_mode="event")
+    config = EngineConfig.from_settings(settings, state_path=tmp_path / "alerts.sqlite3", time_mode="event")
+    engine = AlertEngine(config, rules=load_rules(), notifiers=[])
     app = create_app(settings=settings, ingest=ingest, engine=engine)
     scenario = tmp_path / "district-episode.yaml"
     scenario.write_text(SCENARIO, "utf-8")

@@ -5,7 +5,7 @@ pairs; a role may carry a display name after a colon (`operator:王工`), which 
 API records as the acknowledging user. Without a name the principal is `role#n` (the
 pair's position, 1-based), so audit trails never contain a token.
 
-A token may be limited to districts of the device registry (CONTRACT §2):
+A token may be limited to districts of the device registry (docs/contract.md §2):
 
     tok=viewer:xiaodian|yingze        districts only (the contract's form)
     tok=operator:王工:xiaodian         name, then districts (the third part is always districts)
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from citywatch.errors import ConfigError
-from citywatch.topics import is_identifier
+from citywatch.registry import is_district_name
 
 
 class Role(IntEnum):
@@ -116,7 +116,7 @@ def _name_and_districts(rest: str, n: int, known: frozenset[str] | None) -> tupl
     x = first.strip()
     if "|" in x or (known and x in known):
         return "", _districts(x, n, known)
-    if known and is_identifier(x):
+    if known and is_district_name(x):
         raise ConfigError(f"CW_API_TOKENS pair #{n}: {x!r} is not a district of the device registry "
                           f"(known: {', '.join(sorted(known))}); for a display name without districts write role:{x}:")
     return x, None
@@ -129,7 +129,7 @@ def _districts(text: str, n: int, known: frozenset[str] | None) -> frozenset[str
                           "(CW_DEVICES_FILE) gives its devices a district")
     for p in names:
         if p not in known:
-            shown = repr(p) if is_identifier(p) else "an empty or malformed name"
+            shown = repr(p) if is_district_name(p) else "an empty or malformed name"
             raise ConfigError(f"CW_API_TOKENS pair #{n}: district {shown} is not in the device registry "
                               f"(known: {', '.join(sorted(known))})")
     return frozenset(names)

@@ -11,6 +11,7 @@ device of a site must name the same district (or none), so a site is in one dist
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,13 @@ EQUIPMENT: dict[str, str] = {
     "hardened_survey": "路面硬化巡查/视频 (hardened_ratio)",
 }
 
+
+_DISTRICT_NAME = re.compile(r"[^\s|:,=]{1,64}")
+
+
+def is_district_name(name: str) -> bool:
+    """A district as the registry and CW_API_TOKENS may name it (see Registry.load)."""
+    return _DISTRICT_NAME.fullmatch(name) is not None
 
 @dataclass(frozen=True, slots=True)
 class Device:
@@ -118,10 +126,12 @@ class Registry:
             for key in ("id", "site", "kind"):
                 if not isinstance(raw.get(key), str) or not is_identifier(raw[key]):
                     raise ConfigError(f"{where}: {key} must match [A-Za-z0-9_-]{{1,64}}")
-            # Districts are written into CW_API_TOKENS (`viewer:a|b`): identifiers only, so
-            # that `|`, `:` and `,` there can never be part of a name.
-            if "district" in raw and (not isinstance(raw["district"], str) or not is_identifier(raw["district"])):
-                raise ConfigError(f"{where}: district must match [A-Za-z0-9_-]{{1,64}} (e.g. \"xiaodian\")")
+            # Districts are written into CW_API_TOKENS (`viewer:a|b`): a name never holds `|`,
+            # `:`, `,`, `=` or white space, so those separators stay unambiguous there. Chinese
+            # names (小店区) are fine.
+            if "district" in raw and (not isinstance(raw["district"], str) or not is_district_name(raw["district"])):
+                raise ConfigError(f"{where}: district must be 1-64 characters without white space, "
+                                  f"'|', ':', ',' or '=' (e.g. \"xiaodian\" or \"小店区\")")
             if raw["id"] in devices:
                 raise ConfigError(f"{where}: duplicate device id {raw['id']!r}")
             _check_hj212_identity(raw, where)

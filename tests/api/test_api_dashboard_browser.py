@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SCENARIO_DAY, TOKENS, auth, episode_until, feed
+from conftest import SCENARIO_DAY, TOKENS, TZ, auth, episode_until, feed
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -156,8 +156,6 @@ def test_dashboard_compliance_day_and_month_views(stack, server):
     and the month view; screenshot to tests/artifacts/compliance-month.png."""
     sync_api = pytest.importorskip("playwright.sync_api")
     from datetime import datetime
-
-    from conftest import TZ
 
     t0 = int(datetime.fromisoformat(f"{SCENARIO_DAY}T00:00:00").replace(tzinfo=TZ).timestamp() * 1000)
     lines = []

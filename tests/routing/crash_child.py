@@ -20,7 +20,7 @@ from citywatch.model import Reading
 
 
 async def main(state_dir: Path, routes_file: Path, rules_dir: Path, phase: str) -> None:
-    settings = SimpleNamespace(rules_dir=rules_dir, alert_state_path=state_dir / "alerts.sqlite3",
+    settings = SimpleNamespace(rule_pack="default", rules_dir=rules_dir, alert_state_path=state_dir / "alerts.sqlite3",
                                tz="Asia/Shanghai", routes_file=routes_file, dashboard_url="https://dash.example/",
                                data_dir=state_dir)
     engine, tasks = build_alerting(settings, mqtt=False)

@@ -67,7 +67,7 @@ def write_routes(path: Path, text: str) -> Path:
 def make_pair(tmp: Path, routes_text: str, clock: FakeClock, *, rules=RULES, name: str = "alerts") \
         -> tuple[AlertEngine, Routing]:
     """A real engine (wall-time mode on the fake clock) whose only notifier is the routing stage."""
-    settings = SimpleNamespace(routes_file=write_routes(tmp / f"{name}-routes.yaml", routes_text),
+    settings = SimpleNamespace(rule_pack="default", routes_file=write_routes(tmp / f"{name}-routes.yaml", routes_text),
                                dashboard_url=DASHBOARD, tz="Asia/Shanghai")
     routing = build_routing(settings, clock=clock)
     config = EngineConfig(state_path=tmp / f"{name}.sqlite3", time_mode="wall", tz="Asia/Shanghai",

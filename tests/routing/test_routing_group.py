@@ -107,7 +107,7 @@ def test_groups_of_a_route_that_no_longer_exists_are_dropped(tmp_path):
 
 
 def test_without_a_route_file_nothing_changes(tmp_path):
-    settings = SimpleNamespace(rules_dir=None, alert_state_path=tmp_path / "a.sqlite3", tz="Asia/Shanghai")
+    settings = SimpleNamespace(rule_pack="default", rules_dir=None, alert_state_path=tmp_path / "a.sqlite3", tz="Asia/Shanghai")
     engine, tasks = build_alerting(settings, mqtt=False)
     try:
         assert len(tasks) == 1 and not hasattr(engine, "routing")

@@ -254,6 +254,7 @@ class AlertEngine:
         self._retention_ms = int(retention_days * 86400_000)
         self._kinds = load_kinds()
         self.store = AlertStore(state_path)
+        self.store.on_resumed = self._wake  # writes held on a full disk are stored: deliver their notifications
         self._mu = threading.RLock()
         self._snapshot_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -16,7 +16,10 @@ from citywatch.settings import Settings
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.disk import check_data_dir
     from ingest.workers import start_ingest_processes
+
+    check_data_dir(settings)  # a data dir too small for one spool segment above the pause threshold: exit 2
 
     # The ingest process first: it needs nothing from this one to connect and drain the
     # broker, and its start-up then overlaps with the imports and set-up below.

@@ -7,6 +7,16 @@ PUBACK or the HJ 212 answer goes out. After that, the readings are published on 
 validated stream for the alert engine.
 
 It runs on its own thread because fsync blocks; while it waits, the inputs keep decoding.
+
+When a commit fails (disk full, I/O error) nothing is acknowledged: the group is retried,
+with backoff, until it is durable — the part already written (spool or dead letters) is
+not written twice. The failure is logged once, then every minute while it lasts, and its
+end once; `failing` says so for /health.
+
+`pause(reason)` (the disk watch, when free space is low) stops taking submissions from
+the inputs, which is backpressure: MQTT stops reading and the broker keeps the messages,
+HJ 212 monitors wait for their answer. Alert history (source "alerts", a few lines per
+alert change) is still taken, so that the alert engine's delivery never waits on it.
 """
 
 from __future__ import annotations
@@ -18,12 +28,15 @@ from collections import Counter
 
 from citywatch.errors import SpoolError
 from citywatch.stream import ValidatedStream
-from ingest.deadletters import DeadLetterStore
+from ingest.deadletters import DeadLetterError, DeadLetterStore
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
 from ingest.types import Accepted, DurableCallback, Outcome, Rejected
 
 log = logging.getLogger("citywatch.ingest.committer")
+
+# Inputs that the disk pause does not hold up: the service's own alert history.
+_UNPAUSED_SOURCES = frozenset({"alerts"})
 
 
 class Committer:
@@ -51,6 +64,7 @@ class Committer:
         self._closed = False  # set by the commit thread once it has committed its last group
         self._paused_reason: str | None = None
         self._thread: threading.Thread | None = None
+        self.failing: str | None = None  # the last commit error, while commits fail
 
     # -- Sink ----------------------------------------------------------------------
     def submit(self, outcome: Outcome, on_durable: DurableCallback | None = None) -> None:
@@ -58,10 +72,11 @@ class Committer:
 
     def submit_many(self, items: list[tuple[Outcome, DurableCallback | None]]) -> None:
         """`submit` for a list (one lock round trip): the MQTT input hands over a whole read."""
+        pausable = bool(items) and items[0][0].raw.source not in _UNPAUSED_SOURCES
         with self._cond:
             # Backpressure: the input's thread waits while a commit is far behind or the
             # disk is too full. MQTT then stops reading, and the broker keeps the messages.
-            while (len(self._pending) >= 4 * self._max or self._paused_reason) and not self._stop:
+            while (len(self._pending) >= 4 * self._max or (self._paused_reason and pausable)) and not self._stop:
                 self._cond.wait(0.5)
             if self._closed:
                 # After the last commit nothing would ever make these durable: say so now
@@ -121,23 +136,42 @@ class Committer:
 
     def _commit_until_done(self, items, stopping: bool) -> None:
         delay = 0.5
+        done: set[str] = set()  # parts of this group already durable (never written twice)
+        failing_since = last_log = 0.0
         while True:
             try:
-                self.commit(items)
+                self.commit(items, _done=done)
+                if failing_since:
+                    log.warning("group commit succeeded again after %.0f s of failures; acknowledging %d "
+                                "message(s)", time.monotonic() - failing_since, len(items))
+                    self.failing = None
+                    self._metrics.storage_failing.labels("spool").set(0)
                 return
-            except (SpoolError, OSError) as exc:
+            except (SpoolError, DeadLetterError, OSError) as exc:
                 # Nothing is acknowledged: the inputs keep their messages. Retry, never drop.
-                log.error("group commit failed; retrying in %.1fs: %s", delay, exc)
+                self._metrics.commit_failures.inc()
+                self._metrics.storage_failing.labels("spool").set(1)
+                self.failing = str(exc)
+                now = time.monotonic()
+                if not failing_since:
+                    failing_since = last_log = now
+                    log.error("group commit failed; nothing is acknowledged, retrying until it succeeds: %s", exc)
+                elif now - last_log >= 60:
+                    last_log = now
+                    log.error("group commit still failing after %.0f s (%d message(s) waiting): %s",
+                              now - failing_since, len(items), exc)
                 if stopping:
                     for _, cb in items:
                         if cb is not None:
                             cb(False)
                     return
                 time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, 5.0)
 
-    def commit(self, items: list[tuple[Outcome, DurableCallback | None]]) -> None:
-        """Make `items` durable, then call their callbacks in order. Public for tests and replay."""
+    def commit(self, items: list[tuple[Outcome, DurableCallback | None]], *, _done: set[str] | None = None) -> None:
+        """Make `items` durable, then call their callbacks in order. Public for tests and replay.
+        `_done` (a retry of the same group) records which parts are durable already."""
+        done = _done if _done is not None else set()
         started = time.perf_counter()
         # Split with comprehensions, without per-item dict work: a group holds thousands.
         outcomes = [outcome for outcome, _ in items]
@@ -146,10 +180,12 @@ class Committer:
         if len(accepted) != len(outcomes):
             rejected = [(o.raw, o.reasons) for o in outcomes if o.__class__ is not Accepted]
         lines = [line for o in accepted for line in o.lines]
-        if lines:
+        if lines and "spool" not in done:
             self._spool.append(lines)
-        if rejected:
+            done.add("spool")
+        if rejected and "deadletters" not in done:
             self._deadletters.add_many(rejected)
+            done.add("deadletters")
         _acknowledge(items)
         m = self._metrics
         if log.isEnabledFor(logging.DEBUG):

@@ -129,6 +129,7 @@ def worker_main(index: int, conn: Connection, forward: bool, data_dir: str, shar
             consumer = ingest.consumer
             snap = {"connected": bool(consumer and consumer.connected.is_set()),
                     "backlog": ingest.spool.backlog_lines, "writer_ok": bool(ingest.writer.healthy),
+                    "intake_paused": ingest.committer.paused_reason is not None, "storage": ingest.storage,
                     **{k: v for k, v in ingest.metrics.snapshot().items() if k.endswith("_total")}}
             await asyncio.to_thread(send, ("metrics", snap))
             await asyncio.sleep(1.0)
@@ -264,6 +265,20 @@ class WorkerPool:
     def writers_ok(self) -> bool:
         return all(w.snapshot.get("writer_ok", True) for w in self.workers)
 
+    @property
+    def intake_paused(self) -> bool:
+        return any(w.snapshot.get("intake_paused") for w in self.workers)
+
+    @property
+    def storage(self) -> dict[str, str]:
+        """The first failing state of each store among the workers ("ok" otherwise)."""
+        out: dict[str, str] = {}
+        for w in self.workers:
+            for k, v in (w.snapshot.get("storage") or {}).items():
+                if out.get(k, "ok") == "ok":
+                    out[k] = v
+        return out
+
     def totals(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for w in self.workers:
@@ -295,3 +310,7 @@ class PoolCollector:
         up = GaugeMetricFamily("citywatch_workers_mqtt_connected", "1 while every MQTT worker is connected")
         up.add_metric([], 1.0 if self._pool.connected else 0.0)
         yield up
+        paused = GaugeMetricFamily("citywatch_workers_intake_paused",
+                                   "1 while an MQTT worker's intake is paused (disk nearly full)")
+        paused.add_metric([], 1.0 if self._pool.intake_paused else 0.0)
+        yield paused

@@ -147,6 +147,11 @@ class AlertStore:
         with self.lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # A bounded WAL: checkpoint every 1 MiB (not 4) and cut the file back to that
+            # size afterwards, so the window snapshots do not keep megabytes of a small
+            # data disk that the spool needs.
+            self._db.execute("PRAGMA wal_autocheckpoint=256")
+            self._db.execute("PRAGMA journal_size_limit=1048576")
             self._db.executescript(_SCHEMA)
         # Writes the disk did not take yet: units (one transaction each) of (sql, params, many).
         self._held: deque[list[tuple[str, Any, bool]]] = deque()

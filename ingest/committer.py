@@ -63,6 +63,9 @@ class Committer:
         self._stop = False
         self._closed = False  # set by the commit thread once it has committed its last group
         self._paused_reason: str | None = None
+        # Submitted from the inputs but not committed because a pause began: kept in memory,
+        # in order, until the pause ends (unacknowledged, so a stop loses nothing).
+        self._held: list[tuple[Outcome, DurableCallback | None]] = []
         self._thread: threading.Thread | None = None
         self.failing: str | None = None  # the last commit error, while commits fail
 
@@ -76,7 +79,8 @@ class Committer:
         with self._cond:
             # Backpressure: the input's thread waits while a commit is far behind or the
             # disk is too full. MQTT then stops reading, and the broker keeps the messages.
-            while (len(self._pending) >= 4 * self._max or (self._paused_reason and pausable)) and not self._stop:
+            while (len(self._pending) + len(self._held) >= 4 * self._max or (self._paused_reason and pausable)) \
+                    and not self._stop:
                 self._cond.wait(0.5)
             if self._closed:
                 # After the last commit nothing would ever make these durable: say so now
@@ -92,9 +96,14 @@ class Committer:
                 cb(False)
 
     def pause(self, reason: str | None) -> None:
-        """Stop accepting (reason) or resume (None): used when the spool's disk is nearly full."""
+        """Stop accepting (reason) or resume (None): used when the spool's disk is nearly full.
+        Input items already submitted but not yet committed wait too: a pause writes
+        nothing more from the inputs to the disk."""
         with self._cond:
             self._paused_reason = reason
+            if reason is None and self._held:
+                self._pending[:0] = self._held
+                self._held = []
             self._cond.notify_all()
 
     @property
@@ -117,6 +126,7 @@ class Committer:
 
     def _run(self) -> None:
         while True:
+            refused: list = []
             with self._cond:
                 if not self._pending and not self._stop:
                     self._cond.wait(self._interval)
@@ -125,9 +135,18 @@ class Committer:
                     self._cond.wait(self._interval)
                 items, self._pending = self._pending, []
                 stopping = self._stop
+                if self._paused_reason and items:
+                    self._held += [it for it in items if it[0].raw.source not in _UNPAUSED_SOURCES]
+                    items = [it for it in items if it[0].raw.source in _UNPAUSED_SOURCES]
+                if stopping and self._held:
+                    # Never written: not acknowledged, so the broker (or the monitor) has them.
+                    refused, self._held = self._held, []
                 self._cond.notify_all()
             if items:
                 self._commit_until_done(items, stopping)
+            for _, cb in refused:
+                if cb is not None:
+                    cb(False)
             if stopping:
                 with self._cond:
                     if not self._pending:

@@ -104,6 +104,10 @@ def check_data_dir(settings) -> None:
             f"CW_SPOOL_SEGMENT_BYTES")
 
 
+_WAITING = {"MQTT": "messages wait in the broker", "HJ 212": "HJ 212 monitors wait for their answer",
+            "MQTT and HJ 212": "messages wait in the broker and HJ 212 monitors for their answer"}
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
 
@@ -127,6 +131,10 @@ class DiskWatch:
         self.paused_since: float | None = None
         self.free_bytes: int | None = None
         self.pause_bytes: int | None = None
+        # What this process takes in ("MQTT", "HJ 212"): named in the log lines. Empty (the
+        # main process when MQTT runs in an ingest process and no gateway listens): the
+        # committer is still held, but the transitions are the ingest process's to report.
+        self.inputs = "MQTT"
 
     @property
     def paused(self) -> bool:
@@ -147,23 +155,26 @@ class DiskWatch:
         if not self.paused and free < pause:
             self.paused_since = time.monotonic()
             self._committer.pause("disk nearly full")
-            m.intake_paused.set(1)
-            m.intake_pauses.inc()
-            log.error("intake paused: %s free under %s, below the pause threshold of %s (CW_SPOOL_MIN_FREE_BYTES / "
-                      "CW_SPOOL_MIN_FREE_PERCENT); messages wait in the broker and HJ 212 monitors wait for their "
-                      "answer until InfluxDB drains the backlog (%d lines, %s) or space is freed", _mb(free),
-                      self._spool.dir, _mb(pause), self._spool.backlog_lines, _mb(self._spool.backlog_bytes))
+            if self.inputs:
+                m.intake_paused.set(1)
+                m.intake_pauses.inc()
+                log.error("%s intake paused: %s free under %s, below the pause threshold of %s "
+                          "(CW_SPOOL_MIN_FREE_BYTES / CW_SPOOL_MIN_FREE_PERCENT); %s until InfluxDB drains the "
+                          "backlog (%d lines, %s) or space is freed", self.inputs, _mb(free), self._spool.dir,
+                          _mb(pause), _WAITING.get(self.inputs, "inputs wait"), self._spool.backlog_lines,
+                          _mb(self._spool.backlog_bytes))
         elif self.paused and free >= resume:
             assert self.paused_since is not None
             took = time.monotonic() - self.paused_since
             self.paused_since = None
             self._committer.pause(None)
-            m.intake_paused.set(0)
-            m.intake_resumes.inc()
-            log.warning("intake resumed: %s free under %s after %.0f s paused; backlog %d lines", _mb(free),
-                        self._spool.dir, took, self._spool.backlog_lines)
+            if self.inputs:
+                m.intake_paused.set(0)
+                m.intake_resumes.inc()
+                log.warning("%s intake resumed: %s free under %s after %.0f s paused; backlog %d lines",
+                            self.inputs, _mb(free), self._spool.dir, took, self._spool.backlog_lines)
         warn = warn_threshold(s, u.total)
-        if free < warn and not self._warned:
+        if free < warn and not self._warned and self.inputs:
             log.warning("spool disk is filling: %s free (warning below %s, CW_SPOOL_WARN_FREE_BYTES / "
                         "CW_SPOOL_WARN_FREE_PERCENT), backlog %d lines (%s)", _mb(free), _mb(warn),
                         self._spool.backlog_lines, _mb(self._spool.backlog_bytes))

@@ -251,6 +251,9 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
         raise
     listen = hj212_listen or settings.hj212_listen
     gateway = _hj212_gateway(settings, ingest, listen) if listen else None
+    if ingest.disk is not None:  # what a disk pause holds back in this process (named in its log lines)
+        ingest.disk.inputs = " and ".join(name for name, on in (("MQTT", ingest.consumer is not None),
+                                                                 ("HJ 212", gateway is not None)) if on)
     server = _api_server(settings, ingest, engine) if api else None
     _settle_heap()
     loop = asyncio.get_running_loop()

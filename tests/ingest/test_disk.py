@@ -182,7 +182,7 @@ def test_the_watch_pauses_and_resumes_once_each_counting_what_can_be_given_back(
     assert snap["citywatch_intake_pauses_total"] == 1 and snap["citywatch_intake_resumes_total"] == 1
     assert snap["citywatch_intake_paused"] == 0
     logs = [r.getMessage() for r in caplog.records]
-    assert sum("intake paused" in m for m in logs) == 1 and sum("intake resumed" in m for m in logs) == 1
+    assert sum("MQTT intake paused" in m for m in logs) == 1 and sum("MQTT intake resumed" in m for m in logs) == 1
 
 
 # -- the dead-letter store's own limits ---------------------------------------------------
@@ -399,3 +399,28 @@ def test_spool_appends_fail_cleanly_on_a_full_disk_and_space_comes_back_in_full(
         spool.append(["again"])
         assert drain(spool) == [b"again"]
         spool.close()
+
+
+def test_what_was_submitted_before_a_pause_waits_for_its_end_and_a_stop_meanwhile_acks_nothing(tmp_path):
+    from tests.ingest.test_committer import accepted
+
+    spool = Spool(tmp_path / "spool")
+    committer = Committer(spool=spool, deadletters=DeadLetterStore(tmp_path / "dl.sqlite3"), interval_s=0.2)
+    acks: list[bool] = []
+    committer.submit_many([(accepted(i), acks.append) for i in range(5)])  # not committed yet (not started)
+    committer.pause("disk nearly full")
+    committer.start()
+    time.sleep(0.5)
+    assert acks == [] and spool.backlog_lines == 0  # the pause writes nothing more from the inputs
+    committer.pause(None)
+    deadline = time.monotonic() + 5
+    while len(acks) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert acks == [True] * 5 and spool.backlog_lines == 5
+    committer.pause("disk nearly full")
+    committer.submit_many([(accepted(9, source="alerts"), acks.append)])
+    with committer._cond:  # an input's items that got in just before the pause
+        committer._pending.append((accepted(10), acks.append))
+    time.sleep(0.5)
+    committer.stop()
+    assert acks == [True] * 6 + [False] and spool.backlog_lines == 6

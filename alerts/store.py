@@ -181,6 +181,8 @@ class AlertStore:
     def _hold(self, unit: list[tuple[str, Any, bool]], exc: BaseException | None) -> None:
         """Keep `unit` (its transaction was rolled back or never begun) for the retry thread."""
         self._held.append(unit)
+        if exc is not None:
+            self._checkpoint_wal()
         if self._held_since is None:
             self._held_since = time.monotonic()
             log.error("alert state %s cannot be written (%s): transitions and notifications are kept in memory, "
@@ -210,6 +212,7 @@ class AlertStore:
                         pass
                 if is_storage_error(exc):
                     self.failing = f"disk full: {len(self._held)} write(s) held in memory ({exc})"
+                    self._checkpoint_wal()
                     return False
                 # It failed before only for lack of space; a statement error now is a bug: say so, go on.
                 log.exception("alert state: dropping a held transaction that no longer applies")
@@ -221,6 +224,14 @@ class AlertStore:
             self._held_since = None
         self.failing = None
         return True
+
+    def _checkpoint_wal(self) -> None:
+        """On a full disk: fold the WAL into the database and cut it to nothing, giving
+        its space back (its pages mostly exist in the file already)."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
 
     def _retry_loop(self) -> None:
         while True:

@@ -68,6 +68,8 @@ class Committer:
         self._held: list[tuple[Outcome, DurableCallback | None]] = []
         self._thread: threading.Thread | None = None
         self.failing: str | None = None  # the last commit error, while commits fail
+        self._failing_since: float | None = None
+        self._last_failure_log = 0.0
 
     # -- Sink ----------------------------------------------------------------------
     def submit(self, outcome: Outcome, on_durable: DurableCallback | None = None) -> None:
@@ -153,39 +155,59 @@ class Committer:
                         self._closed = True
                         return
 
-    def _commit_until_done(self, items, stopping: bool) -> None:
+    def _commit_until_done(self, items, stopping: bool, _split: bool = False) -> None:
+        """Commit `items`, retrying until it is durable, or refuse them (no ack) if the
+        committer is asked to stop meanwhile. A group that fails before any part of it was
+        written is split in halves, committed one after the other: on a nearly full disk
+        the space that comes back (as InfluxDB drains the spool) takes a smaller group
+        long before it could take a big one."""
         delay = 0.5
         done: set[str] = set()  # parts of this group already durable (never written twice)
-        failing_since = last_log = 0.0
         while True:
             try:
                 self.commit(items, _done=done)
-                if failing_since:
-                    log.warning("group commit succeeded again after %.0f s of failures; acknowledging %d "
-                                "message(s)", time.monotonic() - failing_since, len(items))
-                    self.failing = None
-                    self._metrics.storage_failing.labels("spool").set(0)
+                if not _split:
+                    self._recovered(len(items))
                 return
             except (SpoolError, DeadLetterError, OSError) as exc:
                 # Nothing is acknowledged: the inputs keep their messages. Retry, never drop.
-                self._metrics.commit_failures.inc()
-                self._metrics.storage_failing.labels("spool").set(1)
-                self.failing = str(exc)
-                now = time.monotonic()
-                if not failing_since:
-                    failing_since = last_log = now
-                    log.error("group commit failed; nothing is acknowledged, retrying until it succeeds: %s", exc)
-                elif now - last_log >= 60:
-                    last_log = now
-                    log.error("group commit still failing after %.0f s (%d message(s) waiting): %s",
-                              now - failing_since, len(items), exc)
-                if stopping:
+                self._failed(exc, len(items))
+                if stopping or self._stop:
                     for _, cb in items:
                         if cb is not None:
                             cb(False)
                     return
-                time.sleep(delay)
+                if not done and len(items) > 1:
+                    mid = len(items) // 2
+                    self._commit_until_done(items[:mid], stopping, True)
+                    self._commit_until_done(items[mid:], stopping, True)
+                    if not _split:
+                        self._recovered(len(items))
+                    return
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stop, delay)
                 delay = min(delay * 2, 5.0)
+
+    def _failed(self, exc: BaseException, n: int) -> None:
+        self._metrics.commit_failures.inc()
+        self._metrics.storage_failing.labels("spool").set(1)
+        self.failing = str(exc)
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = self._last_failure_log = now
+            log.error("group commit failed; nothing is acknowledged, retrying until it succeeds: %s", exc)
+        elif now - self._last_failure_log >= 60:
+            self._last_failure_log = now
+            log.error("group commit still failing after %.0f s (%d message(s) waiting): %s",
+                      now - self._failing_since, n, exc)
+
+    def _recovered(self, n: int) -> None:
+        if self._failing_since is not None:
+            log.warning("group commit succeeded again after %.0f s of failures; acknowledging %d message(s)",
+                        time.monotonic() - self._failing_since, n)
+            self._failing_since = None
+            self.failing = None
+            self._metrics.storage_failing.labels("spool").set(0)
 
     def commit(self, items: list[tuple[Outcome, DurableCallback | None]], *, _done: set[str] | None = None) -> None:
         """Make `items` durable, then call their callbacks in order. Public for tests and replay.

@@ -88,6 +88,15 @@ class DeadLetter:
         }
 
 
+def checkpoint_wal(db: sqlite3.Connection) -> None:
+    """After a failed write on a full disk: move the WAL into the database and cut it to
+    nothing, which gives its space back (the pages mostly exist in the file already)."""
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error:
+        pass
+
+
 class DeadLetterStore:
     def __init__(self, path: Path, *, max_bytes: int | None = None, retention_s: float | None = None,
                  metrics=None, clock=time.time) -> None:
@@ -100,7 +109,10 @@ class DeadLetterStore:
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA journal_size_limit=4194304")  # the WAL shrinks back after a big eviction
+        # A bounded WAL (checkpoint every 1 MiB, cut back to that size): part of the store's
+        # footprint on a disk the spool needs.
+        self._db.execute("PRAGMA wal_autocheckpoint=256")
+        self._db.execute("PRAGMA journal_size_limit=1048576")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
@@ -123,10 +135,14 @@ class DeadLetterStore:
         if not rows:
             return 0
         with self._lock:
+            if self.max_bytes is not None:
+                # Room first (the oldest go), so that the file itself stays within the quota:
+                # pages freed by the eviction are the ones these rows reuse.
+                incoming = sum(len(r[2]) + len(r[3]) + len(r[4]) + 64 for r in rows)
+                if self._used_bytes() + incoming > self.max_bytes:
+                    self._evict_to_quota(incoming)
             self._write(lambda db: db.executemany(
                 "INSERT INTO deadletters (received_ms, source, topic, payload, reasons) VALUES (?,?,?,?,?)", rows))
-            if self.max_bytes is not None and self._used_bytes() > self.max_bytes:
-                self._evict_to_quota()
         return len(rows)
 
     # -- limits ------------------------------------------------------------------------
@@ -156,9 +172,9 @@ class DeadLetterStore:
             if free > 256 and free * 4 > pages:
                 self._write(lambda db: db.execute("PRAGMA incremental_vacuum"), begin=False)
 
-    def _evict_to_quota(self) -> None:
+    def _evict_to_quota(self, incoming: int = 0) -> None:
         assert self.max_bytes is not None
-        target = int(self.max_bytes * 0.9)
+        target = max(0, int(self.max_bytes * 0.9) - incoming)
         total = 0
         while (used := self._used_bytes()) > target:
             rows = self._db.execute("SELECT count(*) FROM deadletters").fetchone()[0]
@@ -216,6 +232,7 @@ class DeadLetterStore:
                     self._db.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+            checkpoint_wal(self._db)
             if self.failing is None:
                 log.error("dead-letter store %s cannot write (%s); retrying, nothing is acknowledged meanwhile",
                           self.path, exc)

@@ -296,6 +296,7 @@ class Spool:
         """The writer stored `batch`: move the checkpoint past it, give back the space."""
         if batch.start != self._checkpoint:
             raise SpoolError(f"commit out of order: batch starts at {batch.start}, checkpoint is {self._checkpoint}")
+        span = _span(batch, self)  # before any segment of it is deleted
         try:
             self._write_checkpoint(batch.end)
         except OSError as exc:
@@ -313,7 +314,7 @@ class Spool:
         self._checkpoint = batch.end
         with self._lock:
             self._backlog_lines -= batch.count
-            self._backlog_bytes = max(0, self._backlog_bytes - _span(batch, self))
+            self._backlog_bytes = max(0, self._backlog_bytes - span)
         self.reclaim()
 
     def _write_checkpoint(self, pos: Position) -> None:

@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="finish within 60 s")
     bench.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     bench.add_argument("--readings", type=int, default=None, help="readings for the capacity run")
+    bench.add_argument("--outage", type=int, default=None, metavar="N",
+                       help="long-outage mode: N readings spooled with InfluxDB stopped, then drained (readings/s, "
+                            "RSS during the drain, lost); --readings sets the reference capacity run (200,000)")
     bench.add_argument("--workers", type=int, default=1,
                        help="CW_INGEST_WORKERS for the measured service (default 1, the default setting)")
     bench.set_defaults(func=_cmd_bench)

@@ -143,6 +143,8 @@ class DeadLetterStore:
                     self._evict_to_quota(incoming)
             self._write(lambda db: db.executemany(
                 "INSERT INTO deadletters (received_ms, source, topic, payload, reasons) VALUES (?,?,?,?,?)", rows))
+            if self.max_bytes is not None and self._used_bytes() > self.max_bytes:  # the estimate was short
+                self._evict_to_quota()
         return len(rows)
 
     # -- limits ------------------------------------------------------------------------

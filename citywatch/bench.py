@@ -862,6 +862,7 @@ def run_outage_bench(args, n: int) -> int:
             "drain_vs_reference": (round(out["outage_drain_readings_per_s"] / ref.as_dict()["drain_readings_per_s"], 2)
                                    if out["outage_drain_readings_per_s"] and ref.drain_seconds else None),
             "machine": machine_info(), "git_commit": git_commit(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],  # others on the box skew the figures
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "bench_seconds": round(time.monotonic() - started, 1),
         }

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from citywatch.errors import ConfigError
+from ingest.deadletters import DeadLetterError
 
 log = logging.getLogger("citywatch.ingest.disk")
 
@@ -181,7 +182,10 @@ class DiskWatch:
         self._warned = free < warn
         if self._deadletters is not None and time.monotonic() - self._last_maintenance >= self._maintenance_every:
             self._last_maintenance = time.monotonic()
-            self._deadletters.maintain()
+            try:
+                self._deadletters.maintain()
+            except DeadLetterError:
+                pass  # a full disk: the store has said so once (and /health shows it)
 
     async def run(self, every_s: float = 1.0) -> None:
         # A thread of its own: the watch is what resumes intake, so it must never queue

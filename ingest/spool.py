@@ -121,6 +121,7 @@ class Spool:
         self._step = max(4096, step // 4096 * 4096)
         self._lock = threading.Lock()
         self._reclaim_lock = threading.Lock()
+        self._dir_dirty = False
         self._checkpoint = self._read_checkpoint()
         cp = self._checkpoint
         segments = self._segments()
@@ -251,6 +252,9 @@ class Spool:
                 if written != size:  # a regular file writes short only when the disk is full
                     raise OSError(errno.ENOSPC, f"short write: {written} of {size} bytes")
                 os.fsync(self._fd)
+                if self._dir_dirty:  # the segment's directory entry is not on disk yet
+                    self._fsync_dir()
+                    self._dir_dirty = False
             except OSError as exc:
                 # A partial write leaves a torn record; cut it so later appends stay readable.
                 try:
@@ -266,12 +270,25 @@ class Spool:
                 self._roll()
         return end
 
-    def _roll(self) -> None:
+    def _roll(self) -> bool:
+        """Start the next segment (caller holds the lock). On failure (no inode, no room
+        for the directory entry) keep writing to this one and say so: False."""
+        try:
+            fd = os.open(self._path(self._current + 1), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        except OSError as exc:
+            log.warning("could not start spool segment %d (%s); appending to segment %d meanwhile",
+                        self._current + 1, exc, self._current)
+            return False
         os.close(self._fd)
+        self._fd = fd
         self._current += 1
         self._size = 0
-        self._fd = os.open(self._path(self._current), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        self._fsync_dir()
+        try:
+            self._fsync_dir()
+        except OSError as exc:  # the next append syncs the directory before it counts as durable
+            log.warning("fsync of %s failed: %s", self.dir, exc)
+            self._dir_dirty = True
+        return True
 
     # -- reading -------------------------------------------------------------------
     def read_batch(self, max_lines: int, max_bytes: int = 8 * 1024 * 1024) -> SpoolBatch | None:

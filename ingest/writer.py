@@ -12,6 +12,7 @@ InfluxDB is on this machine: CW_INFLUX_GZIP), and moves the checkpoint only when
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import logging
 import random
@@ -26,6 +27,7 @@ from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
 
 log = logging.getLogger("citywatch.ingest.writer")
+_COLLECT_AFTER_BYTES = 256 * 1024
 
 
 class InfluxWriter:
@@ -97,6 +99,14 @@ class InfluxWriter:
         self._metrics.stored.inc(batch.count - len(rejected))
         self._metrics.backlog.set(self._spool.backlog_lines)
         self._metrics.backlog_bytes.set(self._spool.backlog_bytes)
+        if len(batch.body) >= _COLLECT_AFTER_BYTES:
+            # Each HTTP write leaves a reference cycle in httpx/httpcore (request, stream,
+            # pool request) that holds the whole body. With the service's lazy collector
+            # (`_settle_heap`: a young generation of 20,000 objects) and a writer that
+            # allocates little per batch, a drain of a big backlog kept hundreds of those
+            # bodies alive: RSS grew by ~100 bytes per drained reading. A young collection
+            # after each big batch (about 1 ms) keeps memory flat.
+            gc.collect(1)
         return batch.count
 
     async def _until_stored(self, fn, arg) -> None:

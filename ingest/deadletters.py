@@ -144,7 +144,10 @@ class DeadLetterStore:
             self._write(lambda db: db.executemany(
                 "INSERT INTO deadletters (received_ms, source, topic, payload, reasons) VALUES (?,?,?,?,?)", rows))
             if self.max_bytes is not None and self._used_bytes() > self.max_bytes:  # the estimate was short
-                self._evict_to_quota()
+                try:
+                    self._evict_to_quota()
+                except DeadLetterError:
+                    pass  # the rows are stored: never raise now (a retry would store them twice)
         return len(rows)
 
     # -- limits ------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def test_three_outages_on_a_small_disk_pause_intake_then_store_everything_and_re
                 total += publish_background(pub, readings(20, 2000, start_ms=start_ms))  # more than fits
                 wait_until(f"intake paused (outage {cycle})", lambda: health(api_port)["intake"] == "paused", 90, svc)
                 assert_takes_nothing_while_paused(api_port, total)
-                assert free_bytes(fs) > 256 * 1024  # paused before the disk was full
+                assert free_bytes(fs) > 64 * 1024  # paused before the disk was full
 
                 influxd.start()
                 wait_until(f"intake resumed (outage {cycle})", lambda: health(api_port)["intake"] == "running", 60, svc)

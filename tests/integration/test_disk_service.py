@@ -124,7 +124,7 @@ def test_three_outages_on_a_small_disk_pause_intake_then_store_everything_and_re
                 wait_until(f"intake resumed (outage {cycle})", lambda: health(api_port)["intake"] == "running", 60, svc)
                 wait_until(f"every PUBACK (outage {cycle})", lambda: pub.acked >= total, 120, svc)
                 assert wait_count(influxd.url, "disk", total, timeout=120) == total
-                wait_until("/health ok again", lambda: health(api_port)["status"] == "ok", 20, svc)
+                wait_until("/health ok again", lambda: health(api_port)["status"] == "ok", 60, svc)  # the writer's backoff: up to 30 s
                 # The space came back: the consumed segments are gone, whatever their geometry.
                 # (the alert state may grow: its window snapshots of the new readings are new data)
                 try:
@@ -212,7 +212,7 @@ def test_a_disk_filled_to_the_last_byte_by_readings_garbage_and_alerts_loses_not
                        lambda: influx_count(influxd.url, "full", "alerts", "alert_id") >= len(leaks) + len(acked_ids),
                        60, svc, every=0.5)
             try:
-                wait_until("/health ok again", lambda: health(api_port)["status"] == "ok", 30, svc)
+                wait_until("/health ok again", lambda: health(api_port)["status"] == "ok", 60, svc)
             except AssertionError as exc:
                 raise AssertionError(f"{health(api_port)}; {listing(fs)}; {str(exc)[-1500:]}") from None
             doc = health(api_port)

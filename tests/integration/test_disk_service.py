@@ -121,7 +121,7 @@ def test_three_outages_on_a_small_disk_pause_intake_then_store_everything_and_re
                 assert free_bytes(fs) > 64 * 1024  # paused before the disk was full
 
                 influxd.start()
-                wait_until(f"intake resumed (outage {cycle})", lambda: health(api_port)["intake"] == "running", 60, svc)
+                wait_until(f"intake resumed (outage {cycle})", lambda: health(api_port)["intake"] == "running", 120, svc)  # backoff ≤ 30 s, then the drain
                 wait_until(f"every PUBACK (outage {cycle})", lambda: pub.acked >= total, 120, svc)
                 assert wait_count(influxd.url, "disk", total, timeout=120) == total
                 wait_until("/health ok again", lambda: health(api_port)["status"] == "ok", 60, svc)  # the writer's backoff: up to 30 s

@@ -167,9 +167,7 @@ class DeadLetterStore:
         with self._lock:
             if self.retention_s is not None:
                 cutoff = int((self._clock() - self.retention_s) * 1000)
-                n = self._delete_oldest("received_ms < ?", (cutoff,))
-                if n:
-                    self._evicted("retention", n)
+                self._delete_oldest("received_ms < ?", (cutoff,), reason="retention")
             if self.max_bytes is not None and self._used_bytes() > self.max_bytes:
                 self._evict_to_quota()
             pages = self._db.execute("PRAGMA page_count").fetchone()[0]
@@ -180,21 +178,18 @@ class DeadLetterStore:
     def _evict_to_quota(self, incoming: int = 0) -> None:
         assert self.max_bytes is not None
         target = max(0, int(self.max_bytes * 0.9) - incoming)
-        total = 0
         while (used := self._used_bytes()) > target:
             rows = self._db.execute("SELECT count(*) FROM deadletters").fetchone()[0]
             if not rows:
                 break
             per_row = max(1, used // rows)
-            n = self._delete_oldest(None, (), limit=min(rows, (used - target) // per_row + 1))
+            n = self._delete_oldest(None, (), limit=min(rows, (used - target) // per_row + 1), reason="quota")
             if not n:
                 break
-            total += n
-        if total:
-            self._evicted("quota", total)
 
-    def _delete_oldest(self, where: str | None, args: tuple, limit: int | None = None) -> int:
-        """Delete the oldest rows matching `where` (by id, in chunks); return how many."""
+    def _delete_oldest(self, where: str | None, args: tuple, limit: int | None = None, *, reason: str) -> int:
+        """Delete the oldest rows matching `where` (by id, in chunks), counting each chunk as
+        it commits (a later chunk may fail on a full disk); return how many."""
         deleted = 0
         while True:
             chunk = 5000 if limit is None else min(5000, limit - deleted)
@@ -205,6 +200,8 @@ class DeadLetterStore:
                 f"DELETE FROM deadletters WHERE id IN (SELECT id FROM deadletters {cond}ORDER BY id LIMIT ?)",
                 (*args, chunk)))
             deleted += cur.rowcount
+            if cur.rowcount > 0:
+                self._evicted(reason, cur.rowcount)
             if cur.rowcount < chunk:
                 return deleted
 

@@ -124,7 +124,10 @@ def test_three_outages_on_a_small_disk_pause_intake_then_store_everything_and_re
                 wait_until(f"intake resumed (outage {cycle})", lambda: health(api_port)["intake"] == "running", 120, svc)  # backoff ≤ 30 s, then the drain
                 wait_until(f"every PUBACK (outage {cycle})", lambda: pub.acked >= total, 120, svc)
                 assert wait_count(influxd.url, "disk", total, timeout=120) == total
-                wait_until("/health ok again", lambda: health(api_port)["status"] == "ok", 60, svc)  # the writer's backoff: up to 30 s
+                try:  # the writer's backoff: up to 30 s
+                    wait_until("/health ok again", lambda: health(api_port)["status"] == "ok", 60, svc)
+                except AssertionError as exc:
+                    raise AssertionError(f"{health(api_port)}: {str(exc)[-2000:]}") from None
                 # The space came back: the consumed segments are gone, whatever their geometry.
                 # (the alert state may grow: its window snapshots of the new readings are new data)
                 try:

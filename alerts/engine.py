@@ -111,6 +111,7 @@ class AlertEngine(RuleKinds):
         self._timer = Timer(store=self.store, dispatchers=self._dispatchers, tick=self.tick, snapshot=self.snapshot,
                             prune=self._prune, process=self.process, wall_ms=self._wall_ms,
                             tick_s=config.tick_interval_s, snapshot_s=config.snapshot_interval_s)
+        self.store.on_resumed = self._timer.wake  # writes held on a full disk are stored: deliver their notifications
         self._silences = Silences(self.store, self._wall_ms, self._iso)
         self._silenced = self._silences.silenced
         self._life = Lifecycle(store=self.store, notifiers=self._notifiers, renderer=self._renderer, hub=self._hub,

@@ -17,7 +17,8 @@ class Problem(BaseModel):
 class Health(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"status": "ok", "mqtt": "connected", "influx": "ok", "spool_backlog": 0, "writer": "ok",
-         "alerts": "running"}]})
+         "alerts": "running", "intake": "running", "disk_free_bytes": 52_428_800_000,
+         "storage": {"spool": "ok", "deadletters": "ok", "alert_state": "ok"}}]})
     status: Literal["ok", "degraded"]
     mqtt: Literal["connected", "disconnected", "disabled"]
     influx: Literal["ok", "unreachable"]
@@ -27,6 +28,13 @@ class Health(BaseModel):
                                   "row (its messages wait in the outbox), which makes the status `degraded`")
     writer: Literal["ok", "retrying"] = "ok"
     alerts: Literal["running", "disabled"] = "running"
+    intake: Literal["running", "paused"] = Field(
+        "running", description="paused: free disk under the data directory fell below the pause threshold; "
+                               "messages wait in the broker until space returns (then it resumes by itself)")
+    disk_free_bytes: int | None = Field(None, description="free bytes on the data directory's filesystem")
+    storage: dict[str, str] = Field(
+        default_factory=dict, description="each local store (spool, deadletters, alert_state): ok, or the error "
+                                          "its writes fail with (retried; nothing is acknowledged or lost meanwhile)")
 
 
 class LatestReading(BaseModel):

@@ -16,6 +16,7 @@ from citywatch.settings import Settings, parse_listen
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.disk import check_data_dir
     from ingest.workers import start_ingest_processes
 
     # Every setting is checked before any process or connection starts: a bad one ends
@@ -34,6 +35,7 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             load_routes(settings.routes_file)
         except CitywatchError as exc:
             raise type(exc)(f"CW_ROUTES_FILE: {exc}") from None
+    check_data_dir(settings)  # a data dir too small for one spool segment above the pause threshold: exit 2
     # The ingest process first: it needs nothing from this one to connect and drain the
     # broker, and its start-up then overlaps with the imports and set-up below.
     workers = start_ingest_processes(settings, forward=settings.alerts_enabled)
@@ -195,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--readings", type=int, default=None, help="readings for the capacity run")
     bench.add_argument("--tls", action="store_true",
                        help="the capacity run over plain MQTT and over TLS, side by side (the cost of TLS)")
+    bench.add_argument("--outage", type=int, default=None, metavar="N",
+                       help="long-outage mode: N readings spooled with InfluxDB stopped, then drained (readings/s, "
+                            "RSS during the drain, lost); --readings sets the reference capacity run (200,000)")
     bench.add_argument("--workers", type=int, default=1,
                        help="CW_INGEST_WORKERS for the measured service (default 1, the default setting)")
     bench.set_defaults(func=_cmd_bench)

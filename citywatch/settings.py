@@ -111,8 +111,20 @@ class Settings(BaseSettings):
     influx_gzip: bool | None = None
     write_interval_ms: float = Field(default=50.0, gt=0)  # at most this long between a commit and its write
     spool_segment_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    # Disk thresholds of the spool's filesystem: each is the smaller of an absolute value
+    # and a share of the filesystem's size, so that a 2 GB volume pauses at 100 MB free
+    # instead of never leaving a warning. Intake pauses below MIN_FREE and resumes once
+    # free space (counting consumed spool data not yet given back) is a little above it.
     spool_warn_free_bytes: int = Field(default=2 * 1024**3, ge=0)
+    spool_warn_free_percent: float = Field(default=15.0, ge=0, le=100)
     spool_min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
+    spool_min_free_percent: float = Field(default=5.0, ge=0, le=100)
+    # The dead-letter store's own limits (garbage must never fill the spool's disk): the
+    # oldest rows are evicted past the size quota (the smaller of bytes and percent of the
+    # filesystem) or the retention; evictions are logged and counted in /metrics.
+    deadletter_max_bytes: int = Field(default=256 * 1024**2, ge=64 * 1024)
+    deadletter_max_percent: float = Field(default=10.0, gt=0, le=100)
+    deadletter_retention_days: float = Field(default=30.0, gt=0)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

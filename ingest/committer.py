@@ -7,6 +7,16 @@ PUBACK or the HJ 212 answer goes out. After that, the readings are published on 
 validated stream for the alert engine.
 
 It runs on its own thread because fsync blocks; while it waits, the inputs keep decoding.
+
+When a commit fails (disk full, I/O error) nothing is acknowledged: the group is retried,
+with backoff, until it is durable — the part already written (spool or dead letters) is
+not written twice. The failure is logged once, then every minute while it lasts, and its
+end once; `failing` says so for /health.
+
+`pause(reason)` (the disk watch, when free space is low) stops taking submissions from
+the inputs, which is backpressure: MQTT stops reading and the broker keeps the messages,
+HJ 212 monitors wait for their answer. Alert history (source "alerts", a few lines per
+alert change) is still taken, so that the alert engine's delivery never waits on it.
 """
 
 from __future__ import annotations
@@ -18,12 +28,15 @@ from collections import Counter
 
 from citywatch.errors import SpoolError
 from citywatch.stream import ValidatedStream
-from ingest.deadletters import DeadLetterStore
+from ingest.deadletters import DeadLetterError, DeadLetterStore
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
 from ingest.types import Accepted, DurableCallback, Outcome, Rejected
 
 log = logging.getLogger("citywatch.ingest.committer")
+
+# Inputs that the disk pause does not hold up: the service's own alert history.
+_UNPAUSED_SOURCES = frozenset({"alerts"})
 
 
 class Committer:
@@ -50,7 +63,13 @@ class Committer:
         self._stop = False
         self._closed = False  # set by the commit thread once it has committed its last group
         self._paused_reason: str | None = None
+        # Submitted from the inputs but not committed because a pause began: kept in memory,
+        # in order, until the pause ends (unacknowledged, so a stop loses nothing).
+        self._held: list[tuple[Outcome, DurableCallback | None]] = []
         self._thread: threading.Thread | None = None
+        self.failing: str | None = None  # the last commit error, while commits fail
+        self._failing_since: float | None = None
+        self._last_failure_log = 0.0
 
     # -- Sink ----------------------------------------------------------------------
     def submit(self, outcome: Outcome, on_durable: DurableCallback | None = None) -> None:
@@ -58,10 +77,12 @@ class Committer:
 
     def submit_many(self, items: list[tuple[Outcome, DurableCallback | None]]) -> None:
         """`submit` for a list (one lock round trip): the MQTT input hands over a whole read."""
+        pausable = bool(items) and items[0][0].raw.source not in _UNPAUSED_SOURCES
         with self._cond:
             # Backpressure: the input's thread waits while a commit is far behind or the
             # disk is too full. MQTT then stops reading, and the broker keeps the messages.
-            while (len(self._pending) >= 4 * self._max or self._paused_reason) and not self._stop:
+            while (len(self._pending) + len(self._held) >= 4 * self._max or (self._paused_reason and pausable)) \
+                    and not self._stop:
                 self._cond.wait(0.5)
             if self._closed:
                 # After the last commit nothing would ever make these durable: say so now
@@ -77,9 +98,14 @@ class Committer:
                 cb(False)
 
     def pause(self, reason: str | None) -> None:
-        """Stop accepting (reason) or resume (None): used when the spool's disk is nearly full."""
+        """Stop accepting (reason) or resume (None): used when the spool's disk is nearly full.
+        Input items already submitted but not yet committed wait too: a pause writes
+        nothing more from the inputs to the disk."""
         with self._cond:
             self._paused_reason = reason
+            if reason is None and self._held:
+                self._pending[:0] = self._held
+                self._held = []
             self._cond.notify_all()
 
     @property
@@ -102,6 +128,7 @@ class Committer:
 
     def _run(self) -> None:
         while True:
+            refused: list = []
             with self._cond:
                 if not self._pending and not self._stop:
                     self._cond.wait(self._interval)
@@ -110,34 +137,82 @@ class Committer:
                     self._cond.wait(self._interval)
                 items, self._pending = self._pending, []
                 stopping = self._stop
+                if self._paused_reason and items:
+                    self._held += [it for it in items if it[0].raw.source not in _UNPAUSED_SOURCES]
+                    items = [it for it in items if it[0].raw.source in _UNPAUSED_SOURCES]
+                if stopping and self._held:
+                    # Never written: not acknowledged, so the broker (or the monitor) has them.
+                    refused, self._held = self._held, []
                 self._cond.notify_all()
             if items:
                 self._commit_until_done(items, stopping)
+            for _, cb in refused:
+                if cb is not None:
+                    cb(False)
             if stopping:
                 with self._cond:
                     if not self._pending:
                         self._closed = True
                         return
 
-    def _commit_until_done(self, items, stopping: bool) -> None:
+    def _commit_until_done(self, items, stopping: bool, _split: bool = False) -> None:
+        """Commit `items`, retrying until it is durable, or refuse them (no ack) if the
+        committer is asked to stop meanwhile. A group that fails before any part of it was
+        written is split in halves, committed one after the other: on a nearly full disk
+        the space that comes back (as InfluxDB drains the spool) takes a smaller group
+        long before it could take a big one."""
         delay = 0.5
+        done: set[str] = set()  # parts of this group already durable (never written twice)
         while True:
             try:
-                self.commit(items)
+                self.commit(items, _done=done)
+                if not _split:
+                    self._recovered(len(items))
                 return
-            except (SpoolError, OSError) as exc:
+            except (SpoolError, DeadLetterError, OSError) as exc:
                 # Nothing is acknowledged: the inputs keep their messages. Retry, never drop.
-                log.error("group commit failed; retrying in %.1fs: %s", delay, exc)
-                if stopping:
+                self._failed(exc, len(items))
+                if stopping or self._stop:
                     for _, cb in items:
                         if cb is not None:
                             cb(False)
                     return
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                if not done and len(items) > 1:
+                    mid = len(items) // 2
+                    self._commit_until_done(items[:mid], stopping, True)
+                    self._commit_until_done(items[mid:], stopping, True)
+                    if not _split:
+                        self._recovered(len(items))
+                    return
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stop, delay)
+                delay = min(delay * 2, 5.0)
 
-    def commit(self, items: list[tuple[Outcome, DurableCallback | None]]) -> None:
-        """Make `items` durable, then call their callbacks in order. Public for tests and replay."""
+    def _failed(self, exc: BaseException, n: int) -> None:
+        self._metrics.commit_failures.inc()
+        self._metrics.storage_failing.labels("spool").set(1)
+        self.failing = str(exc)
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = self._last_failure_log = now
+            log.error("group commit failed; nothing is acknowledged, retrying until it succeeds: %s", exc)
+        elif now - self._last_failure_log >= 60:
+            self._last_failure_log = now
+            log.error("group commit still failing after %.0f s (%d message(s) waiting): %s",
+                      now - self._failing_since, n, exc)
+
+    def _recovered(self, n: int) -> None:
+        if self._failing_since is not None:
+            log.warning("group commit succeeded again after %.0f s of failures; acknowledging %d message(s)",
+                        time.monotonic() - self._failing_since, n)
+            self._failing_since = None
+            self.failing = None
+            self._metrics.storage_failing.labels("spool").set(0)
+
+    def commit(self, items: list[tuple[Outcome, DurableCallback | None]], *, _done: set[str] | None = None) -> None:
+        """Make `items` durable, then call their callbacks in order. Public for tests and replay.
+        `_done` (a retry of the same group) records which parts are durable already."""
+        done = _done if _done is not None else set()
         started = time.perf_counter()
         # Split with comprehensions, without per-item dict work: a group holds thousands.
         outcomes = [outcome for outcome, _ in items]
@@ -149,10 +224,12 @@ class Committer:
         if partial:
             rejected += partial
         lines = [line for o in accepted for line in o.lines]
-        if lines:
+        if lines and "spool" not in done:
             self._spool.append(lines)
-        if rejected:
+            done.add("spool")
+        if rejected and "deadletters" not in done:
             self._deadletters.add_many(rejected)
+            done.add("deadletters")
         _acknowledge(items)
         m = self._metrics
         if log.isEnabledFor(logging.DEBUG):

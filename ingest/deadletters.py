@@ -3,18 +3,39 @@
 SQLite under `CW_DATA_DIR` (WAL, synchronous=FULL): `add_many` commits one transaction per
 group commit, before the inputs are acknowledged. `replay` runs stored messages through
 the current decoder (after a registry or rule fix) and marks those that now pass.
+
+The store has limits of its own, so that garbage can never fill the disk the spool
+needs: a size quota (`max_bytes`: the database's pages in use) and a retention
+(`retention_s`). Past either, the oldest rows are evicted — past the quota down to 90 %
+of it, so that eviction happens in chunks rather than on every commit. Each eviction is
+counted (`citywatch_deadletters_evicted_total{reason=quota|retention}`) and the first of
+each kind is logged. Pages freed by eviction are reused by later rows, so the file stays
+at about the quota; after a retention sweep they are given back to the disk (new files
+use incremental auto-vacuum).
+
+A write that fails (disk full, I/O error) raises `DeadLetterError` with the transaction
+rolled back: the committer retries it and acknowledges nothing meanwhile.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from citywatch.errors import CitywatchError
 from citywatch.model import RawMessage
+
+log = logging.getLogger("citywatch.ingest.deadletters")
+
+
+class DeadLetterError(CitywatchError):
+    """The dead-letter store could not write (disk full, I/O error); nothing was written."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deadletters (
@@ -67,16 +88,46 @@ class DeadLetter:
         }
 
 
+def checkpoint_wal(db: sqlite3.Connection) -> None:
+    """After a failed write on a full disk: move the WAL into the database and cut it to
+    nothing, which gives its space back (the pages mostly exist in the file already)."""
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error:
+        pass
+
+
 class DeadLetterStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_bytes: int | None = None, retention_s: float | None = None,
+                 metrics=None, clock=time.time) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         # Ingest workers (processes) share this file: wait for each other's commits.
         self._db.execute("PRAGMA busy_timeout=30000")
+        # Only takes effect on a new, empty file (an old one keeps its free pages for reuse).
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # A bounded WAL (checkpoint every 1 MiB, cut back to that size): part of the store's
+        # footprint on a disk the spool needs.
+        self._db.execute("PRAGMA wal_autocheckpoint=256")
+        self._db.execute("PRAGMA journal_size_limit=1048576")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self._page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        self.max_bytes = max_bytes
+        self.retention_s = retention_s
+        self._metrics = metrics
+        self._clock = clock
+        self._logged: set[str] = set()
+        self.evicted = {"quota": 0, "retention": 0}
+        self.failing: str | None = None  # the last write error while writes fail
+        if max_bytes is not None or retention_s is not None:
+            try:
+                self.maintain()
+            except DeadLetterError as exc:  # a full disk at start: the committer will say so
+                log.error("dead-letter store maintenance failed at start: %s", exc)
 
     def add_many(self, items: Iterable[tuple[RawMessage, Iterable[str]]]) -> int:
         rows = [(r.received_ms, r.source, r.topic, r.payload, json.dumps(list(reasons), ensure_ascii=False))
@@ -84,11 +135,119 @@ class DeadLetterStore:
         if not rows:
             return 0
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO deadletters (received_ms, source, topic, payload, reasons) VALUES (?,?,?,?,?)", rows)
-            self._db.execute("COMMIT")
+            if self.max_bytes is not None:
+                # Room first (the oldest go), so that the file itself stays within the quota:
+                # pages freed by the eviction are the ones these rows reuse.
+                incoming = sum(len(r[2]) + len(r[3]) + len(r[4]) + 64 for r in rows)
+                if self._used_bytes() + incoming > self.max_bytes:
+                    self._evict_to_quota(incoming)
+            self._write(lambda db: db.executemany(
+                "INSERT INTO deadletters (received_ms, source, topic, payload, reasons) VALUES (?,?,?,?,?)", rows))
+            if self.max_bytes is not None and self._used_bytes() > self.max_bytes:  # the estimate was short
+                try:
+                    self._evict_to_quota()
+                except DeadLetterError:
+                    pass  # the rows are stored: never raise now (a retry would store them twice)
         return len(rows)
+
+    # -- limits ------------------------------------------------------------------------
+    def used_bytes(self) -> int:
+        """Bytes of the database's pages in use (the file less its free pages)."""
+        with self._lock:
+            return self._used_bytes()
+
+    def _used_bytes(self) -> int:
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * self._page_size
+
+    def maintain(self) -> None:
+        """Apply the retention and the quota now (at start and every minute from the disk
+        watch), and give the pages freed by a retention sweep back to the disk."""
+        with self._lock:
+            if self.retention_s is not None:
+                cutoff = int((self._clock() - self.retention_s) * 1000)
+                self._delete_oldest("received_ms < ?", (cutoff,), reason="retention")
+            if self.max_bytes is not None and self._used_bytes() > self.max_bytes:
+                self._evict_to_quota()
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            if free > 256 and free * 4 > pages:
+                self._write(lambda db: db.execute("PRAGMA incremental_vacuum"), begin=False)
+
+    def _evict_to_quota(self, incoming: int = 0) -> None:
+        assert self.max_bytes is not None
+        target = max(0, int(self.max_bytes * 0.9) - incoming)
+        while (used := self._used_bytes()) > target:
+            rows = self._db.execute("SELECT count(*) FROM deadletters").fetchone()[0]
+            if not rows:
+                break
+            per_row = max(1, used // rows)
+            n = self._delete_oldest(None, (), limit=min(rows, (used - target) // per_row + 1), reason="quota")
+            if not n:
+                break
+
+    def _delete_oldest(self, where: str | None, args: tuple, limit: int | None = None, *, reason: str) -> int:
+        """Delete the oldest rows matching `where` (by id, in chunks), counting each chunk as
+        it commits (a later chunk may fail on a full disk); return how many."""
+        deleted = 0
+        while True:
+            chunk = 5000 if limit is None else min(5000, limit - deleted)
+            if chunk <= 0:
+                return deleted
+            cond = f"WHERE {where} " if where else ""
+            cur = self._write(lambda db: db.execute(
+                f"DELETE FROM deadletters WHERE id IN (SELECT id FROM deadletters {cond}ORDER BY id LIMIT ?)",
+                (*args, chunk)))
+            deleted += cur.rowcount
+            if cur.rowcount > 0:
+                self._evicted(reason, cur.rowcount)
+            if cur.rowcount < chunk:
+                return deleted
+
+    def _evicted(self, reason: str, n: int) -> None:
+        self.evicted[reason] += n
+        if self._metrics is not None:
+            self._metrics.deadletters_evicted.labels(reason).inc(n)
+        if reason not in self._logged:
+            self._logged.add(reason)
+            if reason == "quota":
+                log.warning("dead-letter store %s reached its size quota of %.1f MB (CW_DEADLETTER_MAX_BYTES / "
+                            "CW_DEADLETTER_MAX_PERCENT): evicted the %d oldest; further evictions are only "
+                            "counted (citywatch_deadletters_evicted_total)", self.path, self.max_bytes / 1e6, n)
+            else:
+                log.warning("dead-letter store %s: evicted %d dead letter(s) older than %.0f days "
+                            "(CW_DEADLETTER_RETENTION_DAYS); further evictions are only counted "
+                            "(citywatch_deadletters_evicted_total)", self.path, n, self.retention_s / 86400)
+
+    def _write(self, fn, *, begin: bool = True):
+        """Run `fn(db)` in a transaction; any SQLite error rolls back and raises DeadLetterError."""
+        try:
+            if begin:
+                self._db.execute("BEGIN IMMEDIATE")
+            result = fn(self._db)
+            if begin:
+                self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            checkpoint_wal(self._db)
+            if self.failing is None:
+                log.error("dead-letter store %s cannot write (%s); retrying, nothing is acknowledged meanwhile",
+                          self.path, exc)
+            self.failing = str(exc)
+            if self._metrics is not None:
+                self._metrics.storage_failing.labels("deadletters").set(1)
+            raise DeadLetterError(f"dead-letter store {self.path}: {exc}") from exc
+        if self.failing is not None:
+            log.warning("dead-letter store %s writes again", self.path)
+            self.failing = None
+            if self._metrics is not None:
+                self._metrics.storage_failing.labels("deadletters").set(0)
+        return result
 
     def list(self, *, limit: int = 100, offset: int = 0, include_replayed: bool = False,
              after_id: int = 0) -> list[DeadLetter]:
@@ -115,10 +274,9 @@ class DeadLetterStore:
             return self._db.execute(q).fetchone()[0]
 
     def mark_replayed(self, ids: Iterable[int], when_ms: int) -> None:
+        rows = [(when_ms, i) for i in ids]
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("UPDATE deadletters SET replayed_ms=? WHERE id=?", [(when_ms, i) for i in ids])
-            self._db.execute("COMMIT")
+            self._write(lambda db: db.executemany("UPDATE deadletters SET replayed_ms=? WHERE id=?", rows))
 
     def update_reasons(self, item_id: int, reasons: Iterable[str]) -> None:
         with self._lock:

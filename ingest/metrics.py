@@ -25,6 +25,24 @@ class IngestMetrics:
                                    registry=r)
         self.disk_free = Gauge("citywatch_spool_disk_free_bytes", "Free bytes on the spool's filesystem",
                                registry=r)
+        self.disk_pause_threshold = Gauge("citywatch_spool_disk_pause_threshold_bytes",
+                                          "Intake pauses when free bytes fall below this", registry=r)
+        self.reclaimed = Counter("citywatch_spool_reclaimed_bytes", "Consumed spool bytes given back to the disk",
+                                 registry=r)
+        self.intake_paused = Gauge("citywatch_intake_paused", "1 while intake is paused (disk nearly full)",
+                                   registry=r)
+        self.intake_pauses = Counter("citywatch_intake_pauses", "Times intake paused for lack of disk space",
+                                     registry=r)
+        self.intake_resumes = Counter("citywatch_intake_resumes", "Times intake resumed after a pause", registry=r)
+        self.commit_failures = Counter("citywatch_commit_failures",
+                                       "Group commits that failed (disk full, I/O error) and were retried",
+                                       registry=r)
+        self.storage_failing = Gauge("citywatch_storage_failing",
+                                     "1 while writes to a store fail (retried; nothing acknowledged meanwhile)",
+                                     ["store"], registry=r)
+        self.deadletters_evicted = Counter("citywatch_deadletters_evicted",
+                                           "Dead letters evicted, oldest first, by quota or retention", ["reason"],
+                                           registry=r)
         self.write_latency = Histogram("citywatch_write_seconds", "InfluxDB write latency", registry=r,
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.commit_latency = Histogram("citywatch_commit_seconds", "Group commit (write + fsync) latency",

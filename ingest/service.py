@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import shutil
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from ingest.committer import Committer
 from ingest.consumer import MqttConsumer
 from ingest.deadletters import DeadLetterStore
 from ingest.decode import Decoder
+from ingest.disk import DiskWatch, deadletter_quota, usage
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
 from ingest.workers import PoolCollector, WorkerPool, start_ingest_processes
@@ -51,6 +51,34 @@ class Ingest:
     consumer: MqttConsumer | None
     extra_tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     workers: "WorkerPool | None" = None  # MQTT ingest in worker processes instead of `consumer`
+    disk: DiskWatch | None = None
+    alert_store: object | None = None  # the alert engine's AlertStore, for /health and /metrics
+
+    @property
+    def intake_paused(self) -> bool:
+        """This process's intake, or any MQTT worker's, is paused for lack of disk space."""
+        return self.committer.paused_reason is not None or (
+            self.workers is not None and self.workers.intake_paused)
+
+    @property
+    def storage(self) -> dict[str, str]:
+        """Each local store: "ok", or what its writes fail with (they are retried)."""
+        out = {"spool": "ok", "deadletters": "ok", "alert_state": "ok"}
+        spool_err = self.committer.failing or self.writer.storage_failing
+        if spool_err:
+            out["spool"] = f"failing: {spool_err}"[:300]
+        if self.deadletters.failing:
+            out["deadletters"] = f"failing: {self.deadletters.failing}"[:300]
+        if self.workers is not None:
+            for k, v in self.workers.storage.items():
+                if v != "ok" and out.get(k) == "ok":
+                    out[k] = v
+        failing = getattr(self.alert_store, "failing", None)
+        if failing:
+            out["alert_state"] = failing[:300]
+        elif self.alert_store is None:
+            out.pop("alert_state")
+        return out
 
     @property
     def mqtt_connected(self) -> bool | None:
@@ -79,7 +107,9 @@ def build_ingest(settings: Settings, *, mqtt: bool = True) -> Ingest:
     decoder = Decoder(registry=registry, max_payload_bytes=settings.max_payload_bytes,
                       max_future_s=settings.max_future_s)
     spool = Spool(settings.spool_dir, segment_bytes=settings.spool_segment_bytes)
-    deadletters = DeadLetterStore(settings.deadletter_path)
+    deadletters = DeadLetterStore(settings.deadletter_path,
+                                  max_bytes=deadletter_quota(settings, usage(settings.data_dir).total),
+                                  retention_s=settings.deadletter_retention_days * 86400, metrics=metrics)
     stream = ValidatedStream()
     influx = InfluxClient(settings)
     writer = InfluxWriter(spool=spool, client=influx, deadletters=deadletters, metrics=metrics,
@@ -93,30 +123,11 @@ def build_ingest(settings: Settings, *, mqtt: bool = True) -> Ingest:
     client_id = f"{settings.mqtt_client_id}-{settings.worker_index}" if shared else settings.mqtt_client_id
     consumer = MqttConsumer(settings=settings, decoder=decoder, sink=committer, metrics=metrics,
                             client_id=client_id, shared=shared) if mqtt else None
-    return Ingest(settings, registry, metrics, decoder, spool, deadletters, stream, committer, influx, writer,
-                  consumer)
-
-
-async def _watch_disk(ingest: Ingest, every_s: float = 5.0) -> None:
-    """Warn as the spool's disk fills; pause intake (backpressure to the broker) before it is full."""
-    s = ingest.settings
-    warned = False
-    while True:
-        free = shutil.disk_usage(s.spool_dir).free
-        ingest.metrics.disk_free.set(free)
-        if free < s.spool_min_free_bytes:
-            if ingest.committer.paused_reason is None:
-                log.error("only %.0f MB free under %s: intake paused (messages wait in the broker) until "
-                          "InfluxDB drains the backlog or space is freed", free / 1e6, s.spool_dir)
-            ingest.committer.pause("disk nearly full")
-        elif ingest.committer.paused_reason is not None:
-            log.warning("disk space recovered (%.0f MB free): intake resumed", free / 1e6)
-            ingest.committer.pause(None)
-        if free < s.spool_warn_free_bytes and not warned:
-            log.warning("spool disk is filling: %.0f MB free, backlog %d lines (%.0f MB)", free / 1e6,
-                        ingest.spool.backlog_lines, ingest.spool.backlog_bytes / 1e6)
-        warned = free < s.spool_warn_free_bytes
-        await asyncio.sleep(every_s)
+    ingest = Ingest(settings, registry, metrics, decoder, spool, deadletters, stream, committer, influx, writer,
+                    consumer)
+    ingest.disk = DiskWatch(settings=settings, spool=spool, committer=committer, metrics=metrics,
+                            deadletters=deadletters)
+    return ingest
 
 
 async def _report(ingest: Ingest, every_s: float = 30.0) -> None:
@@ -134,6 +145,26 @@ async def _report(ingest: Ingest, every_s: float = 30.0) -> None:
         if summary != last:
             log.info("counters %s", {k.removeprefix("citywatch_"): int(v) for k, v in summary.items()})
         last = summary
+
+
+def _alert_store_metrics(ingest: Ingest) -> None:
+    """/metrics: whether the alert state's writes fail, and how many wait in memory."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    store = ingest.alert_store
+
+    class _Collector:
+        def collect(self):
+            failing = GaugeMetricFamily("citywatch_alert_state_failing",
+                                        "1 while alert state writes fail (disk full); they wait in memory")
+            failing.add_metric([], 1.0 if getattr(store, "failing", None) else 0.0)
+            yield failing
+            held = GaugeMetricFamily("citywatch_alert_state_deferred",
+                                     "Alert state transactions held in memory until the disk takes them")
+            held.add_metric([], float(getattr(store, "deferred_count", 0)))
+            yield held
+
+    ingest.metrics.registry.register(_Collector())
 
 
 def _parse_listen(text: str) -> tuple[str, int]:
@@ -232,6 +263,8 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
             # Subscribe before the first commit so that the engine sees every reading.
             engine, alert_tasks = build_alerting(settings, registry=ingest.registry, sink=ingest.committer,
                                                  stream=ingest.stream.subscribe(max_batches=1024))
+            ingest.alert_store = engine.store
+            _alert_store_metrics(ingest)
         if workers is not None:
             workers.open_stream(ingest.stream)
     except BaseException:
@@ -240,6 +273,9 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
         raise
     listen = hj212_listen or settings.hj212_listen
     gateway = _hj212_gateway(settings, ingest, listen) if listen else None
+    if ingest.disk is not None:  # what a disk pause holds back in this process (named in its log lines)
+        ingest.disk.inputs = " and ".join(name for name, on in (("MQTT", ingest.consumer is not None),
+                                                                 ("HJ 212", gateway is not None)) if on)
     server = _api_server(settings, ingest, engine) if api else None
     _settle_heap()
     loop = asyncio.get_running_loop()
@@ -255,7 +291,8 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
     try:
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(ingest.writer.run(), name="writer")
-            tasks = [tg.create_task(_watch_disk(ingest), name="disk"),
+            assert ingest.disk is not None
+            tasks = [tg.create_task(ingest.disk.run(), name="disk"),
                      tg.create_task(_report(ingest), name="report")]
             tasks += [tg.create_task(factory()) for factory in ingest.extra_tasks]
             tasks += [tg.create_task(coro, name="alerts") for coro in alert_tasks]

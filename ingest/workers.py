@@ -129,7 +129,8 @@ def worker_main(index: int, conn: Connection, forward: bool, data_dir: str, shar
             consumer = ingest.consumer
             snap = {"connected": bool(consumer and consumer.connected.is_set()),
                     "backlog": ingest.spool.backlog_lines, "writer_ok": bool(ingest.writer.healthy),
-                    **{k: v for k, v in ingest.metrics.snapshot().items() if k.endswith("_total")}}
+                    "intake_paused": ingest.committer.paused_reason is not None, "storage": ingest.storage,
+                    **{k: v for k, v in ingest.metrics.snapshot().items() if _is_total(k)}}
             await asyncio.to_thread(send, ("metrics", snap))
             await asyncio.sleep(1.0)
 
@@ -152,6 +153,11 @@ def worker_main(index: int, conn: Connection, forward: bool, data_dir: str, shar
         ingest.extra_tasks.append(forward_stream)
     ingest.extra_tasks.append(report)
     asyncio.run(run_service(settings, ingest=ingest, alerts=False, api=False, watch=watch_parent))
+
+
+def _is_total(key: str) -> bool:
+    """A counter's sample key, labels or not: `name_total` or `name_total{label=value}`."""
+    return key.partition("{")[0].endswith("_total")
 
 
 def _wait_eof(conn: Connection) -> None:
@@ -264,11 +270,25 @@ class WorkerPool:
     def writers_ok(self) -> bool:
         return all(w.snapshot.get("writer_ok", True) for w in self.workers)
 
+    @property
+    def intake_paused(self) -> bool:
+        return any(w.snapshot.get("intake_paused") for w in self.workers)
+
+    @property
+    def storage(self) -> dict[str, str]:
+        """The first failing state of each store among the workers ("ok" otherwise)."""
+        out: dict[str, str] = {}
+        for w in self.workers:
+            for k, v in (w.snapshot.get("storage") or {}).items():
+                if out.get(k, "ok") == "ok":
+                    out[k] = v
+        return out
+
     def totals(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for w in self.workers:
             for k, v in w.snapshot.items():
-                if k.endswith("_total"):
+                if _is_total(k):
                     out[k] = out.get(k, 0.0) + float(v)
         return out
 
@@ -282,16 +302,25 @@ class PoolCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        families: dict[str, CounterMetricFamily] = {}  # one per name, a sample per label set
         for key, value in sorted(self._pool.totals().items()):
             name, _, labels = key.partition("{")
             base = name.removeprefix("citywatch_").removesuffix("_total")
-            fam = CounterMetricFamily(f"citywatch_workers_{base}", f"{base}, summed over MQTT ingest workers",
-                                      labels=[kv.split("=")[0] for kv in labels.rstrip("}").split(",") if kv])
-            fam.add_metric([kv.split("=")[1] for kv in labels.rstrip("}").split(",") if kv], value)
-            yield fam
+            pairs = [kv.split("=", 1) for kv in labels.rstrip("}").split(",") if kv]
+            fam = families.get(base)
+            if fam is None:
+                fam = families[base] = CounterMetricFamily(f"citywatch_workers_{base}",
+                                                           f"{base}, summed over MQTT ingest workers",
+                                                           labels=[k for k, _ in pairs])
+            fam.add_metric([v for _, v in pairs], value)
+        yield from families.values()
         backlog = GaugeMetricFamily("citywatch_workers_spool_backlog", "Lines spooled by MQTT workers, not yet stored")
         backlog.add_metric([], self._pool.backlog_lines)
         yield backlog
         up = GaugeMetricFamily("citywatch_workers_mqtt_connected", "1 while every MQTT worker is connected")
         up.add_metric([], 1.0 if self._pool.connected else 0.0)
         yield up
+        paused = GaugeMetricFamily("citywatch_workers_intake_paused",
+                                   "1 while an MQTT worker's intake is paused (disk nearly full)")
+        paused.add_metric([], 1.0 if self._pool.intake_paused else 0.0)
+        yield paused

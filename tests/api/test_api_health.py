@@ -8,9 +8,21 @@ from conftest import auth
 def test_health(client, stack):
     doc = client.get("/health").json()
     assert doc == {"status": "ok", "mqtt": "disabled", "influx": "ok", "spool_backlog": 0, "writer": "ok",
-                   "alerts": "running"}
+                   "alerts": "running", "intake": "running", "disk_free_bytes": None,
+                   "storage": {"spool": "ok", "deadletters": "ok"}}
     stack.ingest.writer.healthy = False
     assert client.get("/health").json()["status"] == "degraded"
+
+
+def test_health_shows_a_disk_pause_and_a_failing_store(client, stack):
+    stack.ingest.disk.check()
+    doc = client.get("/health").json()
+    assert doc["status"] == "ok" and doc["intake"] == "running" and doc["disk_free_bytes"] > 0
+    stack.ingest.committer.pause("disk nearly full")
+    stack.ingest.deadletters.failing = "database or disk is full"
+    doc = client.get("/health").json()
+    assert doc["status"] == "degraded" and doc["intake"] == "paused"
+    assert doc["storage"]["deadletters"] == "failing: database or disk is full"
 
 
 def test_health_influx_down(client, stack, monkeypatch):

@@ -56,3 +56,25 @@ def test_quick_bench_small_n(tmp_path: Path) -> None:
     # The markdown table goes to stdout, progress to stderr.
     assert "| readings/s" in proc.stdout and "vs baseline" in proc.stdout
     assert "[bench" in proc.stderr
+
+
+@pytest.mark.skipif(not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())
+                    or not (shutil.which("influxd") or Path("/usr/bin/influxd").exists()),
+                    reason="needs mosquitto and influxd")
+@pytest.mark.timeout(300)
+def test_outage_bench_small_n(tmp_path: Path) -> None:
+    """`--outage N`: N readings spooled with influxd stopped, then drained; nothing lost."""
+    import os
+
+    out = tmp_path / "outage.json"
+    proc = subprocess.run([sys.executable, "-m", "citywatch.cli", "bench", "--outage", "20000", "--readings",
+                           "10000", "--json", str(out)], cwd=ROOT, env=dict(os.environ), capture_output=True,
+                          text=True, timeout=290)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["mode"] == "outage" and res["outage_n"] == 20000
+    assert res["outage_lost"] == 0 and res["outage_extra"] == 0 and res["outage_counted"] == 20000
+    assert res["outage_drain_readings_per_s"] > 0 and res["reference_drain_readings_per_s"] > 0
+    assert res["outage_peak_rss_mb_during_drain"] >= res["outage_rss_mb_first_half_max"] > 0
+    assert res["outage_alert_probes"] > 0 and res["outage_p99_alert_ms"] is not None
+    assert "| drain (readings/s)" in proc.stdout

@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from citywatch.errors import ConfigError
 from citywatch.registry import is_district_name
+from citywatch.topics import is_identifier
+
+log = logging.getLogger("citywatch.api")
 
 
 class Role(IntEnum):
@@ -116,9 +120,14 @@ def _name_and_districts(rest: str, n: int, known: frozenset[str] | None) -> tupl
     x = first.strip()
     if "|" in x or (known and x in known):
         return "", _districts(x, n, known)
-    if known and is_district_name(x):
+    if known and is_identifier(x):
         raise ConfigError(f"CW_API_TOKENS pair #{n}: {x!r} is not a district of the device registry "
                           f"(known: {', '.join(sorted(known))}); for a display name without districts write role:{x}:")
+    if known and x:
+        # A name like 王工 keeps its old meaning (every site), but district names may be
+        # Chinese too: say so, so that a mistyped district is seen at start-up.
+        log.warning("CW_API_TOKENS pair #%d: %r is read as a display name, not a district, so this token sees "
+                    "every district; write role:%s: to say so explicitly", n, x, x)
     return x, None
 
 

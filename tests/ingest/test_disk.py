@@ -307,7 +307,7 @@ class Recorder:
 
 
 def test_alert_transitions_on_a_full_disk_are_held_and_stored_in_order_once_space_returns(tmp_path):
-    from alerts import AlertEngine, load_rules
+    from alerts import AlertEngine, EngineConfig, load_rules
     from alerts.store import AlertStore
     from citywatch.model import Reading
     from citywatch.stream import Batch
@@ -315,8 +315,8 @@ def test_alert_transitions_on_a_full_disk_are_held_and_stored_in_order_once_spac
     async def scenario(fs: Path) -> None:
         rec = Recorder()
         now = time.time()
-        engine = AlertEngine(rules=load_rules(), state_path=fs / "alerts.sqlite3", notifiers=[rec],
-                             clock=lambda: now, tick_interval_s=0.05)
+        engine = AlertEngine(EngineConfig(state_path=fs / "alerts.sqlite3", tick_interval_s=0.05),
+                             rules=load_rules(), notifiers=[rec], clock=lambda: now)
         woke = asyncio.Event()
         loop = asyncio.get_running_loop()
         resumed = engine.store.on_resumed

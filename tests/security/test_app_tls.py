@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -40,7 +41,16 @@ def test_api_is_served_over_https_only(broker, influx, tmp_path):
     service.start()
     try:
         service.wait_log(f"HTTP API and dashboard on https://127.0.0.1:{port}/", timeout=60)
-        r = httpx.get(f"https://127.0.0.1:{port}/v1/me", headers=auth("viewer"), verify=ssl.create_default_context(cafile=str(cert)), timeout=10)
+        # The log line comes as uvicorn starts; its socket may listen a moment later.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/v1/me", headers=auth("viewer"),
+                              verify=ssl.create_default_context(cafile=str(cert)), timeout=10)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, service.log()[-2000:]
+                time.sleep(0.2)
         assert r.status_code == 200 and r.json()["role"] == "viewer"
         # a bearer token sent in clear text gets no HTTP answer
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

@@ -21,11 +21,16 @@ if TYPE_CHECKING:  # plan.py imports this module
 _NO_PARAMS: Mapping[str, Any] = {}
 
 
+def _capped(v: float, cap: float | None) -> float:
+    return v if cap is None else min(v, cap)
+
+
 def lookup_threshold(spec: Threshold, params: Mapping[str, Any], series: Series | None, t: int, *,
                      data: bool = True) -> float | None:
     """A threshold's value for a device at time t: the literal value, else the device's
     registry parameter (`params`), else the rolling `baseline` of the same field (`series`,
-    x factor, at least `floor`), else `default`; `offset` is added last. None when nothing
+    x factor, at least `floor`), else `default`; a parameter or baseline above `cap` counts
+    as `cap`; `offset` is added last. None when nothing
     gives a value. With `data=False`, a threshold with a baseline is None (it moves with
     the data): the data-independent bound the guards use."""
     if spec.value is not None:
@@ -33,7 +38,7 @@ def lookup_threshold(spec: Threshold, params: Mapping[str, Any], series: Series 
     if spec.param:
         p = params.get(spec.param)
         if isinstance(p, (int, float)) and not isinstance(p, bool):
-            return float(p) + spec.offset
+            return _capped(float(p), spec.cap) + spec.offset
     if spec.baseline is not None:
         if not data:
             return None
@@ -48,7 +53,7 @@ def lookup_threshold(spec: Threshold, params: Mapping[str, Any], series: Series 
                 base = agg * b.factor
                 if spec.floor is not None:
                     base = max(base, spec.floor)
-                return base + spec.offset
+                return _capped(base, spec.cap) + spec.offset
             if spec.default is None:
                 return None
     if spec.default is None:

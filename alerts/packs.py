@@ -25,7 +25,8 @@ def _value(rule: Rule) -> str:
                 shown.append(f"{t.baseline.factor:g} x {t.baseline.agg} {t.baseline.window / 3600:g} h"
                              if t.baseline else "?")
                 continue
-            shown.append(f"{v:g}" + (f" + {t.offset:g}" if t.offset else "") + (f" ({t.param})" if t.param else ""))
+            shown.append(f"{v:g}" + (f" + {t.offset:g}" if t.offset else "") + (f" ({t.param}" if t.param else "")
+                         + (f" <= {t.cap:g}" if t.param and t.cap is not None else "") + (")" if t.param else ""))
         agg = f"{c.agg} {c.window / 60:g} min " if c.window else ""
         parts.append(f"{agg}{c.field} {c.op} {' – '.join(shown)}")
     for_ = getattr(rule, "for_", 0) or 0

@@ -163,7 +163,9 @@ class Baseline(_Strict):
 
 class Threshold(_Strict):
     """A literal number, or a registry parameter with a default, or a rolling baseline;
-    `offset` is added at the end and `floor` bounds a baseline from below."""
+    `offset` is added at the end, `floor` bounds a baseline from below and `cap` bounds a
+    parameter or baseline from above (DB13/2934 subtracts the county background only up to
+    150 µg/m³, so a dust storm's background cannot lift the site's limit without bound)."""
 
     value: float | None = None
     param: str | None = None
@@ -171,6 +173,7 @@ class Threshold(_Strict):
     offset: float = 0.0
     baseline: Baseline | None = None
     floor: float | None = None
+    cap: float | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -187,6 +190,10 @@ class Threshold(_Strict):
             raise ValueError("a threshold needs a number, a default, or a baseline")
         if self.value is not None and (self.param or self.default is not None or self.baseline):
             raise ValueError("give either a literal threshold or param/default/baseline, not both")
+        if self.cap is not None and self.value is not None:
+            raise ValueError("cap bounds a parameter or baseline; a literal threshold needs none")
+        if self.cap is not None and self.floor is not None and self.cap < self.floor:
+            raise ValueError("cap is below floor")
         return self
 
 

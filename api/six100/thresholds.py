@@ -48,6 +48,8 @@ def threshold_value(t: Threshold | None, params: Mapping[str, Any]) -> float | N
             base = float(params[t.param])
         except (TypeError, ValueError):
             base = None
+        if base is not None and t.cap is not None:
+            base = min(base, t.cap)  # the same bound as the engine's (alerts/conditions.py)
     if base is None:
         base = t.default
     if base is None:

@@ -109,3 +109,14 @@ def test_pack_data_is_packaged():
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text("utf-8"))
     data = pyproject["tool"]["setuptools"]["package-data"]["alerts"]
     assert "rules/packs/*/*.yaml" in data and "openpyxl>=3.1" in pyproject["project"]["dependencies"]
+
+
+def test_hebei_report_limit_counts_the_background_up_to_150():
+    """The report reads the same capped limit as the engine (tests/alerts/test_alerts_pack_cap.py)."""
+    from alerts.rule_models import Threshold
+    from api.six100.thresholds import threshold_value
+
+    t = load_rules(pack="hebei")["dust_pm10_background_hourly"].when[0].threshold
+    assert [threshold_value(t, {"pm10_background": bg}) for bg in (None, 40, 150, 200)] == [80, 120, 230, 230]
+    with pytest.raises(ValueError, match="cap bounds a parameter"):
+        Threshold.model_validate({"value": 80, "cap": 150})

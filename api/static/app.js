@@ -27,6 +27,8 @@ const flagMark = (r, f) => { const fl = (r.flags || {})[f]; return fl && fl !== 
       last_seen: '最新数据', time: '时间', districts: '区县',
       xlsx: '导出 Excel', view_day: '日报', view_month: '月报', month: '月份', district: '区县',
       no_evidence: '无证据', not_equipped: '无法监测', days_pass: '达标天数',
+      flagged: '标记数据（不参与判定）', flag_note: '数据标记', flag_hint: '空心橙色点，不连入曲线，规则与合规不计',
+      flag: {F: '停运', M: '维护', S: '手工输入', D: '故障', C: '校准', T: '超测定上限', B: '通讯异常'},
       item: {hoarding: '周边围挡', cover: '物料覆盖', wash: '车辆冲洗', hardened: '路面硬化',
         wet_operation: '湿法作业', muck_covered: '渣土密闭', monitoring: '在线监测'},
     },
@@ -47,12 +49,15 @@ const flagMark = (r, f) => { const fl = (r.flags || {})[f]; return fl && fl !== 
       last_seen: 'latest', time: 'time', districts: 'districts',
       xlsx: 'Export Excel', view_day: 'Day', view_month: 'Month', month: 'Month', district: 'District',
       no_evidence: 'no evidence', not_equipped: 'not measurable', days_pass: 'days all pass',
+      flagged: 'flagged (not judged)', flag_note: 'Data flags', flag_hint: 'hollow orange points, left out of the line; rules and compliance skip them',
+      flag: {F: 'stopped', M: 'maintenance', S: 'manual', D: 'fault', C: 'calibration', T: 'above range', B: 'comms fault'},
       item: {hoarding: 'Hoarding', cover: 'Cover', wash: 'Wash', hardened: 'Hardened',
         wet_operation: 'Wet operation', muck_covered: 'Muck enclosed', monitoring: 'Monitoring'},
     },
   };
   const ITEMS = ['hoarding', 'cover', 'wash', 'hardened', 'wet_operation', 'muck_covered', 'monitoring'];
   const STALE_MS = 10 * 60 * 1000;
+  const FLAG_COLOR = '#e65100';
 
   let lang = localStorage.getItem('cw.lang') === 'en' ? 'en' : 'zh';
   let token = sessionStorage.getItem('cw.token');
@@ -288,7 +293,8 @@ const flagMark = (r, f) => { const fl = (r.flags || {})[f]; return fl && fl !== 
     const both = await newestOnly('charts', () => Promise.all([getJSON(q('pm10')), getJSON(q('noise'))]));
     if (!both) return;
     const [pm, noise] = both;
-    charts.data = {pm10: pm.series[0]?.points || [], noise: noise.series[0]?.points || []};
+    const one = (doc) => ({points: doc.series[0]?.points || [], flags: doc.series[0]?.flags || []});
+    charts.data = {pm10: one(pm), noise: one(noise)};
     $('#charts-panel').dataset.site = site;
     drawCharts();
   }
@@ -297,21 +303,44 @@ const flagMark = (r, f) => { const fl = (r.flags || {})[f]; return fl && fl !== 
     draw('pm10', charts.data.pm10, [[150, t('limit_150'), '#d93025']], '#1565c0', t('pm10'));
     draw('noise', charts.data.noise, [[70, t('day_70'), '#d93025'], [55, t('night_55'), '#7b1fa2']], '#2e7d32', t('noise'));
   }
-  function draw(name, points, limits, color, label) {
+  // A bucket holding a value the monitor flagged (HJ 212 F/M/D/C/T/B; the API's `flags`) is
+  // left out of the line and drawn as a hollow orange point of its own series, whose legend
+  // (the hover read-out) names the flag: a fault or calibration value must not read as a
+  // real dust peak, yet must stay visible, since it is what the monitor sent.
+  const flagText = (f) => `${f} ${tt('flag', f)}`;
+  function draw(name, s, limits, color, label) {
     const box = $('#chart-' + name);
     if (charts[name]) { charts[name].destroy(); charts[name] = null; }
     box.replaceChildren();
+    const {points, flags} = s;
     if (!points.length) { box.append(el('p', {class: 'hint', text: t('no_data')})); return; }
+    const flagAt = new Map(flags);
     const xs = points.map((p) => p[0]);
-    const data = [xs, points.map((p) => p[1]), ...limits.map(([v]) => xs.map(() => v))];
+    const fl = xs.map((x) => flagAt.get(x) ?? null);
+    const data = [xs, points.map((p, i) => (fl[i] ? null : p[1])), points.map((p, i) => (fl[i] ? p[1] : null)),
+      ...limits.map(([v]) => xs.map(() => v))];
+    const num = (v) => (v == null ? '--' : Number(v).toFixed(1));
     const opts = {
       width: Math.max(300, box.clientWidth || 500), height: 220, ms: 1,
       tzDate: (ts) => uPlot.tzDate(new Date(ts), tz),
-      series: [{label: t('time'), value: (u, v) => (v == null ? '--' : fmtTime(v))}, {label, stroke: color, width: 1.5},
+      series: [{label: t('time'), value: (u, v) => (v == null ? '--' : fmtTime(v))},
+        {label, stroke: color, width: 1.5, value: (u, v) => num(v)},
+        {label: t('flagged'), stroke: FLAG_COLOR, width: 0, paths: () => null,
+          points: {show: true, size: 8, width: 2, stroke: FLAG_COLOR, fill: '#fff'},
+          value: (u, v, si, i) => (v == null ? '--' : `${num(v)} · ${flagText(fl[i])}`)},
         ...limits.map(([, l, c]) => ({label: l, stroke: c, dash: [6, 4], width: 1, points: {show: false}}))],
       axes: [{values: (u, splits) => splits.map((v) => fmtAxis(v))}, {size: 50}],
     };
     charts[name] = new uPlot(opts, data, box);
+    const n = fl.filter(Boolean).length;
+    box.dataset.flagged = String(n);
+    if (n) {
+      const count = {};
+      for (const f of fl) if (f) count[f] = (count[f] || 0) + 1;
+      const parts = Object.entries(count).sort().map(([f, c]) => `${flagText(f)} ×${c}`);
+      box.append(el('p', {class: 'flag-note', 'data-flags': Object.keys(count).sort().join(''),
+        text: `${t('flag_note')}：${parts.join(lang === 'zh' ? '，' : ', ')}（${t('flag_hint')}）`}));
+    }
   }
 
   // ---------------------------------------------------------------- compliance

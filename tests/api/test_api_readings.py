@@ -104,3 +104,40 @@ def test_influx_down_is_503_without_detail(client, stack, monkeypatch):
     monkeypatch.setattr(stack.ingest.influx, "query", broken)
     r = client.get("/v1/readings/latest", headers=V)
     assert r.status_code == 503 and "secret-host" not in r.text
+
+
+def test_series_and_latest_carry_the_hj212_flags(client, stack):
+    """Flagged values (stored as `<field>_flag`, as the HJ 212 decoder writes them) come
+    through: `flags` lists the buckets holding a value flagged other than N/S, with its flag;
+    N-flagged and unflagged (MQTT) values are not listed."""
+    from datetime import datetime
+
+    from conftest import TZ
+
+    t0 = int(datetime.fromisoformat(f"{SCENARIO_DAY}T10:00:00").replace(tzinfo=TZ).timestamp() * 1000)
+    lines = []
+    for i in range(60):
+        t = t0 + i * 60_000 + 5000
+        if 20 <= i < 30:
+            extra = ',pm10_flag="D"'          # a fault: 10:20-10:29
+        elif i == 40:
+            extra = ',pm10_flag="C"'          # calibration at 10:40
+        elif i % 2:
+            extra = ',pm10_flag="N"'          # HJ 212 normal
+        else:
+            extra = ""                        # MQTT: no flag = valid
+        pm10 = 900 if 20 <= i < 30 or i == 40 else 80  # what a faulty or calibrating monitor may send
+        lines.append(f"dust,site=S1,device=D1 pm10={pm10}{extra},noise=55 {t}")
+    lines.append(f'dust,site=S1,device=D1 pm10=950,pm10_flag="T",noise=56 {t0 + 60 * 60_000 + 5000}')  # 11:00, newest
+    stack.write_lines(lines)
+    q = {"kind": "dust", "site": "S1", "field": "pm10", "start": at("10:00"), "end": at("11:00"), "agg": "max"}
+    (s,) = client.get("/v1/series", headers=V, params={**q, "every": "1m"}).json()["series"]
+    flagged = {(t - t0) // 60_000: f for t, f in s["flags"]}
+    assert flagged == {**{m: "D" for m in range(20, 30)}, 40: "C"}
+    assert {(t - t0) // 60_000: v for t, v in s["points"] if v > 100} == {m: 900 for m in flagged}  # the values stay
+    (s10,) = client.get("/v1/series", headers=V, params={**q, "every": "10m"}).json()["series"]
+    assert [((t - t0) // 60_000, f) for t, f in s10["flags"]] == [(20, "D"), (40, "C")]
+    noise = client.get("/v1/series", headers=V, params={**q, "field": "noise", "every": "10m"}).json()["series"][0]
+    assert noise["flags"] == []  # a flag belongs to its own field only
+    (latest,) = client.get("/v1/readings/latest", headers=V, params={"site": "S1"}).json()["items"]
+    assert latest["values"]["pm10"] == 950 and latest["flags"] == {"pm10": "T"}

@@ -197,3 +197,54 @@ def test_dashboard_compliance_day_and_month_views(stack, server):
             assert errors == [], errors
         finally:
             browser.close()
+
+
+def test_dashboard_chart_marks_flagged_values(stack, server):
+    """A PM10 fault (flag D) and a calibration (C) in a site's data: the chart draws them
+    apart from the line (hollow orange points, legend 标记数据) and says which flags it saw;
+    screenshot to tests/artifacts/dashboard-flags.png."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from datetime import datetime
+
+    t0 = int(datetime.fromisoformat(f"{SCENARIO_DAY}T08:00:00").replace(tzinfo=TZ).timestamp() * 1000)
+    lines = []
+    for i in range(6 * 60):
+        flag = "D" if 120 <= i < 150 else ("C" if 240 <= i < 250 else "N")
+        pm10 = 600 if flag == "D" else (20 if flag == "C" else 70 + (i % 30))
+        lines.append(f'dust,site=S1,device=D1 pm10={pm10},pm10_flag="{flag}",noise=58,noise_flag="N",'
+                     f"spray_on=true {t0 + i * 60_000 + 5000}")
+    stack.write_lines(lines)
+    with sync_api.sync_playwright() as p:
+        browser = _chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300}, locale="zh-CN",
+                                    timezone_id="Asia/Shanghai")
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            _log_in(page, server, "viewer")
+            page.wait_for_selector("#charts-panel[data-site=S1] #chart-pm10 .uplot", timeout=10_000)
+            pm = page.query_selector("#chart-pm10")
+            assert int(pm.get_attribute("data-flagged")) > 0
+            note = page.inner_text("#chart-pm10 .flag-note")
+            assert "D 故障" in note and "C 校准" in note and "规则与合规不计" in note, note
+            assert page.get_attribute("#chart-pm10 .flag-note", "data-flags") == "CD"
+            legend = page.inner_text("#chart-pm10 .u-legend")
+            assert "标记数据（不参与判定）" in legend, legend
+            # the flagged series is drawn with its own hollow marker in the legend
+            marker = page.locator("#chart-pm10 .u-legend .u-series").nth(2).locator(".u-marker")
+            assert "rgb(230, 81, 0)" in marker.evaluate("e => getComputedStyle(e).borderColor")
+            assert page.query_selector("#chart-noise .flag-note") is None  # noise was all N
+            assert page.get_attribute("#chart-noise", "data-flagged") == "0"
+            # hovering a flagged bucket reads the flag out in the legend
+            box = page.locator("#chart-pm10 .u-over").bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 135 / 360, box["y"] + box["height"] / 2)  # 10:15, in the fault
+            page.wait_for_function("document.querySelector('#chart-pm10 .u-legend').innerText.includes('· D 故障')",
+                                   timeout=5_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.locator("#charts-panel").screenshot(path=str(ARTIFACTS / "dashboard-flags.png"))
+            page.click("#lang")
+            assert "D fault" in page.inner_text("#chart-pm10 .flag-note")
+            assert "flagged (not judged)" in page.inner_text("#chart-pm10 .u-legend")
+            assert errors == [], errors
+        finally:
+            browser.close()

@@ -302,6 +302,29 @@ class HubSubscription:
 
 
 # -- the one retry stage ----------------------------------------------------------------------
+class Stage(Protocol):
+    """A delivery stage: `step()` sends at most once and says how long to wait (None:
+    nothing queued; 0: go on; > 0: seconds); `wake` is set when rows arrive."""
+
+    wake: asyncio.Event
+
+    async def step(self) -> float | None: ...
+
+
+async def run_stage(stage: Stage) -> None:
+    """Until cancelled: step, then wait for the time the step asked for or for `wake`.
+    `stage.wake` is read each time round (the owner may bind a new event to its loop)."""
+    while True:
+        wait = await stage.step()
+        if wait is None:
+            await stage.wake.wait()
+            stage.wake.clear()
+        elif wait > 0:
+            # Re-check at least every second: an injected clock may jump.
+            if await wait_event(stage.wake, min(wait, 1.0)):
+                stage.wake.clear()
+
+
 @dataclass
 class Backoff:
     initial_s: float = 1.0
@@ -329,15 +352,7 @@ class OutboxDispatcher:
 
     async def run(self) -> None:
         """Until cancelled: deliver, wait for the backoff or for new rows."""
-        while True:
-            wait = await self.step()
-            if wait is None:
-                await self.wake.wait()
-                self.wake.clear()
-            elif wait > 0:
-                # Re-check at least every second: an injected clock may jump.
-                if await wait_event(self.wake, min(wait, 1.0)):
-                    self.wake.clear()
+        await run_stage(self)
 
     async def step(self) -> float | None:
         """Try the head row once. None: nothing queued; 0: go on; > 0: seconds to wait."""

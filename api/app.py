@@ -22,6 +22,7 @@ from api.deps import AppContext, Limits
 from api.routes import alerts, compliance, dashboard, deadletters, health, me, metrics, readings, rules, series
 from api.routes.dashboard import STATIC
 from api.routes.metrics import ApiMetrics, MetricsMiddleware
+from citywatch.net import is_loopback as is_loopback_host  # noqa: F401 - the API's start-up check uses it
 from citywatch.schema import kinds
 
 DESCRIPTION = """
@@ -142,12 +143,3 @@ def server_config(app: Any, settings: Any, **overrides: Any) -> Any:
     return uvicorn.Config(app, **options)
 
 
-def is_loopback_host(host: str) -> bool:
-    import ipaddress
-
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -105,18 +105,24 @@ class MqttNotifier:
             payload = json.dumps(alert, ensure_ascii=False).encode()
         else:
             return Delivery(True, detail=f"state {alert['state']} is not published")
+        return await self._publish(notification.topic, payload, retain=True)
+
+    async def _publish(self, topic: str, payload: bytes, *, retain: bool, name: str = "") -> Delivery:
+        """Publish at QoS 1 and wait for the broker's PUBACK; every failure is retryable.
+        `name`: put before the detail (a receiver's name)."""
+        prefix = f"{name}: " if name else ""
         if not self._client.is_connected():
-            return Delivery(False, retryable=True, detail="mqtt not connected")
-        info = self._client.publish(notification.topic, payload, qos=1, retain=True)
+            return Delivery(False, retryable=True, detail=f"{prefix}mqtt not connected")
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != 0:
-            return Delivery(False, retryable=True, detail=f"mqtt publish rc={info.rc}")
+            return Delivery(False, retryable=True, detail=f"{prefix}mqtt publish rc={info.rc}")
         try:
             await asyncio.to_thread(info.wait_for_publish, self._ack_timeout)
         except (RuntimeError, ValueError) as exc:
-            return Delivery(False, retryable=True, detail=f"mqtt: {exc}")
+            return Delivery(False, retryable=True, detail=f"{prefix}mqtt {type(exc).__name__}: {exc}")
         if not info.is_published():
-            return Delivery(False, retryable=True, detail="mqtt PUBACK timeout")
-        return Delivery(True)
+            return Delivery(False, retryable=True, detail=f"{prefix}mqtt PUBACK timeout")
+        return Delivery(True, detail=f"{prefix}ok" if name else "")
 
     def close(self) -> None:
         self._client.loop_stop()

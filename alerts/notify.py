@@ -105,18 +105,24 @@ class MqttNotifier:
             payload = json.dumps(alert, ensure_ascii=False).encode()
         else:
             return Delivery(True, detail=f"state {alert['state']} is not published")
+        return await self._publish(notification.topic, payload, retain=True)
+
+    async def _publish(self, topic: str, payload: bytes, *, retain: bool, name: str = "") -> Delivery:
+        """Publish at QoS 1 and wait for the broker's PUBACK; every failure is retryable.
+        `name`: put before the detail (a receiver's name)."""
+        prefix = f"{name}: " if name else ""
         if not self._client.is_connected():
-            return Delivery(False, retryable=True, detail="mqtt not connected")
-        info = self._client.publish(notification.topic, payload, qos=1, retain=True)
+            return Delivery(False, retryable=True, detail=f"{prefix}mqtt not connected")
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != 0:
-            return Delivery(False, retryable=True, detail=f"mqtt publish rc={info.rc}")
+            return Delivery(False, retryable=True, detail=f"{prefix}mqtt publish rc={info.rc}")
         try:
             await asyncio.to_thread(info.wait_for_publish, self._ack_timeout)
         except (RuntimeError, ValueError) as exc:
-            return Delivery(False, retryable=True, detail=f"mqtt: {exc}")
+            return Delivery(False, retryable=True, detail=f"{prefix}mqtt {type(exc).__name__}: {exc}")
         if not info.is_published():
-            return Delivery(False, retryable=True, detail="mqtt PUBACK timeout")
-        return Delivery(True)
+            return Delivery(False, retryable=True, detail=f"{prefix}mqtt PUBACK timeout")
+        return Delivery(True, detail=f"{prefix}ok" if name else "")
 
     def close(self) -> None:
         self._client.loop_stop()
@@ -302,6 +308,29 @@ class HubSubscription:
 
 
 # -- the one retry stage ----------------------------------------------------------------------
+class Stage(Protocol):
+    """A delivery stage: `step()` sends at most once and says how long to wait (None:
+    nothing queued; 0: go on; > 0: seconds); `wake` is set when rows arrive."""
+
+    wake: asyncio.Event
+
+    async def step(self) -> float | None: ...
+
+
+async def run_stage(stage: Stage) -> None:
+    """Until cancelled: step, then wait for the time the step asked for or for `wake`.
+    `stage.wake` is read each time round (the owner may bind a new event to its loop)."""
+    while True:
+        wait = await stage.step()
+        if wait is None:
+            await stage.wake.wait()
+            stage.wake.clear()
+        elif wait > 0:
+            # Re-check at least every second: an injected clock may jump.
+            if await wait_event(stage.wake, min(wait, 1.0)):
+                stage.wake.clear()
+
+
 @dataclass
 class Backoff:
     initial_s: float = 1.0
@@ -329,15 +358,7 @@ class OutboxDispatcher:
 
     async def run(self) -> None:
         """Until cancelled: deliver, wait for the backoff or for new rows."""
-        while True:
-            wait = await self.step()
-            if wait is None:
-                await self.wake.wait()
-                self.wake.clear()
-            elif wait > 0:
-                # Re-check at least every second: an injected clock may jump.
-                if await wait_event(self.wake, min(wait, 1.0)):
-                    self.wake.clear()
+        await run_stage(self)
 
     async def step(self) -> float | None:
         """Try the head row once. None: nothing queued; 0: go on; > 0: seconds to wait."""

@@ -11,30 +11,22 @@ transition never happened — never a transition without its notification, never
 WAL with synchronous=FULL; one connection guarded by a lock (the API may call from a
 worker thread).
 
-A full disk (or an I/O error) never stops the engine and never loses a transition: a
-write that fails with SQLITE_FULL / SQLITE_IOERR is rolled back (SQLite leaves the file
-intact) and its statements are held in memory, in order, as one unit; every later write
-queues behind them, so the order of transactions is kept. A thread retries every second
-and writes them all, each unit in its own transaction, as soon as the disk takes them;
-then `on_resumed` is called (the engine wakes its notification delivery). Meanwhile
-`failing` says so (for /health and /metrics), the first failure and the recovery are
-logged once each, and the outbox reads see the deliveries that are still held (so a
-notification is never sent twice). Held writes are lost only if the process stops
-before the disk has room again (then the stop says how many).
+A full disk (or an I/O error) never stops the engine and never loses a transition: the
+writes are held in memory, in order, and written once the disk has room (alerts/held.py).
+Meanwhile the outbox reads see the held outbox updates, so a notification — the engine's
+or a routing group's — is never sent twice, and a retried one keeps its backoff.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from alerts.held import HeldTransaction, HeldWritesDB
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -77,47 +69,6 @@ CREATE TABLE IF NOT EXISTS rule_overrides (
 );
 """
 
-log = logging.getLogger("citywatch.alerts.store")
-
-_SQLITE_IOERR, _SQLITE_FULL = 10, 13
-_MAX_HELD_WARN = 100_000
-
-
-def is_storage_error(exc: BaseException) -> bool:
-    """A write failed for lack of space or an I/O error (worth holding and retrying),
-    not a bug in the statement."""
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (_SQLITE_FULL, _SQLITE_IOERR)
-    text = str(exc).lower()
-    return "disk is full" in text or "disk i/o error" in text
-
-
-class _NoCursor:
-    """What a held (not yet written) statement returns instead of a cursor."""
-
-    rowcount = -1
-    lastrowid = None
-
-    def fetchall(self) -> list:
-        return []
-
-    def fetchone(self) -> None:
-        return None
-
-
-_NO_CURSOR = _NoCursor()
-
-
-def _frozen(params: Any) -> Any:
-    """A copy of statement parameters (a held statement must not see later changes)."""
-    if isinstance(params, dict):
-        return dict(params)
-    return tuple(params)
-
-
 ALERT_COLUMNS = ("id", "rule", "kind", "site", "device", "field", "severity", "state", "acked", "acked_by",
                  "acked_ms", "ack_note", "value", "threshold", "started_ms", "fired_ms", "resolved_ms",
                  "message", "message_en", "notified", "escalated", "last_notified_ms", "occurrence", "count",
@@ -136,149 +87,29 @@ class OutboxRow:
     next_ms: int
 
 
-class AlertStore:
+@dataclass(slots=True)
+class _HeldOutbox:
+    """An outbox update the disk has not taken yet, as the outbox reads must see it."""
+
+    notifier: str
+    done: bool = False  # delivered or given up
+    delivered_ms: int | None = None
+    next_ms: int = 0
+    tries: int = 0  # failed attempts not yet counted on disk
+
+
+class AlertStore(HeldWritesDB):
     def __init__(self, path: Path | str):
-        self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self.lock = threading.RLock()
-        with self.lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            # A bounded WAL: checkpoint every 1 MiB (not 4) and cut the file back to that
-            # size afterwards, so the window snapshots do not keep megabytes of a small
-            # data disk that the spool needs.
-            self._db.execute("PRAGMA wal_autocheckpoint=256")
-            self._db.execute("PRAGMA journal_size_limit=1048576")
-            self._db.executescript(_SCHEMA)
-        # Writes the disk did not take yet: units (one transaction each) of (sql, params, many).
-        self._held: deque[list[tuple[str, Any, bool]]] = deque()
-        # Outbox updates among them, by seq: ("done", notifier) or ("retry", notifier, next_ms, attempts).
-        self._outbox_held: dict[int, tuple] = {}
-        self._held_since: float | None = None
-        self._retrier: threading.Thread | None = None
-        self._closed = False
-        self.failing: str | None = None
-        self.on_resumed: Callable[[], None] | None = None  # called (on the retry thread) once all are written
+        super().__init__(path, _SCHEMA)
+        # Outbox updates among the held writes, by seq: the outbox reads apply them, so a
+        # notification (an engine one or a routing group) is never sent twice.
+        self._outbox_held: dict[int, _HeldOutbox] = {}
 
-    @property
-    def deferred_count(self) -> int:
-        return len(self._held)
-
-    def close(self) -> None:
-        with self.lock:
-            if self._held:
-                self._write_held()
-            if self._held:
-                log.error("alert state: %d transaction(s) could not be written before the stop (the disk under %s "
-                          "is still full) and are lost", len(self._held), self.path.parent)
-            self._closed = True
-            self._db.close()
-
-    # -- held writes (disk full) ------------------------------------------------------------
-    def _hold(self, unit: list[tuple[str, Any, bool]], exc: BaseException | None) -> None:
-        """Keep `unit` (its transaction was rolled back or never begun) for the retry thread."""
-        self._held.append(unit)
-        if exc is not None:
-            self._checkpoint_wal()
-        if self._held_since is None:
-            self._held_since = time.monotonic()
-            log.error("alert state %s cannot be written (%s): transitions and notifications are kept in memory, "
-                      "in order, and written as soon as the disk has room", self.path, exc)
-        if len(self._held) == _MAX_HELD_WARN:
-            log.error("alert state: %d transactions held in memory; free disk space under %s", len(self._held),
-                      self.path.parent)
-        self.failing = f"disk full: {len(self._held)} write(s) held in memory" + (f" ({exc})" if exc else "")
-        if self._retrier is None or not self._retrier.is_alive():
-            self._retrier = threading.Thread(target=self._retry_loop, name="cw-alert-store-retry", daemon=True)
-            self._retrier.start()
-
-    def _write_held(self) -> bool:
-        """Write the held units in order (caller holds the lock); True when none is left."""
-        while self._held:
-            unit = self._held[0]
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                for sql, params, many in unit:
-                    (self._db.executemany if many else self._db.execute)(sql, params)
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    try:
-                        self._db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                if is_storage_error(exc):
-                    self.failing = f"disk full: {len(self._held)} write(s) held in memory ({exc})"
-                    self._checkpoint_wal()
-                    return False
-                # It failed before only for lack of space; a statement error now is a bug: say so, go on.
-                log.exception("alert state: dropping a held transaction that no longer applies")
-            self._held.popleft()
+    def _all_written(self) -> None:
         self._outbox_held.clear()
-        if self._held_since is not None:
-            log.warning("alert state written again after %.0f s; every held transition is stored",
-                        time.monotonic() - self._held_since)
-            self._held_since = None
-        self.failing = None
-        return True
 
-    def _checkpoint_wal(self) -> None:
-        """On a full disk: fold the WAL into the database and cut it to nothing, giving
-        its space back (its pages mostly exist in the file already)."""
-        try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass
-
-    def _retry_loop(self) -> None:
-        while True:
-            time.sleep(1.0)
-            with self.lock:
-                if self._closed:
-                    return
-                if not self._held or self._write_held():
-                    break
-        callback = self.on_resumed
-        if callback is not None:
-            try:
-                callback()
-            except Exception:  # noqa: BLE001 - a wake-up must not kill the thread's report
-                log.exception("alert store: resume callback failed")
-
-    def _write(self, sql: str, params: Sequence[Any] = ()) -> bool:
-        """One write statement outside a transaction; False when it is held for later."""
-        with self.lock:
-            unit = [(sql, _frozen(params), False)]
-            if self._held and not self._write_held():
-                self._hold(unit, None)
-                return False
-            try:
-                self._db.execute(sql, params)
-                return True
-            except sqlite3.Error as exc:
-                if not is_storage_error(exc):
-                    raise
-                self._hold(unit, exc)
-                return False
-
-    # -- transactions --------------------------------------------------------------------
     def transaction(self) -> "_Tx":
         return _Tx(self)
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        """A write statement (use `query` to read): on a full disk it is held and retried."""
-        with self.lock:
-            if sql.lstrip()[:6].upper() == "SELECT":
-                return self._db.execute(sql, params)
-            self._write(sql, params)
-            return _NO_CURSOR
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self.lock:
-            return self._db.execute(sql, params).fetchall()
 
     # -- loading at start ----------------------------------------------------------------
     def load_rstate(self) -> dict[tuple[str, str], dict[str, Any]]:
@@ -344,47 +175,79 @@ class AlertStore:
         return [_alert_row(r) for r in self.query(sql, args)]
 
     # -- outbox ------------------------------------------------------------------------
+    # Every read below applies the held outbox updates (`_outbox_held`): while the disk is
+    # full, a row delivered (or given up) is not handed out again and a retried one keeps
+    # its backoff.
     def next_outbox(self, notifier: str) -> OutboxRow | None:
+        rows = self.pending_outbox(notifier, 1)
+        return rows[0] if rows else None
+
+    def pending_outbox(self, notifier: str, limit: int) -> list[OutboxRow]:
+        """The oldest undelivered rows of one notifier, in order (a receiver merges them)."""
         with self.lock:
             held = self._outbox_held
-            done = sum(1 for h in held.values() if h[0] == "done" and h[1] == notifier)
-            rows = self.query(
-                "SELECT * FROM outbox WHERE notifier=? AND delivered_ms IS NULL AND failed=0 ORDER BY seq LIMIT ?",
-                (notifier, 1 + done))
-            for r in rows:
+            done = sum(1 for h in held.values() if h.done and h.notifier == notifier)
+            out = []
+            for r in self.query("SELECT * FROM outbox WHERE notifier=? AND delivered_ms IS NULL AND failed=0 "
+                                "ORDER BY seq LIMIT ?", (notifier, limit + done)):
                 h = held.get(r["seq"])
-                if h is not None and h[0] == "done":
-                    continue  # delivered (or given up) already; the disk has not taken that yet
+                if h is not None and h.done:
+                    continue
                 attempts, next_ms = r["attempts"], r["next_ms"]
                 if h is not None:
-                    next_ms, attempts = h[2], attempts + h[3]
-                return OutboxRow(r["seq"], r["notifier"], r["event"], r["alert_id"], json.loads(r["payload"]),
-                                 r["created_ms"], attempts, next_ms)
-            return None
+                    attempts, next_ms = attempts + h.tries, h.next_ms
+                out.append(OutboxRow(r["seq"], r["notifier"], r["event"], r["alert_id"], json.loads(r["payload"]),
+                                     r["created_ms"], attempts, next_ms))
+            return out[:limit]
 
-    def _outbox_update(self, seq: int, sql: str, params: Sequence[Any], held: tuple) -> None:
+    def _note_held(self, seqs: Sequence[int], *, delivered_ms: int | None = None, done: bool = True,
+                   next_ms: int = 0) -> None:
+        """Account for outbox updates of `seqs` that were held (caller holds the lock)."""
+        marks = ",".join("?" * len(seqs))
+        notifiers = {r["seq"]: r["notifier"]
+                     for r in self._db.execute(f"SELECT seq, notifier FROM outbox WHERE seq IN ({marks})", seqs)}
+        for seq in seqs:
+            before = self._outbox_held.get(seq)
+            tries = before.tries if before is not None else 0
+            self._outbox_held[seq] = _HeldOutbox(notifiers.get(seq, ""), done, delivered_ms, next_ms,
+                                                 tries if done else tries + 1)
+
+    def _outbox_update(self, seq: int, sql: str, params: Sequence[Any], **held: Any) -> None:
         with self.lock:
             if not self._write(sql, params):
-                row = self._db.execute("SELECT notifier FROM outbox WHERE seq=?", (seq,)).fetchone()
-                notifier = row["notifier"] if row is not None else ""
-                if held[0] == "retry":
-                    before = self._outbox_held.get(seq)
-                    tries = (before[3] if before is not None and before[0] == "retry" else 0) + 1
-                    self._outbox_held[seq] = ("retry", notifier, held[1], tries)
-                else:
-                    self._outbox_held[seq] = ("done", notifier)
+                self._note_held([seq], **held)
+
+    def _outbox_update_many(self, seqs: Sequence[int], sql: str, rows: list[tuple], **held: Any) -> None:
+        """Rows merged into one message are updated together, in one transaction."""
+        with self.lock:
+            with self.transaction() as tx:
+                tx.executemany(sql, rows)
+            if tx.held:
+                self._note_held(seqs, **held)
 
     def outbox_delivered(self, seq: int, now_ms: int, detail: str = "") -> None:
-        self._outbox_update(seq, "UPDATE outbox SET delivered_ms=?, attempts=attempts+1, detail=? WHERE seq=?",
-                            (now_ms, detail[:500], seq), ("done",))
+        self.outbox_delivered_many([seq], now_ms, detail)
 
     def outbox_retry(self, seq: int, next_ms: int, detail: str) -> None:
         self._outbox_update(seq, "UPDATE outbox SET attempts=attempts+1, next_ms=?, detail=? WHERE seq=?",
-                            (next_ms, detail[:500], seq), ("retry", next_ms))
+                            (next_ms, detail[:500], seq), done=False, next_ms=next_ms)
 
     def outbox_failed(self, seq: int, detail: str) -> None:
-        self._outbox_update(seq, "UPDATE outbox SET attempts=attempts+1, failed=1, detail=? WHERE seq=?",
-                            (detail[:500], seq), ("done",))
+        self.outbox_failed_many([seq], detail)
+
+    def outbox_delivered_many(self, seqs: Sequence[int], now_ms: int, detail: str = "") -> None:
+        sql = "UPDATE outbox SET delivered_ms=?, attempts=attempts+1, detail=? WHERE seq=?"
+        if len(seqs) == 1:
+            self._outbox_update(seqs[0], sql, (now_ms, detail[:500], seqs[0]), delivered_ms=now_ms)
+        else:
+            self._outbox_update_many(seqs, sql, [(now_ms, detail[:500], s) for s in seqs], delivered_ms=now_ms)
+
+    def outbox_failed_many(self, seqs: Sequence[int], detail: str) -> None:
+        sql = "UPDATE outbox SET attempts=attempts+1, failed=1, detail=? WHERE seq=?"
+        if len(seqs) == 1:
+            self._outbox_update(seqs[0], sql, (detail[:500], seqs[0]))
+        else:
+            self._outbox_update_many(seqs, sql, [(detail[:500], s) for s in seqs])
 
     def outbox_backlog(self) -> dict[str, int]:
         with self.lock:
@@ -392,9 +255,19 @@ class AlertStore:
                               "GROUP BY notifier")
             out = {r["notifier"]: r["n"] for r in rows}
             for h in self._outbox_held.values():
-                if h[0] == "done" and out.get(h[1], 0) > 0:
-                    out[h[1]] -= 1
+                if h.done and out.get(h.notifier, 0) > 0:
+                    out[h.notifier] -= 1
             return out
+
+    def outbox_sent_since(self, notifier: str, since_ms: int) -> list[int]:
+        """Distinct delivery times of a notifier since `since_ms` (rows merged into one
+        message share one): seeds a receiver's rate limiter after a restart."""
+        with self.lock:
+            rows = self.query("SELECT DISTINCT delivered_ms FROM outbox WHERE notifier=? AND delivered_ms >= ?",
+                              (notifier, since_ms))
+            held = {h.delivered_ms for h in self._outbox_held.values()
+                    if h.notifier == notifier and h.delivered_ms is not None and h.delivered_ms >= since_ms}
+            return sorted({r["delivered_ms"] for r in rows} | held)
 
     def prune(self, before_ms: int) -> None:
         """Drop delivered outbox rows and resolved alerts older than `before_ms`."""
@@ -410,32 +283,6 @@ class AlertStore:
         with self.lock:
             self._db.executescript(_ROUTING_SCHEMA)
 
-    def pending_outbox(self, notifier: str, limit: int) -> list[OutboxRow]:
-        """The oldest undelivered rows of one notifier, in order (a receiver merges them)."""
-        rows = self.query(
-            "SELECT * FROM outbox WHERE notifier=? AND delivered_ms IS NULL AND failed=0 ORDER BY seq LIMIT ?",
-            (notifier, limit))
-        return [OutboxRow(r["seq"], r["notifier"], r["event"], r["alert_id"], json.loads(r["payload"]),
-                          r["created_ms"], r["attempts"], r["next_ms"]) for r in rows]
-
-    def outbox_delivered_many(self, seqs: Sequence[int], now_ms: int, detail: str = "") -> None:
-        """Rows merged into one message are delivered together, in one transaction."""
-        with self.transaction() as tx:
-            tx.executemany("UPDATE outbox SET delivered_ms=?, attempts=attempts+1, detail=? WHERE seq=?",
-                           [(now_ms, detail[:500], s) for s in seqs])
-
-    def outbox_failed_many(self, seqs: Sequence[int], detail: str) -> None:
-        with self.transaction() as tx:
-            tx.executemany("UPDATE outbox SET attempts=attempts+1, failed=1, detail=? WHERE seq=?",
-                           [(detail[:500], s) for s in seqs])
-
-    def outbox_sent_since(self, notifier: str, since_ms: int) -> list[int]:
-        """Distinct delivery times of a notifier since `since_ms` (rows merged into one
-        message share one): seeds a receiver's rate limiter after a restart."""
-        rows = self.query("SELECT DISTINCT delivered_ms FROM outbox WHERE notifier=? AND delivered_ms >= ? "
-                          "ORDER BY delivered_ms", (notifier, since_ms))
-        return [r["delivered_ms"] for r in rows]
-
 
 def _alert_row(r: sqlite3.Row) -> dict[str, Any]:
     """An `alerts` row as a dict, `value` and `threshold` decoded from their JSON."""
@@ -445,86 +292,8 @@ def _alert_row(r: sqlite3.Row) -> dict[str, Any]:
     return row
 
 
-class _Tx:
-    """`with store.transaction() as tx:` — BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error).
-
-    On a full disk the transaction is rolled back and its statements (those run and those
-    still to come in the block) are held by the store as one unit, written later in order;
-    the block itself goes on as if it had succeeded."""
-
-    def __init__(self, store: AlertStore):
-        self.store = store
-        self._stmts: list[tuple[str, Any, bool]] = []
-        self._live = True
-        self._exc: BaseException | None = None
-
-    def __enter__(self) -> "_Tx":
-        store = self.store
-        store.lock.acquire()
-        try:
-            if store._held and not store._write_held():
-                self._live = False  # queue behind what is held: transactions stay in order
-            else:
-                store._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            if not is_storage_error(exc):
-                store.lock.release()
-                raise
-            self._fail(exc)
-        except BaseException:
-            store.lock.release()
-            raise
-        return self
-
-    def _fail(self, exc: BaseException) -> None:
-        db = self.store._db
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-        self._live, self._exc = False, exc
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        store = self.store
-        try:
-            if exc_type is not None:
-                if self._live:
-                    store._db.execute("ROLLBACK")
-                return
-            if self._live:
-                try:
-                    store._db.execute("COMMIT")
-                except sqlite3.Error as e:
-                    if not is_storage_error(e):
-                        raise
-                    self._fail(e)
-            if not self._live and self._stmts:
-                store._hold(self._stmts, self._exc)
-        finally:
-            store.lock.release()
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        self._stmts.append((sql, _frozen(params), False))
-        if self._live:
-            try:
-                return self.store._db.execute(sql, params)
-            except sqlite3.Error as exc:
-                if not is_storage_error(exc):
-                    raise
-                self._fail(exc)
-        return _NO_CURSOR
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        rows = [_frozen(r) for r in rows]
-        self._stmts.append((sql, rows, True))
-        if self._live:
-            try:
-                self.store._db.executemany(sql, rows)
-            except sqlite3.Error as exc:
-                if not is_storage_error(exc):
-                    raise
-                self._fail(exc)
+class _Tx(HeldTransaction):
+    """A transaction of the alert store (see HeldTransaction: on a full disk it is held)."""
 
     def upsert_alert(self, row: dict[str, Any]) -> None:
         """`row`: an alert's columns, `value` and `threshold` as they are (stored as JSON)."""

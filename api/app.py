@@ -142,12 +142,3 @@ def server_config(app: Any, settings: Any, **overrides: Any) -> Any:
     return uvicorn.Config(app, **options)
 
 
-def is_loopback_host(host: str) -> bool:
-    import ipaddress
-
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -16,7 +16,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from alerts import AlertEngine, build_alerting
 from alerts.store import AlertStore
-from api.app import create_app, is_loopback_host, server_config
+from api.app import create_app, server_config
+from citywatch.net import is_loopback
 from citywatch.settings import Settings
 from ingest.service import Attachments, Ingest, IngestProcesses, run_service
 
@@ -71,7 +72,7 @@ def api_server(settings: Settings, ingest: Ingest | None, engine: AlertEngine | 
         return None
     app = create_app(settings=settings, ingest=ingest, engine=engine)
     config = server_config(app, settings)
-    if settings.api_tls_cert is None and not is_loopback_host(settings.api_host):
+    if settings.api_tls_cert is None and not is_loopback(settings.api_host):
         log.warning("the HTTP API listens on %s without TLS: bearer tokens cross the network in clear text. Set "
                     "CW_API_TLS_CERT and CW_API_TLS_KEY, or keep it behind a TLS-terminating reverse proxy on a "
                     "private network (see api/README.md)", settings.api_host)

@@ -12,7 +12,6 @@ helps: creating a v2 bucket.
 from __future__ import annotations
 
 import gzip
-import ipaddress
 import json
 from dataclasses import dataclass
 from enum import Enum
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from citywatch.logs import redact_url
+from citywatch.net import is_loopback
 from citywatch.errors import ConfigError, InfluxError
 from citywatch.settings import Settings
 from citywatch.topics import is_identifier
@@ -64,16 +64,6 @@ def _classify(status: int, body: str, headers: httpx.Headers) -> WriteResult:
     return WriteResult(WriteOutcome.RETRY, status, detail, ra)
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class InfluxClient:
     """One InfluxDB endpoint in either dialect; async, one connection pool."""
 
@@ -83,7 +73,8 @@ class InfluxClient:
             raise ConfigError("CW_INFLUX_DATABASE must match [A-Za-z0-9_-]{1,64}")
         self.settings = settings
         self.api = settings.influx_api
-        self.gzip = settings.influx_gzip if settings.influx_gzip is not None else not _is_loopback(settings.influx_url)
+        loopback = is_loopback(urlsplit(settings.influx_url).hostname)
+        self.gzip = settings.influx_gzip if settings.influx_gzip is not None else not loopback
         self.database = settings.influx_database
         headers: dict[str, str] = {}
         auth: httpx.Auth | None = None

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from citywatch import sqlite
 from citywatch.errors import CitywatchError
 from citywatch.model import RawMessage
 
@@ -88,31 +89,14 @@ class DeadLetter:
         }
 
 
-def checkpoint_wal(db: sqlite3.Connection) -> None:
-    """After a failed write on a full disk: move the WAL into the database and cut it to
-    nothing, which gives its space back (the pages mostly exist in the file already)."""
-    try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    except sqlite3.Error:
-        pass
-
-
 class DeadLetterStore:
     def __init__(self, path: Path, *, max_bytes: int | None = None, retention_s: float | None = None,
                  metrics=None, clock=time.time) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        # Ingest workers (processes) share this file: wait for each other's commits.
-        self._db.execute("PRAGMA busy_timeout=30000")
-        # Only takes effect on a new, empty file (an old one keeps its free pages for reuse).
-        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        # A bounded WAL (checkpoint every 1 MiB, cut back to that size): part of the store's
-        # footprint on a disk the spool needs.
-        self._db.execute("PRAGMA wal_autocheckpoint=256")
-        self._db.execute("PRAGMA journal_size_limit=1048576")
+        # Ingest workers (processes) share this file: wait for each other's commits. An old
+        # file keeps its free pages for reuse; a new one gives a retention sweep's back.
+        self._db = sqlite.connect(path, busy_timeout_ms=30000, incremental_vacuum=True)
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
@@ -224,17 +208,12 @@ class DeadLetterStore:
         """Run `fn(db)` in a transaction; any SQLite error rolls back and raises DeadLetterError."""
         try:
             if begin:
-                self._db.execute("BEGIN IMMEDIATE")
-            result = fn(self._db)
-            if begin:
-                self._db.execute("COMMIT")
+                with sqlite.transaction(self._db):
+                    result = fn(self._db)
+            else:
+                result = fn(self._db)
         except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            checkpoint_wal(self._db)
+            sqlite.checkpoint_wal(self._db)
             if self.failing is None:
                 log.error("dead-letter store %s cannot write (%s); retrying, nothing is acknowledged meanwhile",
                           self.path, exc)

@@ -6,7 +6,6 @@ contract). Waits for the PUBACK; not connected is retryable."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,18 +30,5 @@ class MqttGroupReceiver(MqttNotifier):
 
     async def send(self, batch: GroupBatch) -> Delivery:  # type: ignore[override]
         body = {**batch.messages[0], "seq": batch.seq, "dashboard_url": self.dashboard_url}
-        if not self._client.is_connected():
-            return Delivery(False, retryable=True, detail=f"{self.name}: mqtt not connected")
-        info = self._client.publish(self.topic, json.dumps(body, ensure_ascii=False).encode(), qos=1, retain=False)
-        if info.rc != 0:
-            return Delivery(False, retryable=True, detail=f"{self.name}: mqtt publish rc={info.rc}")
-        try:
-            await asyncio.to_thread(info.wait_for_publish, self._ack_timeout)
-        except (RuntimeError, ValueError) as exc:
-            return Delivery(False, retryable=True, detail=f"{self.name}: mqtt {type(exc).__name__}")
-        if not info.is_published():
-            return Delivery(False, retryable=True, detail=f"{self.name}: mqtt PUBACK timeout")
-        return Delivery(True, detail=f"{self.name}: ok")
-
-    async def aclose(self) -> None:
-        self.close()
+        return await self._publish(self.topic, json.dumps(body, ensure_ascii=False).encode(), retain=False,
+                                   name=self.name)

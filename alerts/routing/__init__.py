@@ -52,7 +52,9 @@ class RoutingStage:
     async def send(self, notification: Notification) -> Delivery:
         if notification.event == "pending":
             return Delivery(True)
-        self._routing.add(notification.alert)
+        if not self._routing.add(notification.alert):
+            # The engine's delivery stage keeps the change and hands it over again.
+            return Delivery(False, retryable=True, detail="alert state held in memory (disk full)")
         return Delivery(True)
 
 
@@ -101,10 +103,13 @@ class Routing:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def add(self, alert: Mapping[str, Any]) -> None:
+    def add(self, alert: Mapping[str, Any]) -> bool:
+        """Record an alert change in its groups; False: not now (see Grouper.add)."""
         assert self.grouper is not None, "attach(store) first"
-        self.grouper.add(alert, self.now_ms())
+        if not self.grouper.add(alert, self.now_ms()):
+            return False
         self._wake.set()
+        return True
 
     def flush(self) -> set[str]:
         """Flush due groups now; wake the receivers that got rows. Returns their names."""

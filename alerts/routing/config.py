@@ -9,7 +9,6 @@ secrets are credentials.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, V
 
 from alerts.rules import parse_duration
 from citywatch.errors import ConfigError
+from citywatch.net import is_loopback
 
 LABELS = ("kind", "site", "district", "device", "rule", "severity", "field")
 """Alert labels a route, a group or an inhibit rule may name."""
@@ -33,17 +33,6 @@ Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_url(url: str) -> None:

@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerts.notify import Backoff, Delivery
+from alerts.notify import Backoff, Delivery, run_stage
 from alerts.receivers.base import GroupBatch, Receiver
 from alerts.routing.group import outbox_name
-from citywatch.aio import wait_event
 
 log = logging.getLogger("citywatch.alerts.routing")
 
@@ -89,15 +88,7 @@ class GroupDispatcher:
 
     async def run(self) -> None:
         """Until cancelled: deliver, then wait for the backoff / rate window or new rows."""
-        while True:
-            wait = await self.step()
-            if wait is None:
-                await self.wake.wait()
-                self.wake.clear()
-            elif wait > 0:
-                # Re-check at least every second: an injected clock may jump.
-                if await wait_event(self.wake, min(wait, 1.0)):
-                    self.wake.clear()
+        await run_stage(self)
 
     async def step(self) -> float | None:
         """One send at most. None: nothing queued; 0: go on; > 0: seconds to wait."""

@@ -9,7 +9,8 @@ the groups that were told of the firing.
 State lives in SQLite (`route_groups`, `route_group_alerts`, see store.py). Lifecycle
 promise: a flush writes the receiver's outbox row and the group's new state in one
 transaction, so after a SIGKILL a group notification is either queued or its flush never
-happened; never lost, never queued twice.
+happened; never lost, never queued twice. While the store holds writes on a full disk
+(store.py), groups neither take changes nor flush: they wait until the disk has room.
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ class Grouper:
         return self.tree.match(labels, local.hour * 60 + local.minute)
 
     # -- in: one alert change -----------------------------------------------------------
-    def add(self, alert: Mapping[str, Any], now_ms: int) -> None:
+    def add(self, alert: Mapping[str, Any], now_ms: int) -> bool:
         """Record an alert's latest state in its groups (idempotent: the outbox may hand
-        the same change over twice after a crash)."""
+        the same change over twice after a crash). False: not now, the store holds writes
+        (a full disk) and the groups read from it would be stale; hand it over again."""
+        if self.store.deferred_count:
+            return False
         labels = self.labels_of(alert)
         aid = str(alert["id"])
         payload = json.dumps(dict(alert), ensure_ascii=False)
@@ -85,6 +89,7 @@ class Grouper:
                            "VALUES (?,?,?,?,?) ON CONFLICT(key, alert_id) DO UPDATE SET payload=excluded.payload, "
                            "labels=excluded.labels, updated_ms=excluded.updated_ms",
                            [(key, aid, payload, labels_json, now_ms) for key in sorted(keys)])
+        return True
 
     # -- out: due groups become outbox rows ------------------------------------------------
     def next_due_ms(self) -> int | None:
@@ -99,7 +104,11 @@ class Grouper:
         return Inhibitor(self.inhibit_rules, [FiringAlert(r["id"], self.labels_of(dict(r))) for r in rows])
 
     def flush_due(self, now_ms: int) -> set[str]:
-        """Flush every group that is due; returns the receivers that got a new outbox row."""
+        """Flush every group that is due; returns the receivers that got a new outbox row.
+        Nothing while the store holds writes on a full disk: its reads do not see them, so
+        a group held as flushed would look due again and be queued (and sent) twice."""
+        if self.store.deferred_count:
+            return set()
         due = self.store.query("SELECT * FROM route_groups WHERE next_flush_ms <= ? ORDER BY next_flush_ms, key",
                                (now_ms,))
         if not due:

@@ -1,10 +1,7 @@
 """The HJ 212 TCP gateway: monitors connect, upload frames, get answers after fsync.
 
-Per connection: bytes → `FrameDecoder` → `decode_*` → `Sink.submit` → (durable) → answer.
-Answers go out in arrival order because one writer task per connection awaits the
-durability of each outcome in turn. The bounded in-flight queue is the backpressure:
-when the sink is slow the reader stops reading and TCP flow control pushes back on the
-monitor; no buffer grows without bound.
+This module is the listener: it binds, admits connections and runs one `Session` each
+(session.py: frames in, identity, outcomes to the sink, answers out after durability).
 
 On a hostile network (README "On a hostile network"): failed logins per MN and per
 address back off and then lock out (`guard.LoginGuard`); an unknown MN and a wrong PW get
@@ -19,38 +16,26 @@ closes the listener and every connection. Outcomes already submitted stay with t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hmac
 import logging
-import socket
 import time
 from collections.abc import Callable
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry
 
 from citywatch.errors import ConfigError
-from citywatch.model import RawMessage
 from citywatch.registry import Registry
-from ingest.hj212.codes import ST_SYSTEM, VERSION_SHIFT, Cn, QnRtn
-from ingest.hj212.crc import CrcMode, crc_ok
-from ingest.hj212.decode import DecodeContext, Decoded, decode_frame, decode_framing_error, topic_for
-from ingest.hj212.framing import DEFAULT_MAX_DATA, Frame, FrameDecoder, FramingError, encode_frame
+from ingest.hj212.decode import DecodeContext
+from ingest.hj212.framing import DEFAULT_MAX_DATA
 from ingest.hj212.guard import GuardPolicy, Lockout, LoginGuard, SourceRateLimiter, lockout_outcome, source_address
 from ingest.hj212.metrics import GatewayMetrics
-from ingest.hj212.packet import Header, read_header
 from ingest.hj212.reassembly import Reassembler
-from ingest.types import Outcome, Rejected, Sink
+from ingest.hj212.session import READ_CHUNK, Session
+from ingest.types import Sink
 
 log = logging.getLogger(__name__)
-
-_READ_CHUNK = 16 * 1024
-_SETTLE_S = 0.25  # a frame without CR LF is taken once the input has paused this long
-_Pending = tuple["asyncio.Future[bool]", bytes | None]
-_DUMMY_PW = b"\x00" * 24  # compared against when the MN is unknown, so both failures cost the same
-_CLOSE = True  # _frame(): close the connection after this frame
 
 
 def require_identity(registry: Registry, *, open_mode: bool) -> None:
@@ -60,37 +45,6 @@ def require_identity(registry: Registry, *, open_mode: bool) -> None:
         raise ConfigError("CW_HJ212_LISTEN is set but there is no device registry, so any MN would be accepted "
                           "without a password: set CW_DEVICES_FILE (hj212_mn and hj212_pw per monitor), or "
                           "CW_HJ212_OPEN=true to accept every monitor on purpose")
-
-
-def refusal_answer(h: Header, frame: Frame) -> bytes:
-    """The one answer to every failed login (unknown MN, wrong PW, CRC before login):
-    CN=9011 QnRtn=3 echoing only the QN, framed with the CRC the request itself used.
-    Nothing in it depends on the registry, so it cannot tell a registered MN from an
-    unknown one."""
-    crc: CrcMode = "modbus" if (not crc_ok(frame.data, frame.crc, "strict")
-                                and crc_ok(frame.data, frame.crc, "modbus")) else "strict"
-    parts = []
-    qn = h.qn
-    if qn is not None and qn.isdigit() and len(qn) <= 20:
-        parts.append(f"QN={qn}")
-    parts += [f"ST={ST_SYSTEM}", f"CN={int(Cn.REQUEST_ANSWER)}", f"Flag={h.version << VERSION_SHIFT & 0xFC}"]
-    return encode_frame(";".join(parts) + f";CP=&&QnRtn={int(QnRtn.PW_ERROR)}&&", crc=crc)
-
-
-class _Conn:
-    """One connection's identity state."""
-
-    __slots__ = ("task", "writer", "peer", "address", "opened", "mns", "evicted")
-
-    def __init__(self, task: asyncio.Task[None], writer: asyncio.StreamWriter, peer: str, address: str,
-                 opened: float) -> None:
-        self.task, self.writer, self.peer, self.address, self.opened = task, writer, peer, address, opened
-        self.mns: set[str | None] = set()  # MNs that logged in on this connection
-        self.evicted = False
-
-    @property
-    def authenticated(self) -> bool:
-        return bool(self.mns)
 
 
 class Hj212Gateway:
@@ -153,8 +107,8 @@ class Hj212Gateway:
         self._bound_port: int | None = None
         self._ready = asyncio.Event()
         self._connections: set[asyncio.Task[None]] = set()
-        self._conns: dict[asyncio.Task[None], _Conn] = {}  # in accept order
-        self._by_address: dict[str, dict[asyncio.Task[None], _Conn]] = {}
+        self._conns: dict[asyncio.Task[None], Session] = {}  # in accept order
+        self._by_address: dict[str, dict[asyncio.Task[None], Session]] = {}
         self._submitter: ThreadPoolExecutor | None = None
         self._closing = False
 
@@ -177,7 +131,7 @@ class Hj212Gateway:
         # the event loop, and a single thread keeps submissions in arrival order.
         self._submitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hj212-submit")
         server = await asyncio.start_server(self._handle, self._host, self._port,
-                                            backlog=min(self._max_connections, 4096), limit=_READ_CHUNK)
+                                            backlog=min(self._max_connections, 4096), limit=READ_CHUNK)
         summaries = asyncio.create_task(self._summaries(), name="hj212-summaries")
         try:
             self._bound_port = server.sockets[0].getsockname()[1]
@@ -198,7 +152,7 @@ class Hj212Gateway:
 
     # -- admission -------------------------------------------------------------------------
 
-    def _admit(self, conn: _Conn) -> str | None:
+    def _admit(self, conn: Session) -> str | None:
         """Make room for `conn` or say why it is refused. At a cap, the oldest connection
         that has not logged in gives way (of the same address for the per-address cap): a
         flood of idle connections cannot keep a real monitor out."""
@@ -218,7 +172,7 @@ class Hj212Gateway:
         self._metrics.connections.set(len(self._conns))
         return None
 
-    def _evict(self, conn: _Conn) -> None:
+    def _evict(self, conn: Session) -> None:
         conn.evicted = True
         self._forget(conn)
         self._count_refused("evicted")
@@ -226,7 +180,7 @@ class Hj212Gateway:
         if transport is not None:
             transport.abort()  # the handler sees the connection reset and ends
 
-    def _forget(self, conn: _Conn) -> None:
+    def _forget(self, conn: Session) -> None:
         self._conns.pop(conn.task, None)
         mine = self._by_address.get(conn.address)
         if mine is not None:
@@ -247,7 +201,7 @@ class Hj212Gateway:
         address = source_address(peername[0] if isinstance(peername, tuple) else None)
         task = asyncio.current_task()
         assert task is not None
-        conn = _Conn(task, writer, peer, address, asyncio.get_running_loop().time())
+        conn = Session(self, task, writer, peer, address, asyncio.get_running_loop().time())
         refused = self._admit(conn)
         if refused is not None:
             # Counted and summarised (not one log line each: a flood would flood the log).
@@ -256,172 +210,13 @@ class Hj212Gateway:
             writer.close()
             return
         self._connections.add(task)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:  # find half-open connections of monitors that lost power
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        pending: asyncio.Queue[_Pending | None] = asyncio.Queue(self._max_in_flight)
-        answers = asyncio.create_task(self._write_answers(pending, writer, peer))
         try:
-            await self._read_frames(reader, pending, conn)
-            # EOF or timeout: let answers for what was received go out (the monitor may
-            # have half-closed and still be reading), then close.
-            await pending.put(None)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(answers), self._write_timeout_s)
-        except (ConnectionError, OSError) as exc:
-            if not conn.evicted:
-                log.info("hj212: %s connection error: %s", peer, exc)
-        except asyncio.CancelledError:
-            # serve() is shutting down. asyncio.streams logs a cancelled handler task as an
-            # error, so end quietly; any other cancellation propagates.
-            if not self._closing:
-                raise
+            await conn.run(reader)
         finally:
-            answers.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await answers
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
             self._connections.discard(task)
             self._forget(conn)
 
-    async def _read_frames(self, reader: asyncio.StreamReader,
-                           pending: asyncio.Queue[_Pending | None], conn: _Conn) -> None:
-        decoder = FrameDecoder(max_data=self._max_frame)
-        loop = asyncio.get_running_loop()
-        peer = conn.peer
-        frame_started = 0.0  # loop time when the decoder last went from empty to holding bytes
-        bad_bytes = 0
-        settle_failed = False  # the buffered bytes were not a frame without CR LF: wait for more
-        while True:
-            settling = False
-            if decoder.pending:
-                timeout = max(frame_started + self._frame_timeout_s - loop.time(), 0.0)
-                why = f"slow_sender: frame not completed within {self._frame_timeout_s:g} s"
-                if decoder.settleable and not settle_failed and timeout > _SETTLE_S:
-                    # Maybe a whole frame sent without CR LF: if nothing follows soon, its CRC decides.
-                    timeout, settling = _SETTLE_S, True
-            else:
-                timeout, why = self._idle_timeout_s, ""
-            if not conn.authenticated:
-                left = max(conn.opened + self._auth_timeout_s - loop.time(), 0.0)
-                if left <= timeout:
-                    timeout, why = left, f"auth_deadline: no logged-in frame within {self._auth_timeout_s:g} s"
-                    settling = False
-            try:
-                chunk = await asyncio.wait_for(reader.read(_READ_CHUNK), timeout)
-            except TimeoutError:
-                if settling:
-                    frames = decoder.settle()
-                    settled_ms = self._now_ms()
-                    for j, frame in enumerate(frames):
-                        if await self._frame(frame, conn, settled_ms, pending) is _CLOSE:
-                            await self._unread(frames[j + 1:], decoder, conn, settled_ms, pending)
-                            return
-                    if frames:
-                        bad_bytes = 0
-                    settle_failed = not frames
-                    continue
-                for err in decoder.flush(why or "idle timeout"):
-                    await self._dispatch(decode_framing_error(err, received_ms=self._now_ms(), peer=peer),
-                                         pending, conn)
-                reason = why.partition(":")[0] or "idle"
-                self._metrics.connections_closed.labels(reason).inc()
-                # Idle monitors are worth a line; floods of idle connections only count.
-                log.log(logging.DEBUG if reason == "auth_deadline" else logging.INFO,
-                        "hj212: closing %s: %s", peer, why or "idle timeout")
-                return
-            if not chunk:
-                for err in decoder.flush():
-                    await self._dispatch(decode_framing_error(err, received_ms=self._now_ms(), peer=peer),
-                                         pending, conn)
-                return
-            restart_timer = decoder.pending == 0
-            settle_failed = False
-            received_ms = self._now_ms()
-            items = decoder.feed(chunk)
-            for i, item in enumerate(items):
-                restart_timer = True  # whatever is buffered now belongs to a new frame
-                if isinstance(item, Frame):
-                    bad_bytes = 0
-                    if await self._frame(item, conn, received_ms, pending) is _CLOSE:
-                        await self._unread(items[i + 1:], decoder, conn, received_ms, pending)
-                        return
-                else:
-                    bad_bytes += item.discarded
-                    await self._dispatch(decode_framing_error(item, received_ms=received_ms, peer=peer), pending,
-                                         conn)
-            if restart_timer and decoder.pending:
-                frame_started = loop.time()
-            if bad_bytes + decoder.discarding > self._max_bad_bytes:
-                for err in decoder.flush():
-                    await self._dispatch(decode_framing_error(err, received_ms=received_ms, peer=peer), pending,
-                                         conn)
-                self._metrics.connections_closed.labels("bad_bytes").inc()
-                log.log(logging.INFO if conn.authenticated else logging.DEBUG,
-                        "hj212: closing %s after %d bytes that are not HJ 212 frames", peer, bad_bytes)
-                return
-
-    async def _unread(self, rest: list[Frame | FramingError], decoder: FrameDecoder, conn: _Conn,
-                      received_ms: int, pending: asyncio.Queue[_Pending | None]) -> None:
-        """What arrived after the frame that closed the connection: not checked, but still a
-        dead letter each (or, beyond the rate of an unauthenticated source, counted)."""
-        why = "not_checked: the connection was closed after a failed login before this frame was read"
-        for item in [*rest, *decoder.flush(why)]:
-            if isinstance(item, Frame):
-                raw = RawMessage(topic_for(None, conn.peer), item.raw, received_ms, "hj212")
-                await self._dispatch(Decoded(Rejected(raw, (why,))), pending, conn)
-            else:
-                await self._dispatch(decode_framing_error(item, received_ms=received_ms, peer=conn.peer), pending,
-                                     conn)
-
-    async def _frame(self, frame: Frame, conn: _Conn, received_ms: int,
-                     pending: asyncio.Queue[_Pending | None]) -> bool | None:
-        """Identity first: a locked MN/address is refused unchecked; a failed login is
-        answered uniformly, counted, delayed; a good one marks the connection logged in."""
-        h = read_header(frame.data)
-        mn = h.mn
-        if self._auth_required and mn not in conn.mns:
-            lock = self._guard.locked(conn.address, mn)
-            if lock is not None:
-                self._metrics.locked_frames.inc()
-                self._metrics.connections_closed.labels("locked").inc()
-                reason = (f"locked_out: {'address' if lock.scope == 'address' else 'MN'} {lock.subject} is locked "
-                          f"for {lock.lockout_s:.0f} s more after {lock.failures} failed logins; PW not checked")
-                raw = RawMessage(topic_for(mn, conn.peer), frame.raw, received_ms, "hj212")
-                await self._dispatch(Decoded(Rejected(raw, (reason,))), pending, conn)
-                return _CLOSE
-        decoded = decode_frame(frame, self._ctx, received_ms=received_ms, peer=conn.peer,
-                               reassembler=self._reassembler)
-        failure = _identity_failure(decoded.outcome)
-        if failure is None or not self._auth_required:
-            if failure is None and mn not in conn.mns:
-                conn.mns.add(mn)
-                self._guard.success(conn.address, mn)
-            await self._dispatch(decoded, pending, conn)
-            return None
-        if failure == "bad_crc" and mn in conn.mns:
-            await self._dispatch(decoded, pending, conn)  # a line error on a logged-in link: QnRtn 9
-            return None
-        if failure == "unknown_mn":
-            hmac.compare_digest((h.get("PW") or "").encode(), _DUMMY_PW)  # the same work as a wrong PW
-        self._metrics.auth_failures.inc()
-        verdict = self._guard.failure(conn.address, mn)
-        for lock in verdict.lockouts:
-            await self._lockout(lock)
-        answer = refusal_answer(h, frame) if h.wants_answer and verdict.answer else None
-        if verdict.delay_s:
-            await asyncio.sleep(verdict.delay_s)  # the answer, and this connection, wait
-        await self._dispatch(Decoded(decoded.outcome, answer), pending, conn)
-        if verdict.close:
-            self._metrics.connections_closed.labels("locked" if verdict.lockouts or not verdict.answer
-                                                    else "backoff").inc()
-            return _CLOSE
-        return None
-
-    async def _lockout(self, lock: Lockout) -> None:
+    async def lockout(self, lock: Lockout) -> None:
         """Once per lockout: one log line (no password), a counter, and an event the alert
         engine turns into the `hj212_login_lockout` alert."""
         self._metrics.lockouts.labels(lock.scope).inc()
@@ -430,29 +225,7 @@ class Hj212Gateway:
                     "address" if lock.scope == "address" else "MN", lock.subject, lock.lockout_s, lock.failures)
         assert self._submitter is not None
         await asyncio.get_running_loop().run_in_executor(
-            self._submitter, self._sink.submit, lockout_outcome(lock, now_ms=self._now_ms()), None)
-
-    async def _dispatch(self, decoded: Decoded, pending: asyncio.Queue[_Pending | None],
-                        conn: _Conn | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        durable: asyncio.Future[bool] = loop.create_future()
-        outcome: Outcome = decoded.outcome
-        if (conn is not None and not conn.authenticated and isinstance(outcome, Rejected)
-                and not self._limiter.allow(conn.address)):
-            # Beyond the per-source rate: counted (metrics, the summary line), not stored.
-            self._metrics.deadletters_dropped.inc()
-            durable.set_result(True)
-            await pending.put((durable, decoded.answer))
-            return
-
-        def on_durable(ok: bool) -> None:  # called on the sink's committer thread
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to answer
-                loop.call_soon_threadsafe(_settle, durable, ok)
-
-        # Queue first: a full queue pauses reading before anything more is submitted.
-        await pending.put((durable, decoded.answer))
-        assert self._submitter is not None
-        await loop.run_in_executor(self._submitter, self._sink.submit, outcome, on_durable)
+            self._submitter, self._sink.submit, lockout_outcome(lock, now_ms=self.now_ms()), None)
 
     async def _summaries(self) -> None:
         while True:
@@ -474,43 +247,8 @@ class Hj212Gateway:
             log.warning("hj212: connections refused or evicted in the last %g s: %s", self._summary_interval_s,
                         ", ".join(f"{k} {v}" for k, v in sorted(refused.items())))
 
-    async def _write_answers(self, pending: asyncio.Queue[_Pending | None],
-                             writer: asyncio.StreamWriter, peer: str) -> None:
-        # Keeps draining `pending` even after the socket broke, so the reader never blocks
-        # on a queue nobody empties.
-        while (item := await pending.get()) is not None:
-            durable, answer = item
-            ok = await durable
-            if not ok:
-                # Not stored: stay silent so the monitor re-sends (HJ 212 retry on no answer).
-                log.warning("hj212: outcome from %s not durable; no answer sent", peer)
-                continue
-            if answer is None or writer.is_closing():
-                continue
-            writer.write(answer)
-            try:
-                await asyncio.wait_for(writer.drain(), self._write_timeout_s)
-            except (TimeoutError, ConnectionError, OSError):
-                log.info("hj212: %s does not read its answers; closing", peer)
-                writer.close()
-
-    def _now_ms(self) -> int:
+    def now_ms(self) -> int:
         return int(self._clock() * 1000)
-
-
-def _settle(future: asyncio.Future[bool], ok: bool) -> None:
-    if not future.done():
-        future.set_result(ok)
-
-
-def _identity_failure(outcome: Outcome) -> str | None:
-    """`bad_crc`, `unknown_mn`, `wrong_pw` when the frame failed the identity checks of
-    `decode_frame` (CRC → MN → PW, in that order), None when it passed them."""
-    if isinstance(outcome, Rejected) and outcome.reasons:
-        code = outcome.reasons[0].partition(":")[0]
-        if code in ("bad_crc", "unknown_mn", "wrong_pw"):
-            return code
-    return None
 
 
 def gateway_from_settings(settings: Any, *, registry: Registry, sink: Sink, host: str, port: int,

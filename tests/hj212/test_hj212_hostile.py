@@ -216,7 +216,7 @@ def test_garbage_from_unauthenticated_sources_is_rate_limited_not_stored() -> No
 
 def test_the_refusal_uses_the_requests_crc_not_the_registered_devices() -> None:
     from ingest.hj212.crc import crc_ok
-    from ingest.hj212.gateway import refusal_answer
+    from ingest.hj212.session import refusal_answer
 
     for crc in ("strict", "modbus"):
         [req] = FrameDecoder().feed(encode_frame(guess_frame("ANY", "x", 1)[6:-6], crc=crc))  # type: ignore[arg-type]

@@ -82,26 +82,26 @@ class Hj212Gateway:
         `guard`: failed-login backoff/lockout and the dead-letter rate limit.
         `metrics`: counters (or the registry to put them in). `summary_interval_s`: how
         often dropped dead letters and refused connections are summarised in one log line."""
-        self._ctx = DecodeContext(registry=registry, tz=ZoneInfo(tz), max_future_s=max_future_s)
-        self._reassembler = Reassembler()  # split uploads (PNUM > 1); monitors may reconnect mid-upload
-        self._sink = sink
+        self.decode_ctx = DecodeContext(registry=registry, tz=ZoneInfo(tz), max_future_s=max_future_s)
+        self.reassembler = Reassembler()  # split uploads (PNUM > 1); monitors may reconnect mid-upload
+        self.sink = sink
         self._host, self._port = host, port
-        self._idle_timeout_s = idle_timeout_s
-        self._frame_timeout_s = frame_timeout_s
-        self._write_timeout_s = write_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.frame_timeout_s = frame_timeout_s
+        self.write_timeout_s = write_timeout_s
         self._max_connections = max_connections
-        self._max_frame = max_frame
-        self._max_in_flight = max_in_flight
-        self._max_bad_bytes = max_bad_bytes
+        self.max_frame = max_frame
+        self.max_in_flight = max_in_flight
+        self.max_bad_bytes = max_bad_bytes
         self._clock = clock
         self._max_per_address = max_per_address
-        self._auth_timeout_s = auth_timeout_s
-        self._auth_required = registry.enabled  # no registry = open mode: any MN, no PW
-        self._guard = LoginGuard(guard)
-        policy = self._guard.policy
-        self._limiter = SourceRateLimiter(policy.deadletter_rate, policy.deadletter_burst,
+        self.auth_timeout_s = auth_timeout_s
+        self.auth_required = registry.enabled  # no registry = open mode: any MN, no PW
+        self.guard = LoginGuard(guard)
+        policy = self.guard.policy
+        self.limiter = SourceRateLimiter(policy.deadletter_rate, policy.deadletter_burst,
                                           max_tracked=policy.max_tracked)
-        self._metrics = metrics if isinstance(metrics, GatewayMetrics) else GatewayMetrics(metrics)
+        self.metrics = metrics if isinstance(metrics, GatewayMetrics) else GatewayMetrics(metrics)
         self._summary_interval_s = summary_interval_s
         self._refused_since: dict[str, int] = {}  # reason → connections refused since the last summary
         self._bound_port: int | None = None
@@ -109,8 +109,8 @@ class Hj212Gateway:
         self._connections: set[asyncio.Task[None]] = set()
         self._conns: dict[asyncio.Task[None], Session] = {}  # in accept order
         self._by_address: dict[str, dict[asyncio.Task[None], Session]] = {}
-        self._submitter: ThreadPoolExecutor | None = None
-        self._closing = False
+        self.submitter: ThreadPoolExecutor | None = None
+        self.closing = False
 
     @property
     def bound_port(self) -> int:
@@ -129,7 +129,7 @@ class Hj212Gateway:
     async def serve(self) -> None:
         # One thread calls sink.submit: it may block for backpressure, which must not stall
         # the event loop, and a single thread keeps submissions in arrival order.
-        self._submitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hj212-submit")
+        self.submitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hj212-submit")
         server = await asyncio.start_server(self._handle, self._host, self._port,
                                             backlog=min(self._max_connections, 4096), limit=READ_CHUNK)
         summaries = asyncio.create_task(self._summaries(), name="hj212-summaries")
@@ -141,14 +141,14 @@ class Hj212Gateway:
         finally:
             summaries.cancel()
             server.close()
-            self._closing = True
+            self.closing = True
             for task in list(self._connections):
                 task.cancel()
             await asyncio.gather(*self._connections, summaries, return_exceptions=True)
             self._summarise()
-            self._submitter.shutdown(wait=False, cancel_futures=True)
+            self.submitter.shutdown(wait=False, cancel_futures=True)
             self._ready.clear()
-            self._closing = False
+            self.closing = False
 
     # -- admission -------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class Hj212Gateway:
             self._evict(victim)
         self._conns[conn.task] = conn
         self._by_address.setdefault(conn.address, {})[conn.task] = conn
-        self._metrics.connections.set(len(self._conns))
+        self.metrics.connections.set(len(self._conns))
         return None
 
     def _evict(self, conn: Session) -> None:
@@ -187,10 +187,10 @@ class Hj212Gateway:
             mine.pop(conn.task, None)
             if not mine:
                 del self._by_address[conn.address]
-        self._metrics.connections.set(len(self._conns))
+        self.metrics.connections.set(len(self._conns))
 
     def _count_refused(self, reason: str) -> None:
-        self._metrics.connections_refused.labels(reason).inc()
+        self.metrics.connections_refused.labels(reason).inc()
         self._refused_since[reason] = self._refused_since.get(reason, 0) + 1
 
     # -- one connection --------------------------------------------------------------------
@@ -219,13 +219,13 @@ class Hj212Gateway:
     async def lockout(self, lock: Lockout) -> None:
         """Once per lockout: one log line (no password), a counter, and an event the alert
         engine turns into the `hj212_login_lockout` alert."""
-        self._metrics.lockouts.labels(lock.scope).inc()
-        self._metrics.locked_subjects.set(self._guard.locked_count())
+        self.metrics.lockouts.labels(lock.scope).inc()
+        self.metrics.locked_subjects.set(self.guard.locked_count())
         log.warning("hj212: %s %s locked out for %.0f s after %d failed logins (unknown MN, wrong PW or bad CRC)",
                     "address" if lock.scope == "address" else "MN", lock.subject, lock.lockout_s, lock.failures)
-        assert self._submitter is not None
+        assert self.submitter is not None
         await asyncio.get_running_loop().run_in_executor(
-            self._submitter, self._sink.submit, lockout_outcome(lock, now_ms=self.now_ms()), None)
+            self.submitter, self.sink.submit, lockout_outcome(lock, now_ms=self.now_ms()), None)
 
     async def _summaries(self) -> None:
         while True:
@@ -234,14 +234,14 @@ class Hj212Gateway:
 
     def _summarise(self) -> None:
         """One log line per interval for what floods would otherwise log line by line."""
-        self._metrics.locked_subjects.set(self._guard.locked_count())
-        dropped = self._limiter.take_summary()
+        self.metrics.locked_subjects.set(self.guard.locked_count())
+        dropped = self.limiter.take_summary()
         refused, self._refused_since = self._refused_since, {}
         if dropped:
             top = sorted(dropped.items(), key=lambda kv: -kv[1])[:5]
             log.warning("hj212: %d dead letters from %d unauthenticated source(s) beyond the rate of %g/s were "
                         "counted, not stored, in the last %g s (most: %s)", sum(dropped.values()), len(dropped),
-                        self._guard.policy.deadletter_rate, self._summary_interval_s,
+                        self.guard.policy.deadletter_rate, self._summary_interval_s,
                         ", ".join(f"{a} {n}" for a, n in top))
         if refused:
             log.warning("hj212: connections refused or evicted in the last %g s: %s", self._summary_interval_s,

@@ -22,18 +22,46 @@ import contextlib
 import hmac
 import logging
 import socket
-from typing import TYPE_CHECKING
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from citywatch.model import RawMessage
 from ingest.hj212.codes import ST_SYSTEM, VERSION_SHIFT, Cn, QnRtn
 from ingest.hj212.crc import CrcMode, crc_ok
-from ingest.hj212.decode import Decoded, decode_frame, decode_framing_error, topic_for
+from ingest.hj212.decode import DecodeContext, Decoded, decode_frame, decode_framing_error, topic_for
 from ingest.hj212.framing import Frame, FrameDecoder, FramingError, encode_frame
+from ingest.hj212.guard import Lockout, LoginGuard, SourceRateLimiter
+from ingest.hj212.metrics import GatewayMetrics
 from ingest.hj212.packet import Header, read_header
-from ingest.types import Outcome, Rejected
+from ingest.hj212.reassembly import Reassembler
+from ingest.types import Outcome, Rejected, Sink
 
-if TYPE_CHECKING:
-    from ingest.hj212.gateway import Hj212Gateway
+
+class GatewayParts(Protocol):
+    """What a session shares with its gateway (ingest/hj212/gateway.py): the limits, the
+    login guard, the decode context, metrics, and the one thread that hands outcomes to the
+    sink. A protocol, so this module does not import the gateway that imports it."""
+
+    max_frame: int
+    max_in_flight: int
+    max_bad_bytes: int
+    idle_timeout_s: float
+    frame_timeout_s: float
+    write_timeout_s: float
+    auth_timeout_s: float
+    auth_required: bool
+    closing: bool
+    decode_ctx: DecodeContext
+    reassembler: Reassembler
+    guard: LoginGuard
+    limiter: SourceRateLimiter
+    metrics: GatewayMetrics
+    sink: Sink
+    submitter: ThreadPoolExecutor | None
+
+    def now_ms(self) -> int: ...
+
+    async def lockout(self, lock: Lockout) -> None: ...
 
 log = logging.getLogger("ingest.hj212.gateway")
 
@@ -63,13 +91,13 @@ class Session:
     """One connection: its identity state (what the gateway's admission looks at) and the
     reader and answer-writer tasks."""
 
-    def __init__(self, gw: "Hj212Gateway", task: asyncio.Task[None], writer: asyncio.StreamWriter, peer: str,
+    def __init__(self, gw: GatewayParts, task: asyncio.Task[None], writer: asyncio.StreamWriter, peer: str,
                  address: str, opened: float) -> None:
         self.gw = gw
         self.task, self.writer, self.peer, self.address, self.opened = task, writer, peer, address, opened
         self.mns: set[str | None] = set()  # MNs that logged in on this connection
         self.evicted = False
-        self.pending: asyncio.Queue[_Pending | None] = asyncio.Queue(gw._max_in_flight)
+        self.pending: asyncio.Queue[_Pending | None] = asyncio.Queue(gw.max_in_flight)
 
     @property
     def authenticated(self) -> bool:
@@ -89,14 +117,14 @@ class Session:
             # have half-closed and still be reading), then close.
             await self.pending.put(None)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(answers), self.gw._write_timeout_s)
+                await asyncio.wait_for(asyncio.shield(answers), self.gw.write_timeout_s)
         except (ConnectionError, OSError) as exc:
             if not self.evicted:
                 log.info("hj212: %s connection error: %s", self.peer, exc)
         except asyncio.CancelledError:
             # serve() is shutting down. asyncio.streams logs a cancelled handler task as an
             # error, so end quietly; any other cancellation propagates.
-            if not self.gw._closing:
+            if not self.gw.closing:
                 raise
         finally:
             answers.cancel()
@@ -107,7 +135,7 @@ class Session:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _read_frames(self, reader: asyncio.StreamReader) -> None:
-        decoder = FrameDecoder(max_data=self.gw._max_frame)
+        decoder = FrameDecoder(max_data=self.gw.max_frame)
         loop = asyncio.get_running_loop()
         peer = self.peer
         frame_started = 0.0  # loop time when the decoder last went from empty to holding bytes
@@ -116,17 +144,17 @@ class Session:
         while True:
             settling = False
             if decoder.pending:
-                timeout = max(frame_started + self.gw._frame_timeout_s - loop.time(), 0.0)
-                why = f"slow_sender: frame not completed within {self.gw._frame_timeout_s:g} s"
+                timeout = max(frame_started + self.gw.frame_timeout_s - loop.time(), 0.0)
+                why = f"slow_sender: frame not completed within {self.gw.frame_timeout_s:g} s"
                 if decoder.settleable and not settle_failed and timeout > _SETTLE_S:
                     # Maybe a whole frame sent without CR LF: if nothing follows soon, its CRC decides.
                     timeout, settling = _SETTLE_S, True
             else:
-                timeout, why = self.gw._idle_timeout_s, ""
+                timeout, why = self.gw.idle_timeout_s, ""
             if not self.authenticated:
-                left = max(self.opened + self.gw._auth_timeout_s - loop.time(), 0.0)
+                left = max(self.opened + self.gw.auth_timeout_s - loop.time(), 0.0)
                 if left <= timeout:
-                    timeout, why = left, f"auth_deadline: no logged-in frame within {self.gw._auth_timeout_s:g} s"
+                    timeout, why = left, f"auth_deadline: no logged-in frame within {self.gw.auth_timeout_s:g} s"
                     settling = False
             try:
                 chunk = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
@@ -145,7 +173,7 @@ class Session:
                 for err in decoder.flush(why or "idle timeout"):
                     await self._dispatch(decode_framing_error(err, received_ms=self.gw.now_ms(), peer=peer))
                 reason = why.partition(":")[0] or "idle"
-                self.gw._metrics.connections_closed.labels(reason).inc()
+                self.gw.metrics.connections_closed.labels(reason).inc()
                 # Idle monitors are worth a line; floods of idle connections only count.
                 log.log(logging.DEBUG if reason == "auth_deadline" else logging.INFO,
                         "hj212: closing %s: %s", peer, why or "idle timeout")
@@ -170,10 +198,10 @@ class Session:
                     await self._dispatch(decode_framing_error(item, received_ms=received_ms, peer=peer))
             if restart_timer and decoder.pending:
                 frame_started = loop.time()
-            if bad_bytes + decoder.discarding > self.gw._max_bad_bytes:
+            if bad_bytes + decoder.discarding > self.gw.max_bad_bytes:
                 for err in decoder.flush():
                     await self._dispatch(decode_framing_error(err, received_ms=received_ms, peer=peer))
-                self.gw._metrics.connections_closed.labels("bad_bytes").inc()
+                self.gw.metrics.connections_closed.labels("bad_bytes").inc()
                 log.log(logging.INFO if self.authenticated else logging.DEBUG,
                         "hj212: closing %s after %d bytes that are not HJ 212 frames", peer, bad_bytes)
                 return
@@ -194,23 +222,23 @@ class Session:
         answered uniformly, counted, delayed; a good one marks the connection logged in."""
         h = read_header(frame.data)
         mn = h.mn
-        if self.gw._auth_required and mn not in self.mns:
-            lock = self.gw._guard.locked(self.address, mn)
+        if self.gw.auth_required and mn not in self.mns:
+            lock = self.gw.guard.locked(self.address, mn)
             if lock is not None:
-                self.gw._metrics.locked_frames.inc()
-                self.gw._metrics.connections_closed.labels("locked").inc()
+                self.gw.metrics.locked_frames.inc()
+                self.gw.metrics.connections_closed.labels("locked").inc()
                 reason = (f"locked_out: {'address' if lock.scope == 'address' else 'MN'} {lock.subject} is locked "
                           f"for {lock.lockout_s:.0f} s more after {lock.failures} failed logins; PW not checked")
                 raw = RawMessage(topic_for(mn, self.peer), frame.raw, received_ms, "hj212")
                 await self._dispatch(Decoded(Rejected(raw, (reason,))))
                 return _CLOSE
-        decoded = decode_frame(frame, self.gw._ctx, received_ms=received_ms, peer=self.peer,
-                               reassembler=self.gw._reassembler)
+        decoded = decode_frame(frame, self.gw.decode_ctx, received_ms=received_ms, peer=self.peer,
+                               reassembler=self.gw.reassembler)
         failure = _identity_failure(decoded.outcome)
-        if failure is None or not self.gw._auth_required:
+        if failure is None or not self.gw.auth_required:
             if failure is None and mn not in self.mns:
                 self.mns.add(mn)
-                self.gw._guard.success(self.address, mn)
+                self.gw.guard.success(self.address, mn)
             await self._dispatch(decoded)
             return None
         if failure == "bad_crc" and mn in self.mns:
@@ -218,8 +246,8 @@ class Session:
             return None
         if failure == "unknown_mn":
             hmac.compare_digest((h.get("PW") or "").encode(), _DUMMY_PW)  # the same work as a wrong PW
-        self.gw._metrics.auth_failures.inc()
-        verdict = self.gw._guard.failure(self.address, mn)
+        self.gw.metrics.auth_failures.inc()
+        verdict = self.gw.guard.failure(self.address, mn)
         for lock in verdict.lockouts:
             await self.gw.lockout(lock)
         answer = refusal_answer(h, frame) if h.wants_answer and verdict.answer else None
@@ -227,7 +255,7 @@ class Session:
             await asyncio.sleep(verdict.delay_s)  # the answer, and this connection, wait
         await self._dispatch(Decoded(decoded.outcome, answer))
         if verdict.close:
-            self.gw._metrics.connections_closed.labels("locked" if verdict.lockouts or not verdict.answer
+            self.gw.metrics.connections_closed.labels("locked" if verdict.lockouts or not verdict.answer
                                                     else "backoff").inc()
             return _CLOSE
         return None
@@ -237,9 +265,9 @@ class Session:
         durable: asyncio.Future[bool] = loop.create_future()
         outcome: Outcome = decoded.outcome
         if (not self.authenticated and isinstance(outcome, Rejected)
-                and not self.gw._limiter.allow(self.address)):
+                and not self.gw.limiter.allow(self.address)):
             # Beyond the per-source rate: counted (metrics, the summary line), not stored.
-            self.gw._metrics.deadletters_dropped.inc()
+            self.gw.metrics.deadletters_dropped.inc()
             durable.set_result(True)
             await self.pending.put((durable, decoded.answer))
             return
@@ -250,8 +278,8 @@ class Session:
 
         # Queue first: a full queue pauses reading before anything more is submitted.
         await self.pending.put((durable, decoded.answer))
-        assert self.gw._submitter is not None
-        await loop.run_in_executor(self.gw._submitter, self.gw._sink.submit, outcome, on_durable)
+        assert self.gw.submitter is not None
+        await loop.run_in_executor(self.gw.submitter, self.gw.sink.submit, outcome, on_durable)
 
     async def _write_answers(self) -> None:
         # Keeps draining `pending` even after the socket broke, so the reader never blocks
@@ -267,7 +295,7 @@ class Session:
                 continue
             self.writer.write(answer)
             try:
-                await asyncio.wait_for(self.writer.drain(), self.gw._write_timeout_s)
+                await asyncio.wait_for(self.writer.drain(), self.gw.write_timeout_s)
             except (TimeoutError, ConnectionError, OSError):
                 log.info("hj212: %s does not read its answers; closing", self.peer)
                 self.writer.close()

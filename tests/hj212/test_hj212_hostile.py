@@ -84,7 +84,7 @@ def test_300_wrong_passwords_are_not_all_answered_and_the_monitor_keeps_working(
                 assert await stranger.exchange(REALTIME) == b""  # locked MN, right PW: not even checked
                 for c in (monitor, again, stranger):
                     c.close()
-                m: GatewayMetrics = gw._metrics
+                m: GatewayMetrics = gw.metrics
                 assert m.lockouts.labels("address")._value.get() == 1
                 assert m.lockouts.labels("mn")._value.get() == 1
                 assert m.auth_failures._value.get() == FAST.max_failures  # nothing after the lockout was checked
@@ -166,7 +166,7 @@ def test_2500_idle_connections_from_one_address_do_not_keep_a_monitor_out() -> N
                             break
                         await asyncio.sleep(0.1)
                     assert gw.connections == 2
-                    m: GatewayMetrics = gw._metrics
+                    m: GatewayMetrics = gw.metrics
                     assert m.connections_refused.labels("evicted")._value.get() >= 2500 - 256
                     assert m.connections_closed.labels("auth_deadline")._value.get() >= 1
                     monitor.close()
@@ -208,7 +208,7 @@ def test_garbage_from_unauthenticated_sources_is_rate_limited_not_stored() -> No
                 monitor.close()
                 assert from_(MONITOR) == 50
                 stored = from_(ATTACKER)
-                dropped = gw._metrics.deadletters_dropped._value.get()
+                dropped = gw.metrics.deadletters_dropped._value.get()
                 assert stored + dropped == 10_000
                 assert 20 <= stored <= 20 + 60  # the burst, plus 1/s for the seconds this took
         run(main())

@@ -127,7 +127,7 @@ def load_kinds(path: Path = KINDS_FILE) -> dict[str, KindSpec]:
 
 def _typed_dict(name: str, fields: dict[str, Any]) -> Any:
     """A TypedDict with our strict config; fields are optional unless marked `Required`."""
-    cls = TypedDict(name, fields, total=False)  # type: ignore[misc, operator]
+    cls = TypedDict(name, fields, total=False)  # type: ignore[misc]
     cls.__pydantic_config__ = _STRICT_DICT  # type: ignore[attr-defined]
     return cls
 
@@ -137,7 +137,7 @@ def _event_union(members: list[Any]) -> Any:
         return None
     if len(members) == 1:
         return members[0]
-    return Annotated[Union[tuple(members)], Field(discriminator="type")]  # type: ignore[arg-type]
+    return Annotated[Union[tuple(members)], Field(discriminator="type")]
 
 
 def _build(spec: KindSpec) -> KindValidators:
@@ -152,7 +152,7 @@ def _build(spec: KindSpec) -> KindValidators:
         "ts": Required[StrictInt | StrictStr], "seq": NotRequired[_Seq | None], "values": Required[values_dict]})
     event_models, event_dicts = [], []
     for etype, attrs in spec.events.items():
-        fields: dict[str, Any] = {"type": (Literal[etype], ...)}  # type: ignore[valid-type]
+        fields: dict[str, Any] = {"type": (Literal[etype], ...)}
         dict_fields: dict[str, Any] = {"ts": Required[StrictInt | StrictStr], "type": Required[Literal[etype]]}
         for n, f in attrs.items():
             fields[n] = (f.annotation(), ...) if f.required else (f.annotation(), None)

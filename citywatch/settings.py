@@ -450,7 +450,7 @@ def _check_bindable(name: str, host: str, port: int) -> None:
         except OSError as exc:
             hint = {errno.EADDRINUSE: "choose a free port or stop what holds it",
                     errno.EADDRNOTAVAIL: "use an address of this machine (or 0.0.0.0)",
-                    errno.EACCES: "ports below 1024 need privileges; use a higher one"}.get(exc.errno, "")
+                    errno.EACCES: "ports below 1024 need privileges; use a higher one"}.get(exc.errno or 0, "")
             raise ConfigError(f"{name}: cannot listen on {host}:{port} ({exc.strerror})"
                               + (f"; {hint}" if hint else "")) from None
 

@@ -14,8 +14,9 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from citywatch.errors import ConfigError
 from citywatch.influx import InfluxClient
@@ -33,6 +34,9 @@ from ingest.spool import Spool
 from ingest.workers import PoolCollector, WorkerPool, start_ingest_processes
 from ingest.writer import InfluxWriter
 
+if TYPE_CHECKING:
+    from ingest.hj212.gateway import Hj212Gateway
+
 log = logging.getLogger("citywatch.service")
 
 
@@ -49,7 +53,8 @@ class Ingest:
     influx: InfluxClient
     writer: InfluxWriter
     consumer: MqttConsumer | None
-    extra_tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Coroutines, not any awaitable: each becomes a task of the service's TaskGroup.
+    extra_tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     workers: "WorkerPool | None" = None  # MQTT ingest in worker processes instead of `consumer`
     disk: DiskWatch | None = None
     alert_store: object | None = None  # the alert engine's AlertStore, for /health and /metrics
@@ -174,7 +179,7 @@ def _parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _hj212_gateway(settings: Settings, ingest: Ingest, listen: str):
+def _hj212_gateway(settings: Settings, ingest: Ingest, listen: str) -> Hj212Gateway:
     from ingest.hj212.gateway import gateway_from_settings
 
     host, port = _parse_listen(listen)

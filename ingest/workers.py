@@ -35,12 +35,17 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from multiprocessing.connection import Connection
 
 from citywatch.model import Event, Reading
 from citywatch.settings import Settings
 from citywatch.stream import ValidatedStream
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("citywatch.ingest.workers")
 _PR_SET_PDEATHSIG = 1
@@ -93,12 +98,17 @@ def _die_with_parent() -> None:
         pass
 
 
-def _encode(readings, events) -> tuple[list, list]:
+# A reading / an event as plain tuples: what crosses the pipe (pickled, smaller than the dataclass).
+_ReadingRow = tuple[str, str, str, int, dict[str, float | bool], int | None, dict[str, str]]
+_EventRow = tuple[str, str, str, int, str, dict[str, float | bool | str]]
+
+
+def _encode(readings: Iterable[Reading], events: Iterable[Event]) -> tuple[list[_ReadingRow], list[_EventRow]]:
     return ([(r.kind, r.site, r.device, r.ts_ms, r.values, r.seq, r.quality) for r in readings],
             [(e.kind, e.site, e.device, e.ts_ms, e.type, e.attributes) for e in events])
 
 
-def _decode(readings, events) -> tuple[list[Reading], list[Event]]:
+def _decode(readings: list[_ReadingRow], events: list[_EventRow]) -> tuple[list[Reading], list[Event]]:
     return [Reading(*r) for r in readings], [Event(*e) for e in events]
 
 
@@ -115,7 +125,7 @@ def worker_main(index: int, conn: Connection, forward: bool, data_dir: str, shar
     ingest = build_ingest(settings)
     send_lock = threading.Lock()
 
-    def send(message) -> None:
+    def send(message: tuple[object, ...]) -> None:
         with send_lock:
             conn.send(message)
 
@@ -174,7 +184,8 @@ class _Worker:
     index: int
     process: mp.process.BaseProcess | None = None
     conn: Connection | None = None
-    snapshot: dict = field(default_factory=dict)
+    # The worker's last report over the pipe: bools, numbers and the "storage" dict mixed.
+    snapshot: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
 
 
@@ -243,7 +254,7 @@ class WorkerPool:
         """SIGTERM every worker (each commits, acks and flushes), then wait for them."""
         self._stopping = True
         for w in self.workers:
-            if w.process is not None and w.process.is_alive():
+            if w.process is not None and w.process.pid is not None and w.process.is_alive():
                 os.kill(w.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for w in self.workers:
@@ -299,7 +310,7 @@ class PoolCollector:
     def __init__(self, pool: WorkerPool) -> None:
         self._pool = pool
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         families: dict[str, CounterMetricFamily] = {}  # one per name, a sample per label set

@@ -24,8 +24,7 @@ import hmac
 import logging
 import socket
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
 
@@ -34,6 +33,7 @@ from prometheus_client import CollectorRegistry
 from citywatch.errors import ConfigError
 from citywatch.model import RawMessage
 from citywatch.registry import Registry
+from citywatch.settings import Settings
 from ingest.hj212.codes import ST_SYSTEM, VERSION_SHIFT, Cn, QnRtn
 from ingest.hj212.crc import CrcMode, crc_ok
 from ingest.hj212.decode import DecodeContext, Decoded, decode_frame, decode_framing_error, topic_for
@@ -364,7 +364,7 @@ class Hj212Gateway:
                         "hj212: closing %s after %d bytes that are not HJ 212 frames", peer, bad_bytes)
                 return
 
-    async def _unread(self, rest: list[Frame | FramingError], decoder: FrameDecoder, conn: _Conn,
+    async def _unread(self, rest: Sequence[Frame | FramingError], decoder: FrameDecoder, conn: _Conn,
                       received_ms: int, pending: asyncio.Queue[_Pending | None]) -> None:
         """What arrived after the frame that closed the connection: not checked, but still a
         dead letter each (or, beyond the rate of an unauthenticated source, counted)."""
@@ -513,7 +513,7 @@ def _identity_failure(outcome: Outcome) -> str | None:
     return None
 
 
-def gateway_from_settings(settings: Any, *, registry: Registry, sink: Sink, host: str, port: int,
+def gateway_from_settings(settings: Settings, *, registry: Registry, sink: Sink, host: str, port: int,
                           metrics: CollectorRegistry | None = None) -> "Hj212Gateway":
     """The gateway as the `CW_HJ212_*` settings configure it (citywatch/settings.py)."""
     policy = GuardPolicy(max_failures=settings.hj212_lockout_after, backoff_after=settings.hj212_backoff_after,

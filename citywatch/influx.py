@@ -190,7 +190,7 @@ class InfluxClient:
     async def query(self, influxql: str, *, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run InfluxQL through `/query` (1.x, and 2.x's v1 compatibility API); return the
         series of the first statement as a list of {"name", "tags", "columns", "values"}."""
-        qp: dict[str, Any] = {"db": self.database, "q": influxql, "epoch": "ms"}
+        qp: dict[str, Any] = {"db": self.database, "q": influxql, "epoch": "ms"}  # JSON both ways: Any
         if params:
             qp["params"] = json.dumps(params)
         try:

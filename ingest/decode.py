@@ -217,6 +217,7 @@ def _brief(n: int) -> str:
     return text if len(text) <= 20 else f"{text[:12]}… ({len(text.lstrip('-'))} digits)"
 
 
+# Any: pydantic-core returns the plain dicts and lists of JSON (checked by the schema, typed by nobody).
 _ValidateJson = Callable[[bytes], Any]
 
 

@@ -53,7 +53,8 @@ class Ingest:
     influx: InfluxClient
     writer: InfluxWriter
     consumer: MqttConsumer | None
-    # Coroutines, not any awaitable: each becomes a task of the service's TaskGroup.
+    # Coroutines, not any awaitable: each becomes a task of the service's TaskGroup (the
+    # Anys are a coroutine's send and yield types, which nobody uses).
     extra_tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     workers: "WorkerPool | None" = None  # MQTT ingest in worker processes instead of `consumer`
     disk: DiskWatch | None = None

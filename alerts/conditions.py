@@ -1,5 +1,5 @@
 """Conditions: one condition of a rule judged on a device's window at a time, and the one
-threshold lookup (`lookup_threshold`; alerts/guard.py derives its static bounds from it).
+threshold lookup (`alerts.threshold.lookup_threshold`, which alerts/guard.py uses too).
 
 A condition reads the device's series for its field through a rolling cursor (exact
 running aggregates, alerts/window.py); numpy's aggregate decides whenever the rolling
@@ -10,50 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from alerts.plan import CompiledCond, Device
 from alerts.rules import Cond, Threshold
+from alerts.threshold import lookup_threshold
 from alerts.window import Series
 
-if TYPE_CHECKING:  # plan.py imports this module
-    from alerts.plan import CompiledCond, Device
-
 _NO_PARAMS: Mapping[str, Any] = {}
-
-
-def lookup_threshold(spec: Threshold, params: Mapping[str, Any], series: Series | None, t: int, *,
-                     data: bool = True) -> float | None:
-    """A threshold's value for a device at time t: the literal value, else the device's
-    registry parameter (`params`), else the rolling `baseline` of the same field (`series`,
-    x factor, at least `floor`), else `default`; `offset` is added last. None when nothing
-    gives a value. With `data=False`, a threshold with a baseline is None (it moves with
-    the data): the data-independent bound the guards use."""
-    if spec.value is not None:
-        return spec.value + spec.offset
-    if spec.param:
-        p = params.get(spec.param)
-        if isinstance(p, (int, float)) and not isinstance(p, bool):
-            return float(p) + spec.offset
-    if spec.baseline is not None:
-        if not data:
-            return None
-        if series is not None:
-            b = spec.baseline
-            wms = int(b.window * 1000)
-            roll = series.rolling((b.agg, wms, None), b.agg)
-            agg = roll.query(t - wms, t, b.min_coverage * b.window * 1000)
-            if agg is not None:
-                if b.agg == "mean":
-                    agg = roll.numpy_value()  # a threshold is shown in alerts: numpy's mean, as always
-                base = agg * b.factor
-                if spec.floor is not None:
-                    base = max(base, spec.floor)
-                return base + spec.offset
-            if spec.default is None:
-                return None
-    if spec.default is None:
-        return None
-    return spec.default + spec.offset
 
 
 @dataclass(frozen=True, slots=True)

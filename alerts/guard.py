@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from alerts.conditions import lookup_threshold
+from alerts.threshold import lookup_threshold
 from alerts.window import Series
 
 NEVER = -(1 << 62)  # "no such sample": older than any window
@@ -124,7 +124,7 @@ class Jump:
 def static_threshold(spec: Any, params: dict[str, Any]) -> float | None:
     """A threshold's value for a device when it does not depend on the data (literal,
     registry parameter or default); None when a baseline decides: the engine's own
-    lookup (`alerts.conditions.lookup_threshold`) without the data."""
+    lookup (`alerts.threshold.lookup_threshold`) without the data."""
     return None if spec is None else lookup_threshold(spec, params, None, 0, data=False)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerts.conditions import lookup_threshold
+from alerts.threshold import lookup_threshold
 from alerts.guard import Hot, Jump, cold_interval
 from alerts.rules import Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, ThresholdRule
 from alerts.window import Series

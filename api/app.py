@@ -21,7 +21,7 @@ from api.auth import TokenStore
 from api.deps import AppContext, Limits
 from api.routes import alerts, compliance, dashboard, deadletters, health, me, metrics, readings, rules, series
 from api.routes.dashboard import STATIC
-from api.routes.metrics import ApiMetrics, MetricsMiddleware
+from api.metrics import ApiMetrics, MetricsMiddleware
 from citywatch.schema import kinds
 
 DESCRIPTION = """

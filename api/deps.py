@@ -25,7 +25,7 @@ from citywatch.topics import is_identifier
 
 if TYPE_CHECKING:  # for the type checker only: at run time api needs none of these modules
     from alerts.engine import AlertEngine
-    from api.routes.metrics import ApiMetrics
+    from api.metrics import ApiMetrics
     from citywatch.settings import Settings
     from ingest.service import Ingest
 

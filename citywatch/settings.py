@@ -7,7 +7,6 @@ without the prefix); the environment wins.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import re
 import tomllib
@@ -132,16 +131,10 @@ class Settings(BaseSettings):
     @field_validator("rule_pack", mode="after")
     @classmethod
     def _pack_name(cls, v: str) -> str:
-        # a folder under alerts/rules/packs/ (package data of the same distribution), found
-        # without importing the alerts package, so a wrong pack stops `citywatch run` at once
+        # the form only: whether such a pack ships is the application's start-up check
+        # (app/preflight.py), which may look into the alerts package this one sits below
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
             raise ValueError("must be a pack name like default, hebei, shanghai")
-        spec = importlib.util.find_spec("alerts")
-        if v != "default" and spec is not None and spec.submodule_search_locations:
-            packs = Path(next(iter(spec.submodule_search_locations))) / "rules" / "packs"
-            if not (packs / v).is_dir():
-                known = ", ".join(["default", *sorted(p.name for p in packs.iterdir() if p.is_dir())])
-                raise ValueError(f"{v!r} is not a shipped rule pack ({known})")
         return v
 
     @field_validator("influx_token_file", mode="after")
@@ -281,63 +274,6 @@ class Settings(BaseSettings):
                 raise _SettingError("influx_org", "CW_INFLUX_API=v2 needs CW_INFLUX_ORG (the organisation name)")
         return self
 
-    def preflight(self) -> None:
-        """The checks that need more than the values themselves: API tokens, rule files,
-        the device registry, the TLS key pair, the data directory. `citywatch run` calls it
-        before it starts any process or opens any connection. Raises ConfigError naming
-        the setting."""
-        if self.alerts_enabled:
-            from alerts.rules import load_rules
-
-            try:
-                load_rules(self.rules_dir)
-            except ConfigError as exc:
-                lines = str(exc).splitlines()
-                more = f" (and {len(lines) - 2} more; run `citywatch rules check`)" if len(lines) > 2 else ""
-                raise ConfigError(f"CW_RULES_DIR: {' '.join(x.strip() for x in lines[:2])}{more}") from None
-        districts: frozenset[str] | None = None
-        if self.devices_file is not None:
-            from citywatch.registry import Registry
-
-            try:
-                registry_doc = tomllib.loads(self.devices_file.read_text("utf-8"))
-                unknown = sorted(set(registry_doc) - {"device"})
-                if unknown:  # e.g. [[devices]]: read as an empty registry, every device refused
-                    raise ConfigError(f"CW_DEVICES_FILE: {self.devices_file} has {unknown[0]!r} where only "
-                                      "[[device]] tables belong (see deploy/devices.toml)")
-                districts = Registry.load(self.devices_file).districts
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"CW_DEVICES_FILE: cannot read {self.devices_file}: {exc}") from None
-            except ConfigError as exc:
-                text = str(exc)
-                raise ConfigError(text if text.startswith("CW_DEVICES_FILE") else f"CW_DEVICES_FILE: {text}") from None
-        # after the registry: a token's districts must be districts of the registry
-        if self.api_tokens is not None and self.api_tokens.get_secret_value().strip():
-            from api.auth import TokenStore
-
-            try:
-                TokenStore.parse(self.api_tokens.get_secret_value(), districts)
-            except ConfigError as exc:
-                raise ConfigError(f"{exc}; the form is token=role[:name][:district|...],... with roles viewer, operator, admin "
-                                  "and tokens of at least 8 characters (e.g. `openssl rand -hex 16`)") from None
-        if self.api_tls_cert is not None and self.api_tls_key is not None:
-            import ssl
-
-            try:
-                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.api_tls_cert, self.api_tls_key)
-            except (ssl.SSLError, OSError) as exc:
-                raise ConfigError(f"CW_API_TLS_CERT / CW_API_TLS_KEY: cannot load the key pair ({exc.__class__.__name__}: "
-                                  f"{getattr(exc, 'reason', None) or exc}); give a PEM certificate and its private key") from None
-        api_served = self.api_tokens is not None and bool(self.api_tokens.get_secret_value().strip())
-        for name, listen in (("CW_API_HOST / CW_API_PORT", (self.api_host.strip("[]"), self.api_port) if api_served else None),
-                             ("CW_HJ212_LISTEN", parse_listen(self.hj212_listen) if self.hj212_listen else None)):
-            if listen is not None:
-                _check_bindable(name, *listen)
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"CW_DATA_DIR: cannot create {self.data_dir} ({exc.strerror}); choose a writable directory") from None
-
     @classmethod
     def load(cls, **overrides: object) -> "Settings":
         """Environment first, then an optional TOML file (`CW_CONFIG`), then defaults."""
@@ -429,32 +365,6 @@ def _check_host(host: str) -> None:
         pass
     if not _HOSTNAME.match(bare):
         raise ValueError(f"{host[:100]!r} is neither an IP address nor a host name: use e.g. 127.0.0.1 or 0.0.0.0")
-
-
-def _check_bindable(name: str, host: str, port: int) -> None:
-    """Bind and release the address the service will listen on: a port in use or an address
-    that is not this machine's is a start-up error, not a traceback after the ingest
-    process has started. (Something may still take the port in between; rare.)"""
-    import errno
-    import socket
-
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ConfigError(f"{name}: cannot resolve {host!r} ({exc.strerror}); use an address of this machine") from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio and uvicorn bind
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            hint = {errno.EADDRINUSE: "choose a free port or stop what holds it",
-                    errno.EADDRNOTAVAIL: "use an address of this machine (or 0.0.0.0)",
-                    errno.EACCES: "ports below 1024 need privileges; use a higher one"}.get(exc.errno or 0, "")
-            raise ConfigError(f"{name}: cannot listen on {host}:{port} ({exc.strerror})"
-                              + (f"; {hint}" if hint else "")) from None
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -14,9 +14,9 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from citywatch.errors import ConfigError
 from citywatch.influx import InfluxClient
@@ -31,13 +31,62 @@ from ingest.decode import Decoder
 from ingest.disk import DiskWatch, deadletter_quota, usage
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
-from ingest.workers import PoolCollector, WorkerPool, start_ingest_processes
 from ingest.writer import InfluxWriter
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from ingest.hj212.gateway import Hj212Gateway
 
 log = logging.getLogger("citywatch.service")
+
+
+class IngestProcesses(Protocol):
+    """MQTT ingest running in processes of its own (`ingest.workers.WorkerPool`), as this
+    process sees them: their health for /health, their counters for /metrics, their
+    validated readings for the alert engine."""
+
+    @property
+    def intake_paused(self) -> bool: ...
+    @property
+    def storage(self) -> dict[str, str]: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def backlog_lines(self) -> int: ...
+    @property
+    def writers_ok(self) -> bool: ...
+    def totals(self) -> dict[str, float]: ...
+    def collector(self) -> Collector: ...
+    def open_stream(self, stream: ValidatedStream) -> None: ...
+    async def supervise(self) -> None: ...
+    def stop(self, timeout: float = 60.0) -> None: ...
+
+
+class HttpServer(Protocol):
+    """The HTTP API's server (uvicorn's `Server`), as the shutdown order needs it."""
+
+    should_exit: bool
+
+    async def serve(self) -> None: ...
+
+
+@dataclass
+class Attachments:
+    """What the application layer runs beside the pipeline — the alert engine, the HTTP
+    API — known here only by this shape, so that ingest never imports the layers above
+    it. `run_service` starts the tasks with its own, stops the server first at shutdown
+    (after `before_server_stop`, which ends open SSE streams), and calls `aclose` last."""
+
+    tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)
+    server: HttpServer | None = None
+    before_server_stop: Callable[[], None] | None = None
+    aclose: Callable[[], Awaitable[None]] | None = None
+
+
+# Called once the pipeline is built and before the first commit, so that whatever it
+# subscribes to the validated stream sees every reading.
+Attach = Callable[["Ingest"], Attachments]
 
 
 @dataclass
@@ -56,7 +105,7 @@ class Ingest:
     # Coroutines, not any awaitable: each becomes a task of the service's TaskGroup (the
     # Anys are a coroutine's send and yield types, which nobody uses).
     extra_tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
-    workers: "WorkerPool | None" = None  # MQTT ingest in worker processes instead of `consumer`
+    workers: IngestProcesses | None = None  # MQTT ingest in worker processes instead of `consumer`
     disk: DiskWatch | None = None
     alert_store: object | None = None  # the alert engine's AlertStore, for /health and /metrics
 
@@ -153,26 +202,6 @@ async def _report(ingest: Ingest, every_s: float = 30.0) -> None:
         last = summary
 
 
-def _alert_store_metrics(ingest: Ingest) -> None:
-    """/metrics: whether the alert state's writes fail, and how many wait in memory."""
-    from prometheus_client.core import GaugeMetricFamily
-
-    store = ingest.alert_store
-
-    class _Collector:
-        def collect(self):
-            failing = GaugeMetricFamily("citywatch_alert_state_failing",
-                                        "1 while alert state writes fail (disk full); they wait in memory")
-            failing.add_metric([], 1.0 if getattr(store, "failing", None) else 0.0)
-            yield failing
-            held = GaugeMetricFamily("citywatch_alert_state_deferred",
-                                     "Alert state transactions held in memory until the disk takes them")
-            held.add_metric([], float(getattr(store, "deferred_count", 0)))
-            yield held
-
-    ingest.metrics.registry.register(_Collector())
-
-
 def _parse_listen(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
@@ -200,26 +229,6 @@ def check_hj212_startup(settings: Settings, listen: str | None) -> None:
     require_identity(Registry.load(settings.devices_file), open_mode=settings.hj212_open)
 
 
-def _api_server(settings: Settings, ingest: Ingest, engine):
-    """The HTTP API and dashboard under uvicorn, or None with a log line saying how to enable it."""
-    if settings.api_tokens is None or not settings.api_tokens.get_secret_value().strip():
-        log.info("HTTP API not served: set CW_API_TOKENS='token=admin,...' (roles viewer, operator, admin)")
-        return None
-    import uvicorn
-
-    from api.app import create_app, is_loopback_host, server_config
-
-    app = create_app(settings=settings, ingest=ingest, engine=engine)
-    config = server_config(app, settings)
-    if settings.api_tls_cert is None and not is_loopback_host(settings.api_host):
-        log.warning("the HTTP API listens on %s without TLS: bearer tokens cross the network in clear text. Set "
-                    "CW_API_TLS_CERT and CW_API_TLS_KEY, or keep it behind a TLS-terminating reverse proxy on a "
-                    "private network (see api/README.md)", settings.api_host)
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours stop everything in order
-    return server
-
-
 def _settle_heap() -> None:
     """Move everything built so far (imported modules, pydantic schemas, rules, loaded
     state: several hundred thousand objects) out of the garbage collector's sight.
@@ -238,39 +247,24 @@ def _settle_heap() -> None:
 
 
 async def run_service(settings: Settings, *, ingest: Ingest | None = None, started: asyncio.Event | None = None,
-                      alerts: bool = True, api: bool = True, hj212_listen: str | None = None,
-                      mqtt: bool = True, watch=None, workers: WorkerPool | None = None) -> None:
+                      attach: Attach | None = None, hj212_listen: str | None = None, mqtt: bool = True,
+                      watch: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None,
+                      workers: IngestProcesses | None = None) -> None:
     """Run until SIGTERM/SIGINT (or `watch(stop)` sets stop), then shut down in order:
     stop intake → commit and ack what is pending → flush the spool to InfluxDB (bounded).
 
     `workers`: MQTT ingest processes the caller started already (`citywatch run` starts
-    them first thing); without `ingest` or `workers`, they are started here as configured."""
-    with_alerts = alerts and settings.alerts_enabled
+    them first thing, `app.service`); then this process takes no MQTT input itself.
+    `attach`: what runs beside the pipeline (the alert engine and the API, `app.service`)."""
     try:
         check_hj212_startup(settings, hj212_listen or settings.hj212_listen)
-    except BaseException:
-        if workers is not None:
-            workers.stop()
-        raise
-    if ingest is None and mqtt and workers is None:
-        workers = start_ingest_processes(settings, forward=with_alerts)
-    try:
         if ingest is None:
             # With workers, MQTT ingest happens in their processes, not in this one.
             ingest = build_ingest(settings, mqtt=mqtt and workers is None)
         if workers is not None:
             ingest.workers = workers
-            ingest.metrics.registry.register(PoolCollector(workers))
-        engine = None
-        alert_tasks: list = []
-        if with_alerts:
-            from alerts import build_alerting
-
-            # Subscribe before the first commit so that the engine sees every reading.
-            engine, alert_tasks = build_alerting(settings, registry=ingest.registry, sink=ingest.committer,
-                                                 stream=ingest.stream.subscribe(max_batches=1024))
-            ingest.alert_store = engine.store
-            _alert_store_metrics(ingest)
+            ingest.metrics.registry.register(workers.collector())
+        attached = attach(ingest) if attach is not None else Attachments()
         if workers is not None:
             workers.open_stream(ingest.stream)
     except BaseException:
@@ -282,7 +276,7 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
     if ingest.disk is not None:  # what a disk pause holds back in this process (named in its log lines)
         ingest.disk.inputs = " and ".join(name for name, on in (("MQTT", ingest.consumer is not None),
                                                                  ("HJ 212", gateway is not None)) if on)
-    server = _api_server(settings, ingest, engine) if api else None
+    server = attached.server
     _settle_heap()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -301,7 +295,7 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
             tasks = [tg.create_task(ingest.disk.run(), name="disk"),
                      tg.create_task(_report(ingest), name="report")]
             tasks += [tg.create_task(factory()) for factory in ingest.extra_tasks]
-            tasks += [tg.create_task(coro, name="alerts") for coro in alert_tasks]
+            tasks += [tg.create_task(coro, name="attached") for coro in attached.tasks]
             await asyncio.sleep(0)  # let the tasks subscribe to the stream before any commit
             ingest.committer.start()
             if ingest.consumer is not None:
@@ -325,8 +319,8 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
             await stop.wait()
             log.info("shutting down: committing and acknowledging pending messages")
             if server is not None:
-                # Open SSE streams would keep uvicorn waiting: end them first.
-                server.config.app.state.shutdown_streams()
+                if attached.before_server_stop is not None:
+                    attached.before_server_stop()
                 server.should_exit = True
                 await api_task
             if ingest.consumer is not None:
@@ -352,7 +346,7 @@ async def run_service(settings: Settings, *, ingest: Ingest | None = None, start
         flushed = await ingest.writer.flush(timeout_s=10.0)
         log.info("stopped; %s", "spool drained" if flushed else
                  f"{ingest.spool.backlog_lines} lines stay spooled for the next start")
-        if engine is not None:
-            await engine.aclose()
+        if attached.aclose is not None:
+            await attached.aclose()
         await ingest.influx.aclose()
         ingest.close()

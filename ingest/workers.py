@@ -27,7 +27,6 @@ larger of that and the setting is used.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import logging
 import multiprocessing as mp
@@ -35,20 +34,19 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from multiprocessing.connection import Connection
 
-from citywatch.model import Event, Reading
 from citywatch.settings import Settings
 from citywatch.stream import ValidatedStream
+from ingest.worker_process import decode_batch, is_total, worker_main
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("citywatch.ingest.workers")
-_PR_SET_PDEATHSIG = 1
 
 
 def worker_count(settings: Settings) -> int:
@@ -90,94 +88,6 @@ def start_ingest_processes(settings: Settings, *, forward: bool) -> "WorkerPool 
     return pool
 
 
-# -- the worker process -----------------------------------------------------------------
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the pipe's EOF still stops the worker
-        pass
-
-
-# A reading / an event as plain tuples: what crosses the pipe (pickled, smaller than the dataclass).
-_ReadingRow = tuple[str, str, str, int, dict[str, float | bool], int | None, dict[str, str]]
-_EventRow = tuple[str, str, str, int, str, dict[str, float | bool | str]]
-
-
-def _encode(readings: Iterable[Reading], events: Iterable[Event]) -> tuple[list[_ReadingRow], list[_EventRow]]:
-    return ([(r.kind, r.site, r.device, r.ts_ms, r.values, r.seq, r.quality) for r in readings],
-            [(e.kind, e.site, e.device, e.ts_ms, e.type, e.attributes) for e in events])
-
-
-def _decode(readings: list[_ReadingRow], events: list[_EventRow]) -> tuple[list[Reading], list[Event]]:
-    return [Reading(*r) for r in readings], [Event(*e) for e in events]
-
-
-def worker_main(index: int, conn: Connection, forward: bool, data_dir: str, shared: bool = True) -> None:
-    """Entry point of worker `index` (a spawned process; settings come from the environment)."""
-    _die_with_parent()
-    from citywatch.logs import setup_logging
-    from ingest.service import build_ingest, run_service
-
-    # MQTT only: the HJ 212 gateway and the API belong to the main process (the same
-    # environment names their port; binding it twice would kill this worker at start).
-    settings = Settings.load(worker_index=index, worker_shared=shared, data_dir=data_dir, hj212_listen=None)
-    setup_logging(settings.log_level, settings.log_format)
-    ingest = build_ingest(settings)
-    send_lock = threading.Lock()
-
-    def send(message: tuple[object, ...]) -> None:
-        with send_lock:
-            conn.send(message)
-
-    async def forward_stream() -> None:
-        sub = ingest.stream.subscribe(max_batches=64)
-        async for batch in sub:
-            await asyncio.to_thread(send, ("batch", *_encode(batch.readings, batch.events)))
-
-    async def report() -> None:
-        while True:
-            consumer = ingest.consumer
-            snap = {"connected": bool(consumer and consumer.connected.is_set()),
-                    "backlog": ingest.spool.backlog_lines, "writer_ok": bool(ingest.writer.healthy),
-                    "intake_paused": ingest.committer.paused_reason is not None, "storage": ingest.storage,
-                    **{k: v for k, v in ingest.metrics.snapshot().items() if _is_total(k)}}
-            await asyncio.to_thread(send, ("metrics", snap))
-            await asyncio.sleep(1.0)
-
-    async def watch_parent(stop: asyncio.Event) -> None:
-        # EOF on the pipe: the main process is gone (or closed it to stop us). A daemon
-        # thread, not the executor: a blocked executor thread would keep the worker from
-        # exiting after a normal stop.
-        loop = asyncio.get_running_loop()
-        done = asyncio.Event()
-
-        def wait() -> None:
-            _wait_eof(conn)
-            loop.call_soon_threadsafe(done.set)
-
-        threading.Thread(target=wait, name="cw-parent-watch", daemon=True).start()
-        await done.wait()
-        stop.set()
-
-    if forward:
-        ingest.extra_tasks.append(forward_stream)
-    ingest.extra_tasks.append(report)
-    asyncio.run(run_service(settings, ingest=ingest, alerts=False, api=False, watch=watch_parent))
-
-
-def _is_total(key: str) -> bool:
-    """A counter's sample key, labels or not: `name_total` or `name_total{label=value}`."""
-    return key.partition("{")[0].endswith("_total")
-
-
-def _wait_eof(conn: Connection) -> None:
-    try:
-        while True:
-            conn.recv()
-    except (EOFError, OSError):
-        return
-
-
 # -- the main process's side ------------------------------------------------------------
 @dataclass
 class _Worker:
@@ -190,6 +100,8 @@ class _Worker:
 
 
 class WorkerPool:
+    """The MQTT ingest processes beside the main one (`IngestProcesses` in ingest/service.py)."""
+
     def __init__(self, settings: Settings, *, count: int, forward: bool, shared: bool = True) -> None:
         self._settings = settings
         self._shared = shared  # False: one worker with the plain session (the default layout)
@@ -226,7 +138,7 @@ class WorkerPool:
             except (EOFError, OSError):
                 return
             if message[0] == "batch" and self._forward:
-                readings, events = _decode(message[1], message[2])
+                readings, events = decode_batch(message[1], message[2])
                 self._stream_open.wait()  # the worker waits too (pipe backpressure): nothing is missed
                 assert self._stream is not None
                 self._stream.publish(readings, events)  # blocks while the alert engine is behind
@@ -295,11 +207,15 @@ class WorkerPool:
                     out[k] = v
         return out
 
+    def collector(self) -> "PoolCollector":
+        """The workers' counters for this process's /metrics."""
+        return PoolCollector(self)
+
     def totals(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for w in self.workers:
             for k, v in w.snapshot.items():
-                if _is_total(k):
+                if is_total(k):
                     out[k] = out.get(k, 0.0) + float(v)
         return out
 
@@ -310,7 +226,7 @@ class PoolCollector:
     def __init__(self, pool: WorkerPool) -> None:
         self._pool = pool
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric]:  # prometheus_client's collector protocol
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         families: dict[str, CounterMetricFamily] = {}  # one per name, a sample per label set

@@ -1,6 +1,6 @@
 """`citywatch simulate`: run a scenario against an MQTT broker, or list the scenarios.
 
-Wired into the console script by citywatch/cli.py through `add_arguments` and `run`.
+Wired into the console script by app/cli.py through `add_arguments` and `run`.
 Exit codes: 0 all messages acknowledged, 1 publishing failed, 2 bad scenario or arguments.
 """
 
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace, mqtt_url: str, *, out: TextIO = sys.stdout, er
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m simulators.cli`) until citywatch/cli.py wires it in."""
+    """Stand-alone entry (`python -m simulators.cli`) until app/cli.py wires it in."""
     import os
 
     parser = argparse.ArgumentParser(prog="citywatch simulate", description=__doc__.splitlines()[0])

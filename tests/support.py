@@ -29,7 +29,7 @@ class ServiceProcess:
 
     def start(self) -> "ServiceProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "citywatch.cli", "run"], env=self.env, cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run"], env=self.env, cwd=ROOT,
                                      stdout=log, stderr=subprocess.STDOUT)
         log.close()
         return self

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {".git", ".venv", "var", "var.prev", "__pycache__", ".pytest_cache", ".mypy_cache", "node_modules", "build",
              "dist"}
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".html", ".js", ".css", ".cfg", ".ini", ""}
-OUR_PACKAGES = ("citywatch", "ingest", "alerts", "api", "simulators", "tests")
+OUR_PACKAGES = ("citywatch", "ingest", "alerts", "api", "simulators", "app", "devtools", "tests")
 
 CITATION = re.compile(r"docs/(contract|domain)\.md ((?:§\d+(?:\s*[–-]\s*§\d+)?(?:,\s*)?)+)")
 SECTION = re.compile(r"§(\d+)")

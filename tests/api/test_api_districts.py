@@ -95,6 +95,7 @@ def dstack(influx, tmp_path: Path):
     """Like conftest's `stack`, with a registry of two districts and district tokens."""
     from alerts import AlertEngine, EngineConfig, load_rules
     from api.app import create_app
+    from app.preflight import preflight
     from citywatch.settings import Settings
     from ingest.service import build_ingest
 
@@ -103,7 +104,7 @@ def dstack(influx, tmp_path: Path):
     db = f"api_{uuid.uuid4().hex[:12]}"
     settings = Settings(data_dir=tmp_path / "data", influx_url=influx.url, influx_database=db,
                         api_tokens=SecretStr(TOKEN_ENV), devices_file=devices, log_format="text")
-    settings.preflight()  # the district tokens are valid against this registry
+    preflight(settings)  # the district tokens are valid against this registry
     httpx.post(f"{influx.url}/query", data={"q": f'CREATE DATABASE "{db}"'}).raise_for_status()
     ingest = build_ingest(settings, mqtt=False)
     queries: list[str] = []
@@ -489,7 +490,7 @@ def test_run_stops_on_an_unknown_district(tmp_path):
                 "CW_DATA_DIR": str(tmp_path / "data"), "CW_LOG_FORMAT": "text",
                 # unreachable on purpose: nothing may be contacted before the settings are valid
                 "CW_MQTT_URL": "mqtt://127.0.0.1:1", "CW_INFLUX_URL": "http://127.0.0.1:2"})
-    p = subprocess.run([sys.executable, "-m", "citywatch.cli", "run"], env=env, capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "app.cli", "run"], env=env, capture_output=True, text=True,
                        timeout=60, cwd=Path(__file__).resolve().parents[2])  # a bound, not a speed claim
     assert p.returncode == 2, p.stderr
     lines = [x for x in p.stderr.strip().splitlines() if x.strip()]

@@ -34,7 +34,7 @@ def test_quick_bench_small_n(tmp_path: Path) -> None:
     env_live = {"CW_BENCH_LIVE_S": "4"}
     import os
 
-    proc = subprocess.run([sys.executable, "-m", "citywatch.cli", "bench", "--quick", "--readings", "20000",
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "bench", "--quick", "--readings", "20000",
                            "--json", str(out)], cwd=ROOT, env={**os.environ, **env_live},
                           capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -67,7 +67,7 @@ def test_outage_bench_small_n(tmp_path: Path) -> None:
     import os
 
     out = tmp_path / "outage.json"
-    proc = subprocess.run([sys.executable, "-m", "citywatch.cli", "bench", "--outage", "20000", "--readings",
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "bench", "--outage", "20000", "--readings",
                            "10000", "--json", str(out)], cwd=ROOT, env=dict(os.environ), capture_output=True,
                           text=True, timeout=290)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -35,7 +35,7 @@ def test_pack_checks_and_cites(pack, capsys):
 
 
 def test_unknown_pack_stops_the_service_at_start(monkeypatch, capsys):
-    from citywatch.cli import main
+    from app.cli import main
 
     monkeypatch.setenv("CW_RULE_PACK", "atlantis")
     assert main(["rules", "check"]) == 2  # the settings fail before anything starts

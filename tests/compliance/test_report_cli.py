@@ -8,7 +8,7 @@ import io
 
 from openpyxl import load_workbook
 
-from citywatch.cli import main
+from app.cli import main
 from six100_data import DAY, minutes, vehicle_exit
 
 

@@ -25,7 +25,7 @@ DEVICE = '[[device]]\nid = "D00001"\nsite = "S0001"\nkind = "dust"\nhj212_mn = "
 
 def citywatch(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CW_")}
-    return subprocess.run([sys.executable, "-m", "citywatch.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env={**clean, "CW_DATA_DIR": str(tmp_path / "cw"),
                                            "CW_MQTT_URL": "mqtt://127.0.0.1:9", "CW_INFLUX_URL": "http://127.0.0.1:9",
                                            **env})
@@ -71,7 +71,7 @@ def test_open_mode_accepts_any_monitor(tmp_path: Path) -> None:
            "CW_HJ212_OPEN": "true", "CW_LOG_FORMAT": "text"}
     log = tmp_path / "gw.log"
     with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "citywatch.cli", "hj212", "--listen", f"127.0.0.1:{port}"],
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "hj212", "--listen", f"127.0.0.1:{port}"],
                                 cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30

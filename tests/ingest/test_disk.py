@@ -141,7 +141,7 @@ def test_citywatch_run_exits_2_with_one_line_naming_the_setting(tmp_path):
     with small_fs(tmp_path / "fs", 8 * MiB) as fs:
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("CW_")}, "CW_DATA_DIR": str(fs),
                "CW_SPOOL_SEGMENT_BYTES": str(64 * MiB), "CW_LOG_FORMAT": "text"}
-        r = subprocess.run([sys.executable, "-m", "citywatch.cli", "run"], env=env, cwd=ROOT, capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "app.cli", "run"], env=env, cwd=ROOT, capture_output=True,
                            text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()

@@ -95,7 +95,7 @@ def test_bad_frames_get_specific_dead_letters_and_the_service_survives(gateway_s
     deadline = time.monotonic() + 15
     letters: list = []
     while time.monotonic() < deadline and len(letters) < 5:
-        out = subprocess.run([sys.executable, "-m", "citywatch.cli", "deadletters", "list", "--json"], env=svc.env,
+        out = subprocess.run([sys.executable, "-m", "app.cli", "deadletters", "list", "--json"], env=svc.env,
                              cwd=ROOT, capture_output=True, text=True, check=True)
         letters = json.loads(out.stdout)
         time.sleep(0.3)

@@ -220,7 +220,7 @@ def test_bad_input_corpus_is_dead_lettered_with_reasons_and_valid_traffic_flows(
     deadline = time.monotonic() + 20
     letters: list[dict] = []
     while time.monotonic() < deadline and len(letters) < len(corpus):
-        out = subprocess.run([sys.executable, "-m", "citywatch.cli", "deadletters", "list", "--json"],
+        out = subprocess.run([sys.executable, "-m", "app.cli", "deadletters", "list", "--json"],
                              env=svc.env, cwd=ROOT, capture_output=True, text=True, check=True)
         letters = json.loads(out.stdout)
         time.sleep(0.3)
@@ -251,7 +251,7 @@ def test_deadletter_replay_after_registry_fix(mosquitto, influxd, tmp_path):
     assert wait_count(influxd.url, "replay", 10) == 10
     assert svc.stop() == 0
     registry.write_text(registry.read_text() + '[[device]]\nid = "D00001"\nsite = "S0001"\nkind = "dust"\n')
-    cli = [sys.executable, "-m", "citywatch.cli", "deadletters"]
+    cli = [sys.executable, "-m", "app.cli", "deadletters"]
     out = subprocess.run(cli + ["replay"], env=svc.env, cwd=ROOT, capture_output=True, text=True, check=True)
     assert "replayed 10 message(s)" in out.stdout
     svc.start()

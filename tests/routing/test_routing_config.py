@@ -12,7 +12,7 @@ import pytest
 
 from alerts.receivers import RECEIVERS
 from alerts.routing.config import load_routes, parse_routes
-from citywatch.cli import main
+from app.cli import main
 from citywatch.errors import ConfigError
 
 SAMPLE = Path(__file__).parents[2] / "alerts" / "routing" / "routes.example.yaml"
@@ -102,7 +102,7 @@ def test_citywatch_run_with_an_invalid_route_file_stops_at_once(tmp_path):
     bad.write_text(GOOD + "  routes:\n    - {match: {kind: dust}, receiver: nobody}\n", "utf-8")
     env = {**os.environ, "CW_ROUTES_FILE": str(bad), "CW_DATA_DIR": str(tmp_path / "data"),
            "CW_MQTT_URL": "mqtt://127.0.0.1:9", "CW_INGEST_PROCESS": "false"}
-    proc = subprocess.run([sys.executable, "-m", "citywatch.cli", "run"], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "run"], env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "CW_ROUTES_FILE" in proc.stderr and "unknown receiver 'nobody'" in proc.stderr

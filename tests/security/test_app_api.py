@@ -305,7 +305,7 @@ def test_unreachable_servers_are_one_warning_with_the_address(tmp_path):
            "CW_INFLUX_URL": f"http://citywatch:{INFLUX_PASSWORD}@127.0.0.1:{influx_port}"}
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as out:
-        p = subprocess.Popen([sys.executable, "-m", "citywatch.cli", "run"], env=env, stdout=out,
+        p = subprocess.Popen([sys.executable, "-m", "app.cli", "run"], env=env, stdout=out,
                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60

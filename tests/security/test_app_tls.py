@@ -70,11 +70,11 @@ def test_api_is_served_over_https_only(broker, influx, tmp_path):
 
 def _server_log(caplog, **settings_kw):
     from citywatch.settings import Settings
-    from ingest.service import _api_server
+    from app.service import api_server
 
     settings = Settings(api_tokens=SecretStr(TOKEN_ENV), **settings_kw)
     with caplog.at_level(logging.WARNING, logger="citywatch.service"):
-        server = _api_server(settings, ingest=None, engine=None)  # built, never started: nothing is bound
+        server = api_server(settings, ingest=None, engine=None)  # built, never started: nothing is bound
     assert server is not None
     return [r.getMessage() for r in caplog.records if r.name == "citywatch.service"], server
 

@@ -113,7 +113,7 @@ def test_service_refuses_a_webhook_without_a_proper_secret(tmp_path, secret):
            "CW_MQTT_URL": "mqtt://127.0.0.1:1", "CW_INFLUX_URL": "http://127.0.0.1:2"}
     if secret is not None:
         env["CW_ALERT_WEBHOOK_SECRET"] = secret
-    r = subprocess.run([sys.executable, "-m", "citywatch.cli", "run"], env=env, cwd=ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "app.cli", "run"], env=env, cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert "CW_ALERT_WEBHOOK_SECRET" in r.stderr and "32 bytes" in r.stderr

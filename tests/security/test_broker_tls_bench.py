@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.mark.timeout(240)
 def test_bench_tls_measures_plain_and_tls_without_loss(tmp_path: Path) -> None:
     out = tmp_path / "bench-tls.json"
-    proc = subprocess.run([sys.executable, "-m", "citywatch.cli", "bench", "--tls", "--quick", "--readings", "5000",
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "bench", "--tls", "--quick", "--readings", "5000",
                            "--json", str(out)], cwd=ROOT, env=dict(os.environ), capture_output=True, text=True,
                           timeout=230)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -117,7 +117,7 @@ def test_invalid_setting_exits_2_naming_it_and_leaves_no_process(tmp_path, case)
            # unreachable on purpose: nothing may be contacted before the settings are valid
            "CW_MQTT_URL": "mqtt://127.0.0.1:1", "CW_INFLUX_URL": "http://127.0.0.1:2", **extra}
     # A session of its own: every process it starts is in its process group.
-    proc = subprocess.Popen([sys.executable, "-m", "citywatch.cli", "run"], env=env, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=60)  # a bound, not a speed claim
@@ -146,7 +146,7 @@ def test_valid_settings_pass_the_same_checks(tmp_path):
            "CW_MQTT_URL": "mqtt://127.0.0.1:1", "CW_INFLUX_URL": "http://127.0.0.1:2",
            "CW_API_TOKENS": "long-enough-token-1=admin", "CW_API_PORT": "0",
            "CW_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook", "CW_ALERT_WEBHOOK_SECRET": "s" * 32}
-    proc = subprocess.Popen([sys.executable, "-m", "citywatch.cli", "run"], env=env, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         seen = ""
@@ -166,7 +166,7 @@ def test_valid_settings_pass_the_same_checks(tmp_path):
 
 def test_rules_check_refuses_template_abuse(tmp_path):
     rules_dir = _bad_rules(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "citywatch.cli", "rules", "check", "--dir", rules_dir],
+    r = subprocess.run([sys.executable, "-m", "app.cli", "rules", "check", "--dir", rules_dir],
                        env=clean_environ(), cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "huge" in r.stdout and "'>100000000'" in r.stdout and "not a simple number format" in r.stdout

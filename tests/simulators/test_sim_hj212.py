@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_simulated_hj212_fleet_reaches_influxdb(mosquitto, influxd, tmp_path):
     registry = tmp_path / "devices.toml"
-    cli = [sys.executable, "-m", "citywatch.cli", "simulate", "--protocol", "hj212", "--sites", "50"]
+    cli = [sys.executable, "-m", "app.cli", "simulate", "--protocol", "hj212", "--sites", "50"]
     out = subprocess.run(cli + ["--write-registry", str(registry), "--packets", "0"], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     assert "wrote the fleet's registry" in out.stdout and registry.read_text().count("[[device]]") == 50

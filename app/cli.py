@@ -1,4 +1,4 @@
-"""The `citywatch` command: run, simulate, bench, deadletters, hj212, rules, routes."""
+"""The `citywatch` command: run, simulate, bench, deadletters, hj212, rules, routes, report."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from app.preflight import check_rule_pack
 from citywatch.errors import CitywatchError, ConfigError
 from citywatch.logs import scrub, setup_logging
 from citywatch.settings import Settings, parse_listen
@@ -22,10 +23,11 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     # Every setting is checked before any process or connection starts: a bad one ends
     # here with status 2 and nothing left behind (a started ingest child would otherwise
     # keep the interpreter waiting for it at exit).
-    settings.preflight()
-    if settings.hj212_listen:
-        from ingest.service import check_hj212_startup
+    from app.preflight import preflight
+    from ingest.service import check_hj212_startup
 
+    preflight(settings)
+    if settings.hj212_listen:
         check_hj212_startup(settings, settings.hj212_listen)
     if settings.routes_file is not None and settings.alerts_enabled:
         # The route file's file:line: reason lines (build_alerting loads it again, for use).
@@ -40,9 +42,9 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     # broker, and its start-up then overlaps with the imports and set-up below.
     workers = start_ingest_processes(settings, forward=settings.alerts_enabled)
     try:
-        from ingest.service import run_service
+        from app.service import run
 
-        asyncio.run(run_service(settings, workers=workers))
+        asyncio.run(run(settings, workers=workers))
     finally:
         if workers is not None:
             workers.stop()  # no-op when run_service stopped them already
@@ -93,7 +95,7 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_hj212(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.service import run_service
+    from app.service import run
 
     # On its own, the gateway keeps a spool of its own so it can run beside `citywatch run`.
     own = settings.model_copy(update={"data_dir": args.data_dir or settings.data_dir / "hj212-gateway"})
@@ -101,7 +103,7 @@ def _cmd_hj212(args: argparse.Namespace, settings: Settings) -> int:
         parse_listen(args.listen)
     except ValueError as exc:
         raise ConfigError(f"--listen: {exc}") from None
-    asyncio.run(run_service(own, hj212_listen=args.listen, mqtt=False, alerts=False, api=False))
+    asyncio.run(run(own, hj212_listen=args.listen, mqtt=False, alerts=False, api=False))
     return 0
 
 
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.load()
+        check_rule_pack(settings)  # before any command: a pack that does not ship is a typo
         setup_logging(args.log_level or settings.log_level, settings.log_format)
         return int(args.func(args, settings) or 0)
     except CitywatchError as exc:

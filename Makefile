@@ -27,7 +27,8 @@ test-debs:
 demo: venv servers
 	$(BIN)/python -m citywatch.demo
 
-## test: real mosquitto and influxd on ephemeral ports, the whole suite
+## test: real mosquitto and influxd on ephemeral ports, the whole suite (the type check
+## included: tests/test_types.py runs mypy as `make typecheck` does)
 test: venv servers test-debs
 	$(BIN)/python -m pytest -q
 
@@ -35,9 +36,8 @@ test: venv servers test-debs
 fuzz: venv
 	CW_FUZZ_EXPLORE=1 $(BIN)/python -m pytest -q tests/ingest/test_fuzz_inputs.py tests/hj212/test_hj212_fuzz.py
 
-## typecheck: mypy --strict on the modules listed in pyproject.toml [tool.mypy] (not yet in `make test`)
+## typecheck: mypy as pyproject.toml [tool.mypy] says (strict on the core and ingest); also in `make test`
 typecheck: venv
-	@$(BIN)/python -m mypy --version >/dev/null 2>&1 || $(BIN)/python -m pip install -q 'mypy>=1.10'
 	$(BIN)/python -m mypy
 
 bench: venv servers

@@ -459,7 +459,7 @@ class DailyRatioRule(RuleBase):
 
 
 Rule = ThresholdRule | StuckRule | DeadmanRule | EventRule | DailyRatioRule
-RULE_TYPES: dict[str, type[BaseModel]] = {
+RULE_TYPES: dict[str, type[Rule]] = {
     "threshold": ThresholdRule, "stuck": StuckRule, "deadman": DeadmanRule,
     "event": EventRule, "daily_ratio": DailyRatioRule,
 }

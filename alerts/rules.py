@@ -61,7 +61,7 @@ def parse_rule(doc: Any, where: str = "rule") -> Rule:
     except ValidationError as exc:
         raise ConfigError(f"{where}: rule {rid}: {_fmt_error(exc)}") from None
     _check_schema(rule, where)
-    return rule  # type: ignore[return-value]
+    return rule
 
 
 def _check_schema(rule: Rule, where: str) -> None:
@@ -169,7 +169,7 @@ def rule_packs() -> list[str]:
 
 def pack_dir(pack: str | None) -> Path | None:
     """The overlay directory of a regional pack (`CW_RULE_PACK`); None for `default`."""
-    if pack in (None, "", "default"):
+    if not pack or pack == "default":
         return None
     if not RULE_ID.fullmatch(pack) or not (PACKS_DIR / pack).is_dir():
         raise ConfigError(f"CW_RULE_PACK={pack!r}: unknown rule pack; shipped: {', '.join(rule_packs())}")

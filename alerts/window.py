@@ -107,9 +107,9 @@ class Series:
         r = self.rolls.get(key)
         if r is None:
             rolls = self.rolls
-            if rolls is _NO_ROLLS:
+            if not isinstance(rolls, dict):  # the shared, read-only _NO_ROLLS: a dict of its own now
                 rolls = self.rolls = {}
-            r = rolls[key] = ROLLING[agg](self, agg)  # type: ignore[index]
+            r = rolls[key] = ROLLING[agg](self, agg)
         return r
 
     def drop_rollings(self) -> None:

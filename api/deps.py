@@ -87,8 +87,8 @@ class AppContext:
     tokens: TokenStore
     tz: ZoneInfo
     kinds: dict[str, KindSpec]
+    api_metrics: ApiMetrics  # /metrics and the SSE gauge: create_app always makes one
     limits: Limits = field(default_factory=Limits)
-    api_metrics: ApiMetrics | None = None
     closing: threading.Event = field(default_factory=threading.Event)  # set → SSE streams end
     streams: StreamLeases = field(default_factory=StreamLeases)
     district_sites: dict[str, frozenset[str]] = field(default_factory=dict)  # from the registry, at start

@@ -139,11 +139,11 @@ class InfluxClient:
         await asyncio.to_thread(self._ensure_bucket_v2)
 
     def _ensure_bucket_v2(self) -> None:
-        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.rest import ApiException
 
         s = self.settings
-        assert s.influx_token is not None
+        assert s.influx_token is not None and s.influx_org is not None  # v2 needs both: checked by Settings
         with InfluxDBClient(url=s.influx_url, token=s.influx_token.get_secret_value(), org=s.influx_org) as client:
             buckets = client.buckets_api()
             creating = False
@@ -181,7 +181,7 @@ class InfluxClient:
     async def query(self, influxql: str, *, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run InfluxQL through `/query` (1.x, and 2.x's v1 compatibility API); return the
         series of the first statement as a list of {"name", "tags", "columns", "values"}."""
-        qp: dict[str, Any] = {"db": self.database, "q": influxql, "epoch": "ms"}
+        qp: dict[str, Any] = {"db": self.database, "q": influxql, "epoch": "ms"}  # JSON both ways: Any
         if params:
             qp["params"] = json.dumps(params)
         try:
@@ -194,7 +194,8 @@ class InfluxClient:
         results = doc.get("results") or [{}]
         if "error" in results[0]:
             raise InfluxError(f"InfluxQL error: {results[0]['error']}", retryable=False)
-        return results[0].get("series", [])
+        series: list[dict[str, Any]] = results[0].get("series", [])  # InfluxDB's JSON, checked above
+        return series
 
     async def count(self, measurement: str, field: str) -> int:
         """Points in `measurement` that have `field` (used by tests and the benchmark)."""

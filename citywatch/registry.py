@@ -61,7 +61,7 @@ class Device:
     # HJ 212 codes this device sends that have no canonical field and should be dropped
     # silently instead of dead-lettered (e.g. a21026 SO2 on a dust monitor).
     hj212_ignore: frozenset[str] = frozenset()
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # rule parameters as the registry file has them
     equipment: frozenset[str] | None = None  # None: not stated (see EQUIPMENT)
 
 
@@ -176,7 +176,7 @@ class Registry:
         return cls(devices, by_mn)
 
 
-def _check_hj212_identity(raw: dict[str, Any], where: str) -> None:
+def _check_hj212_identity(raw: dict[str, Any], where: str) -> None:  # raw: one parsed registry entry
     """An HJ 212 monitor needs a password, unless the registry says on purpose that it has
     none (`hj212_pw_none = true`): a forgotten `hj212_pw` would let anyone upload as it."""
     mn, pw, none = raw.get("hj212_mn"), raw.get("hj212_pw"), raw.get("hj212_pw_none", False)

@@ -37,7 +37,7 @@ class FieldSpec:
     required: bool = False
     max_length: int | None = None
 
-    def annotation(self) -> Any:
+    def annotation(self) -> Any:  # a type expression for pydantic, built at run time: no static type fits
         if self.type == "bool":
             return StrictBool
         if self.type == "str":
@@ -84,7 +84,7 @@ class KindValidators:
     event_dict: Any  # TypeAdapter-able: a discriminated union of event TypedDicts, or None
 
 
-def _field_specs(raw: dict[str, Any], where: str) -> dict[str, FieldSpec]:
+def _field_specs(raw: dict[str, Any], where: str) -> dict[str, FieldSpec]:  # raw: parsed YAML, checked here
     out: dict[str, FieldSpec] = {}
     for name, body in (raw or {}).items():
         if not is_identifier(name):
@@ -127,8 +127,9 @@ def load_kinds(path: Path = KINDS_FILE) -> dict[str, KindSpec]:
 
 def _typed_dict(name: str, fields: dict[str, Any]) -> Any:
     """A TypedDict with our strict config; fields are optional unless marked `Required`."""
-    cls = TypedDict(name, fields, total=False)  # type: ignore[misc, operator]
-    cls.__pydantic_config__ = _STRICT_DICT  # type: ignore[attr-defined]
+    # [misc]: mypy accepts only a literal dict of fields here; these come from kinds.yaml.
+    cls = TypedDict(name, fields, total=False)  # type: ignore[misc]
+    cls.__pydantic_config__ = _STRICT_DICT  # type: ignore[attr-defined]  # pydantic reads it off the class
     return cls
 
 
@@ -137,12 +138,13 @@ def _event_union(members: list[Any]) -> Any:
         return None
     if len(members) == 1:
         return members[0]
-    return Annotated[Union[tuple(members)], Field(discriminator="type")]  # type: ignore[arg-type]
+    return Annotated[Union[tuple(members)], Field(discriminator="type")]
 
 
 def _build(spec: KindSpec) -> KindValidators:
     # Optional but never null: the default is not validated, an explicit null is rejected.
     value_fields = {n: (f.annotation(), None) for n, f in spec.fields.items()}
+    # [call-overload]: create_model's overloads cannot see field definitions passed as **dict.
     values_model = create_model(
         f"{spec.name}_values", __config__=_STRICT, **value_fields)  # type: ignore[call-overload]
     telemetry = create_model(f"{spec.name}_telemetry", __base__=TelemetryBase, values=(values_model, ...))
@@ -152,7 +154,7 @@ def _build(spec: KindSpec) -> KindValidators:
         "ts": Required[StrictInt | StrictStr], "seq": NotRequired[_Seq | None], "values": Required[values_dict]})
     event_models, event_dicts = [], []
     for etype, attrs in spec.events.items():
-        fields: dict[str, Any] = {"type": (Literal[etype], ...)}  # type: ignore[valid-type]
+        fields: dict[str, Any] = {"type": (Literal[etype], ...)}
         dict_fields: dict[str, Any] = {"ts": Required[StrictInt | StrictStr], "type": Required[Literal[etype]]}
         for n, f in attrs.items():
             fields[n] = (f.annotation(), ...) if f.required else (f.annotation(), None)

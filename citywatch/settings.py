@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from citywatch.errors import ConfigError
@@ -289,6 +290,7 @@ class Settings(BaseSettings):
         merged = {k: v for k, v in file_values.items() if k not in env_keys}
         merged.update(overrides)
         try:
+            # [arg-type]: TOML and overrides are a dict of anything; pydantic validates each value.
             return cls(**merged)  # type: ignore[arg-type]
         except ValidationError as exc:  # one line per setting: its variable, what is wrong, the fix
             raise ConfigError("\n".join(_describe(e) for e in exc.errors())) from None
@@ -330,7 +332,7 @@ class _SettingError(ValueError):
         self.line = f"CW_{name.upper()}: {message}"
 
 
-def _describe(error: Any) -> str:
+def _describe(error: ErrorDetails) -> str:
     loc = [str(x) for x in error.get("loc", ())]
     ctx = error.get("ctx") or {}
     cause = ctx.get("error")

@@ -25,18 +25,30 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from citywatch.errors import SpoolError
 from citywatch.stream import ValidatedStream
 from ingest.deadletters import DeadLetterError, DeadLetterStore
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
+from citywatch.model import RawMessage
 from ingest.types import Accepted, DurableCallback, Outcome, Rejected
 
 log = logging.getLogger("citywatch.ingest.committer")
 
 # Inputs that the disk pause does not hold up: the service's own alert history.
 _UNPAUSED_SOURCES = frozenset({"alerts"})
+
+_Item = tuple[Outcome, DurableCallback | None]
+
+
+class _AckGroup(Protocol):
+    """What a callback's `ack_group` attribute is (`MqttConsumer`): it acknowledges its own
+    tokens, a group commit's worth at a time (the tokens are handed back to their group)."""
+
+    def ack_many(self, tokens: list[DurableCallback], ok: bool) -> None: ...
 
 
 class Committer:
@@ -49,7 +61,7 @@ class Committer:
         metrics: IngestMetrics | None = None,
         interval_s: float = 0.02,
         max_items: int = 5000,
-        on_commit=None,
+        on_commit: Callable[[int], object] | None = None,
     ) -> None:
         self._spool = spool
         self._deadletters = deadletters
@@ -84,6 +96,7 @@ class Committer:
             while (len(self._pending) + len(self._held) >= 4 * self._max or (self._paused_reason and pausable)) \
                     and not self._stop:
                 self._cond.wait(0.5)
+            refused: Sequence[_Item]
             if self._closed:
                 # After the last commit nothing would ever make these durable: say so now
                 # (the input keeps them: no ack, or an alert outbox row stays queued).
@@ -128,7 +141,7 @@ class Committer:
 
     def _run(self) -> None:
         while True:
-            refused: list = []
+            refused: list[_Item] = []
             with self._cond:
                 if not self._pending and not self._stop:
                     self._cond.wait(self._interval)
@@ -155,7 +168,7 @@ class Committer:
                         self._closed = True
                         return
 
-    def _commit_until_done(self, items, stopping: bool, _split: bool = False) -> None:
+    def _commit_until_done(self, items: list[_Item], stopping: bool, _split: bool = False) -> None:
         """Commit `items`, retrying until it is durable, or refuse them (no ack) if the
         committer is asked to stop meanwhile. A group that fails before any part of it was
         written is split in halves, committed one after the other: on a nearly full disk
@@ -216,10 +229,11 @@ class Committer:
         started = time.perf_counter()
         # Split with comprehensions, without per-item dict work: a group holds thousands.
         outcomes = [outcome for outcome, _ in items]
-        accepted = [o for o in outcomes if o.__class__ is Accepted]
-        rejected: list[tuple] = []
+        # `type(o) is`, not isinstance: as fast as the old `o.__class__ is`, and mypy narrows it.
+        accepted = [o for o in outcomes if type(o) is Accepted]
+        rejected: list[tuple[RawMessage, tuple[str, ...]]] = []
         if len(accepted) != len(outcomes):
-            rejected = [(o.raw, o.reasons) for o in outcomes if o.__class__ is not Accepted]
+            rejected = [(o.raw, o.reasons) for o in outcomes if type(o) is Rejected]
         partial = [(o.raw, o.partial) for o in accepted if o.partial]  # stored in part: the rest as a dead letter
         if partial:
             rejected += partial
@@ -258,14 +272,14 @@ class Committer:
 def _acknowledge(items: list[tuple[Outcome, DurableCallback | None]]) -> None:
     """Call each callback once, in order; callbacks of one group (an MQTT connection's
     `AckToken`s) are handed over together so that their acks go out in one write."""
-    groups: dict[int, tuple[object, list]] = {}
+    groups: dict[int, tuple[_AckGroup, list[DurableCallback]]] = {}
     # A group commit's tokens mostly come from one connection: remember the last group.
-    last_group: object = None
-    last_tokens: list = []
+    last_group: _AckGroup | None = None
+    last_tokens: list[DurableCallback] = []
     for _, cb in items:
         if cb is None:
             continue
-        group = getattr(cb, "ack_group", None)
+        group: _AckGroup | None = getattr(cb, "ack_group", None)
         if group is None:
             try:
                 cb(True)
@@ -280,7 +294,7 @@ def _acknowledge(items: list[tuple[Outcome, DurableCallback | None]]) -> None:
         last_tokens.append(cb)
     for group, tokens in groups.values():
         try:
-            group.ack_many(tokens, True)  # type: ignore[attr-defined]
+            group.ack_many(tokens, True)
         except Exception:
             log.exception("acknowledgement callback failed")
 

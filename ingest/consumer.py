@@ -19,6 +19,7 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from citywatch.model import RawMessage
@@ -26,7 +27,7 @@ from citywatch.settings import Settings
 from ingest import paho_adapter
 from ingest.decode import Decoder
 from ingest.metrics import IngestMetrics
-from ingest.types import BatchSink, Outcome, internal_error
+from ingest.types import BatchSink, DurableCallback, Outcome, internal_error
 
 log = logging.getLogger("citywatch.ingest.mqtt")
 
@@ -112,7 +113,7 @@ class MqttConsumer:
         self._client.loop_stop()
 
     # -- paho callbacks (network thread) ---------------------------------------------
-    def _on_connect_fail(self, client, userdata) -> None:
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         """The broker cannot be reached: one WARNING with its address and the retry delay,
         then one a minute while it stays so (paho retries every 1..30 s)."""
         self._connect_failures += 1
@@ -124,7 +125,8 @@ class MqttConsumer:
                         "every 30 s; devices' messages wait in the broker", self._address, self._connect_failures,
                         delay)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
             now = time.monotonic()
             if self._last_refused_log is None or now - self._last_refused_log >= 60:
@@ -142,18 +144,20 @@ class MqttConsumer:
         self._metrics.mqtt_connected.set(1)
         log.info("connected to broker (session present: %s)", flags.session_present)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
         self._generation += 1
         self.connected.clear()
         self._metrics.mqtt_connected.set(0)
         if not self._draining:
             log.warning("disconnected from broker (%s); reconnecting", reason_code)
 
-    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if self._draining:
             return  # not acknowledged: the broker delivers it again next session
         topic = paho_adapter.message_topic(msg)
-        outcome = self._outcome(RawMessage(topic, msg.payload, time.time_ns() // 1_000_000))
+        # bytes() is the same object for paho's bytes payload; typed bytes | bytearray by paho.
+        outcome = self._outcome(RawMessage(topic, bytes(msg.payload), time.time_ns() // 1_000_000))
         self._sink.submit(outcome, AckToken(self, msg.mid, msg.qos, self._generation))
 
     def _outcome(self, raw: RawMessage) -> Outcome:
@@ -170,7 +174,7 @@ class MqttConsumer:
         now_ms = time.time_ns() // 1_000_000
         gen = self._generation
         outcome = self._outcome
-        items = []
+        items: list[tuple[Outcome, DurableCallback | None]] = []
         for topic_bytes, payload, mid, qos in batch:
             try:
                 topic = topic_bytes.decode()

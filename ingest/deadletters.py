@@ -24,15 +24,20 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from citywatch import sqlite
 from citywatch.errors import CitywatchError
 from citywatch.model import RawMessage
 
+if TYPE_CHECKING:
+    from ingest.metrics import IngestMetrics
+
 log = logging.getLogger("citywatch.ingest.deadletters")
+_T = TypeVar("_T")
 
 
 class DeadLetterError(CitywatchError):
@@ -75,7 +80,7 @@ class DeadLetter:
             return redact_pw(self.payload)
         return self.payload
 
-    def to_json(self, *, max_payload: int = 4096) -> dict:
+    def to_json(self, *, max_payload: int = 4096) -> dict[str, object]:
         text = self.shown_payload()[:max_payload].decode("utf-8", errors="backslashreplace")
         return {
             "id": self.id,
@@ -91,7 +96,7 @@ class DeadLetter:
 
 class DeadLetterStore:
     def __init__(self, path: Path, *, max_bytes: int | None = None, retention_s: float | None = None,
-                 metrics=None, clock=time.time) -> None:
+                 metrics: IngestMetrics | None = None, clock: Callable[[], float] = time.time) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # Ingest workers (processes) share this file: wait for each other's commits. An old
@@ -99,7 +104,7 @@ class DeadLetterStore:
         self._db = sqlite.connect(path, busy_timeout_ms=30000, incremental_vacuum=True)
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
-        self._page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
         self.max_bytes = max_bytes
         self.retention_s = retention_s
         self._metrics = metrics
@@ -141,8 +146,8 @@ class DeadLetterStore:
             return self._used_bytes()
 
     def _used_bytes(self) -> int:
-        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
-        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        pages: int = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free: int = self._db.execute("PRAGMA freelist_count").fetchone()[0]
         return (pages - free) * self._page_size
 
     def maintain(self) -> None:
@@ -171,7 +176,7 @@ class DeadLetterStore:
             if not n:
                 break
 
-    def _delete_oldest(self, where: str | None, args: tuple, limit: int | None = None, *, reason: str) -> int:
+    def _delete_oldest(self, where: str | None, args: tuple[object, ...], limit: int | None = None, *, reason: str) -> int:
         """Delete the oldest rows matching `where` (by id, in chunks), counting each chunk as
         it commits (a later chunk may fail on a full disk); return how many."""
         deleted = 0
@@ -198,13 +203,13 @@ class DeadLetterStore:
             if reason == "quota":
                 log.warning("dead-letter store %s reached its size quota of %.1f MB (CW_DEADLETTER_MAX_BYTES / "
                             "CW_DEADLETTER_MAX_PERCENT): evicted the %d oldest; further evictions are only "
-                            "counted (citywatch_deadletters_evicted_total)", self.path, self.max_bytes / 1e6, n)
+                            "counted (citywatch_deadletters_evicted_total)", self.path, (self.max_bytes or 0) / 1e6, n)
             else:
                 log.warning("dead-letter store %s: evicted %d dead letter(s) older than %.0f days "
                             "(CW_DEADLETTER_RETENTION_DAYS); further evictions are only counted "
-                            "(citywatch_deadletters_evicted_total)", self.path, n, self.retention_s / 86400)
+                            "(citywatch_deadletters_evicted_total)", self.path, n, (self.retention_s or 0) / 86400)
 
-    def _write(self, fn, *, begin: bool = True):
+    def _write(self, fn: Callable[[sqlite3.Connection], _T], *, begin: bool = True) -> _T:
         """Run `fn(db)` in a transaction; any SQLite error rolls back and raises DeadLetterError."""
         try:
             if begin:
@@ -250,7 +255,8 @@ class DeadLetterStore:
     def count(self, *, include_replayed: bool = False) -> int:
         q = "SELECT count(*) FROM deadletters" + ("" if include_replayed else " WHERE replayed_ms IS NULL")
         with self._lock:
-            return self._db.execute(q).fetchone()[0]
+            n: int = self._db.execute(q).fetchone()[0]
+        return n
 
     def mark_replayed(self, ids: Iterable[int], when_ms: int) -> None:
         rows = [(when_ms, i) for i in ids]

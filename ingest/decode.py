@@ -26,6 +26,8 @@ from ingest.types import Accepted, Outcome, Rejected
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything earlier is a broken clock
 MAX_ITEMS = 10_000  # a batch payload larger than this is rejected, not split
+# A topic judged once: (topic, its kind, registry reasons), or (None, None, why it is refused).
+_TopicVerdict = tuple[DeviceTopic | None, KindSpec | None, tuple[str, ...]]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -50,7 +52,7 @@ class Decoder:
         self._max_future_ms = int(max_future_s * 1000)
         self._clock = clock
         self._lines = LineFormatter()
-        self._topics: dict[str, tuple[DeviceTopic | None, KindSpec | None, tuple[str, ...]]] = {}
+        self._topics: dict[str, _TopicVerdict] = {}
         self._event_tags = frozenset(t for v in self._kinds.values() for t in v.spec.events)
         # Per kind, the bound `validate_json` of one validator for a single object and one
         # for a batch array: choosing by the first byte keeps error messages free of "not a
@@ -64,10 +66,11 @@ class Decoder:
         # (one per reporting tick), and parsing one costs more than the rest of a reading.
         self._ts_text_ms: dict[str, int] = {}
 
-    def _judge_topic(self, text: str) -> tuple[DeviceTopic | None, KindSpec | None, tuple[str, ...]]:
+    def _judge_topic(self, text: str) -> _TopicVerdict:
         """Parse a topic and check it against kinds and registry, once per distinct topic
         (`decode` looks in `_topics` first): a fleet repeats the same few thousand topics
         millions of times."""
+        hit: _TopicVerdict
         try:
             topic = DeviceTopic.parse(text)
         except TopicError as exc:
@@ -96,7 +99,8 @@ class Decoder:
         return self._event_outcome(raw, topic, reasons)
 
     # -- telemetry -----------------------------------------------------------------
-    def _telemetry_outcome(self, raw: RawMessage, topic: DeviceTopic, spec: KindSpec, reasons: list[str]) -> Outcome:
+    def _telemetry_outcome(self, raw: RawMessage, topic: DeviceTopic, spec: KindSpec | None,
+                           reasons: list[str]) -> Outcome:
         is_batch, parsed = self._parse(self._telemetry[topic.kind], raw.payload, spec, reasons)
         if parsed is None:
             return Rejected(raw, tuple(reasons))
@@ -108,10 +112,10 @@ class Decoder:
             values = parsed["values"]
             if not values:
                 reasons.append("empty_values: values has no fields")
-            if reasons:
+            if reasons or ts_ms is None:  # a None ts_ms always came with its reason
                 return Rejected(raw, tuple(reasons))
             seq = parsed.get("seq")
-            reading = Reading(topic.kind, topic.site, topic.device, ts_ms, values, seq)  # type: ignore[arg-type]
+            reading = Reading(topic.kind, topic.site, topic.device, ts_ms, values, seq)
             return Accepted(raw, readings=(reading,), lines=(self._lines.reading(reading),))
         if not parsed:
             reasons.append("empty_values: the batch array is empty")
@@ -155,7 +159,7 @@ class Decoder:
         return Accepted(raw, events=tuple(events), lines=tuple(event_line(e) for e in events))
 
     # -- shared --------------------------------------------------------------------
-    def _parse(self, validators, payload: bytes, spec: KindSpec | None,
+    def _parse(self, validators: tuple[_ValidateJson, _ValidateJson], payload: bytes, spec: KindSpec | None,
                reasons: list[str]) -> tuple[bool, Any]:
         """Validate one object or a batch array; (is_batch, parsed), or (is_batch, None)
         with the reasons appended."""
@@ -168,14 +172,15 @@ class Decoder:
             return is_batch, None
 
     def _timestamp(self, ts: int | str, now_ms: int, where: str, reasons: list[str]) -> int | None:
-        if ts.__class__ is int:  # StrictInt: never a bool
-            ts_ms = ts
-        else:
-            ts_ms = self._ts_text_ms.get(ts)  # type: ignore[arg-type]
+        ts_ms: int | None
+        if isinstance(ts, str):  # StrictInt | StrictStr: otherwise an int, never a bool
+            ts_ms = self._ts_text_ms.get(ts)
             if ts_ms is None:
-                ts_ms = self._parse_ts_text(ts, where, reasons)  # type: ignore[arg-type]
+                ts_ms = self._parse_ts_text(ts, where, reasons)
                 if ts_ms is None:
                     return None
+        else:
+            ts_ms = ts
         if ts_ms < MIN_TS_MS:
             hint = " (epoch seconds? ts must be epoch milliseconds)" if ts_ms > 900_000_000 else ""
             reasons.append(f"bad_timestamp: {where}ts {_brief(ts_ms)} is before 2000-01-01{hint}")
@@ -212,6 +217,7 @@ def _brief(n: int) -> str:
     return text if len(text) <= 20 else f"{text[:12]}… ({len(text.lstrip('-'))} digits)"
 
 
+# Any: pydantic-core returns the plain dicts and lists of JSON (checked by the schema, typed by nobody).
 _ValidateJson = Callable[[bytes], Any]
 
 
@@ -219,7 +225,7 @@ def _validate_json_pair(annotation: Any) -> tuple[_ValidateJson, _ValidateJson]:
     """Bound `validate_json` of pydantic-core validators for one `annotation` and for a list
     of them (skipping TypeAdapter's Python wrapper, which is per call)."""
     return (TypeAdapter(annotation).validator.validate_json,
-            TypeAdapter(list[annotation]).validator.validate_json)  # type: ignore[valid-type]
+            TypeAdapter(list[annotation]).validator.validate_json)
 
 
 def _explain(exc: ValidationError, spec: KindSpec | None, tags: frozenset[str] = frozenset()) -> list[str]:

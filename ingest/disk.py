@@ -21,9 +21,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from citywatch.errors import ConfigError
 from ingest.deadletters import DeadLetterError
+
+if TYPE_CHECKING:  # annotations only: the watch is handed these, it does not build them
+    from citywatch.settings import Settings
+    from ingest.committer import Committer
+    from ingest.deadletters import DeadLetterStore
+    from ingest.metrics import IngestMetrics
+    from ingest.spool import Spool
 
 log = logging.getLogger("citywatch.ingest.disk")
 
@@ -39,18 +47,18 @@ def usage(path: Path) -> Usage:
     return Usage(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
 
 
-def pause_threshold(settings, total: int) -> int:
+def pause_threshold(settings: Settings, total: int) -> int:
     """Intake pauses below this much free space: min(CW_SPOOL_MIN_FREE_BYTES, CW_SPOOL_MIN_FREE_PERCENT)."""
     return int(min(settings.spool_min_free_bytes, total * settings.spool_min_free_percent / 100))
 
 
-def warn_threshold(settings, total: int) -> int:
+def warn_threshold(settings: Settings, total: int) -> int:
     """A warning below this much free space: min(CW_SPOOL_WARN_FREE_BYTES, CW_SPOOL_WARN_FREE_PERCENT)."""
     return max(pause_threshold(settings, total),
                int(min(settings.spool_warn_free_bytes, total * settings.spool_warn_free_percent / 100)))
 
 
-def resume_threshold(settings, total: int) -> int:
+def resume_threshold(settings: Settings, total: int) -> int:
     """Intake resumes at or above this: the pause threshold plus a margin (a tenth of it,
     at least 1 MiB, never more than a segment), so that it does not flap on every commit.
     The start-up check guarantees a segment above the pause threshold, so the margin is
@@ -59,7 +67,7 @@ def resume_threshold(settings, total: int) -> int:
     return pause + min(settings.spool_segment_bytes, max(1024 * 1024, pause // 10))
 
 
-def deadletter_quota(settings, total: int) -> int:
+def deadletter_quota(settings: Settings, total: int) -> int:
     """The dead-letter store's size quota: min(CW_DEADLETTER_MAX_BYTES, CW_DEADLETTER_MAX_PERCENT)."""
     return max(64 * 1024, int(min(settings.deadletter_max_bytes, total * settings.deadletter_max_percent / 100)))
 
@@ -84,7 +92,7 @@ def spool_bytes(data_dir: Path) -> int:
     return sum(_allocated(p) for p in data_dir.glob("spool*") if p.is_dir())
 
 
-def check_data_dir(settings) -> None:
+def check_data_dir(settings: Settings) -> None:
     """`citywatch run` refuses to start (ConfigError: exit 2, one line) on a data directory
     that cannot hold one spool segment above the pause threshold, even with every spool
     drained: intake would pause at once and could never resume."""
@@ -120,8 +128,8 @@ class DiskWatch:
     Each transition is logged once, counted (`citywatch_intake_pauses_total`,
     `citywatch_intake_resumes_total`, gauge `citywatch_intake_paused`) and shown in /health."""
 
-    def __init__(self, *, settings, spool, committer, metrics, deadletters=None,
-                 maintenance_every_s: float = 60.0) -> None:
+    def __init__(self, *, settings: Settings, spool: Spool, committer: Committer, metrics: IngestMetrics,
+                 deadletters: DeadLetterStore | None = None, maintenance_every_s: float = 60.0) -> None:
         self._s = settings
         self._spool = spool
         self._committer = committer

@@ -124,7 +124,7 @@ class BufferedSocket:
         self._pos, self._short = take_publishes(self._buf, self._pos, out)
         return self._short
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # a proxy: whatever the wrapped socket has
         return getattr(self._sock, name)
 
 
@@ -321,7 +321,7 @@ class PahoLog(_LoggerAdapter):
         super().__init__(logging.getLogger("citywatch.paho"), {})
         self._stopping = stopping
 
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:  # as LoggerAdapter.log
         if self._stopping() and isinstance(msg, str) and msg.startswith(_NOT_CONNECTED):
             return
         if isinstance(msg, str) and msg.startswith(_NOT_CONNECTED) and _CONNECTING in msg:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from citywatch.errors import CitywatchError
@@ -18,9 +19,12 @@ from citywatch.settings import Settings
 from ingest.deadletters import DeadLetterStore
 from ingest.decode import Decoder
 from ingest.spool import Spool, SpoolLocked
-from ingest.types import Accepted, internal_error
+from citywatch.model import RawMessage
+from ingest.types import Accepted, Outcome, internal_error
 
 log = logging.getLogger("citywatch.ingest.replay")
+
+Redecode = Callable[[RawMessage], Outcome]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +33,7 @@ class ReplayResult:
     still_rejected: int
 
 
-def redecoder(settings: Settings, registry: Registry):
+def redecoder(settings: Settings, registry: Registry) -> Redecode:
     """A `decode(raw) -> Outcome` that sends each dead letter back through the stage that
     first judged it: HJ 212 frames to the HJ 212 decoder, everything else to MQTT's."""
     from zoneinfo import ZoneInfo
@@ -40,13 +44,13 @@ def redecoder(settings: Settings, registry: Registry):
                            max_future_s=settings.max_future_s)
     hj212_ctx = DecodeContext(registry=registry, tz=ZoneInfo(settings.tz), max_future_s=settings.max_future_s)
 
-    def decode(raw):
+    def decode(raw: RawMessage) -> Outcome:
         return decode_raw(raw, hj212_ctx) if raw.source == "hj212" else mqtt_decoder.decode(raw)
 
     return decode
 
 
-def redecode_pending(store: DeadLetterStore, decode, *, dry_run: bool = False
+def redecode_pending(store: DeadLetterStore, decode: Redecode, *, dry_run: bool = False
                      ) -> tuple[list[int], list[Accepted], int]:
     """Run every pending dead letter through `decode` again. Returns the ids that now
     pass, their outcomes, and how many still fail (whose reasons are updated unless
@@ -74,7 +78,8 @@ def redecode_pending(store: DeadLetterStore, decode, *, dry_run: bool = False
     return ok_ids, outcomes, still
 
 
-def replay_into(store: DeadLetterStore, decode, append_lines, *, dry_run: bool = False) -> ReplayResult:
+def replay_into(store: DeadLetterStore, decode: Redecode, append_lines: Callable[[list[str]], object], *,
+                dry_run: bool = False) -> ReplayResult:
     ok_ids, outcomes, still = redecode_pending(store, decode, dry_run=dry_run)
     if not dry_run and ok_ids:
         append_lines([line for o in outcomes for line in o.lines])  # durable first, then mark

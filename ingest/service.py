@@ -16,7 +16,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from citywatch.errors import ConfigError
 from citywatch.influx import InfluxClient
@@ -32,6 +32,11 @@ from ingest.disk import DiskWatch, deadletter_quota, usage
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
 from ingest.writer import InfluxWriter
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
+    from ingest.hj212.gateway import Hj212Gateway
 
 log = logging.getLogger("citywatch.service")
 
@@ -52,7 +57,7 @@ class IngestProcesses(Protocol):
     @property
     def writers_ok(self) -> bool: ...
     def totals(self) -> dict[str, float]: ...
-    def collector(self) -> object: ...
+    def collector(self) -> Collector: ...
     def open_stream(self, stream: ValidatedStream) -> None: ...
     async def supervise(self) -> None: ...
     def stop(self, timeout: float = 60.0) -> None: ...
@@ -97,7 +102,9 @@ class Ingest:
     influx: InfluxClient
     writer: InfluxWriter
     consumer: MqttConsumer | None
-    extra_tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Coroutines, not any awaitable: each becomes a task of the service's TaskGroup (the
+    # Anys are a coroutine's send and yield types, which nobody uses).
+    extra_tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     workers: IngestProcesses | None = None  # MQTT ingest in worker processes instead of `consumer`
     disk: DiskWatch | None = None
     alert_store: object | None = None  # the alert engine's AlertStore, for /health and /metrics
@@ -202,7 +209,7 @@ def _parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _hj212_gateway(settings: Settings, ingest: Ingest, listen: str):
+def _hj212_gateway(settings: Settings, ingest: Ingest, listen: str) -> Hj212Gateway:
     from ingest.hj212.gateway import gateway_from_settings
 
     host, port = _parse_listen(listen)

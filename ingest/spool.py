@@ -36,6 +36,7 @@ import os
 import struct
 import threading
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,7 @@ _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def _load_fallocate():
+def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
     try:
         fn = ctypes.CDLL(None, use_errno=True).fallocate
     except (OSError, AttributeError):  # not Linux / not glibc: segments are still deleted and rolled
@@ -194,7 +195,7 @@ class Spool:
                 os.fsync(f.fileno())
         return valid
 
-    def _iter_records(self, start: Position, max_bytes: int | None = None):
+    def _iter_records(self, start: Position, max_bytes: int | None = None) -> Iterator[tuple[Position, bytes]]:
         """Yield (position_after, payload) for records at or after `start`."""
         for segment in self._segments():
             if segment < start.segment:

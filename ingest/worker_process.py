@@ -12,6 +12,7 @@ import asyncio
 import ctypes
 import signal
 import threading
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 
 from citywatch.logs import setup_logging
@@ -29,12 +30,17 @@ def _die_with_parent() -> None:
         pass
 
 
-def encode_batch(readings, events) -> tuple[list, list]:
+# A reading / an event as plain tuples: what crosses the pipe (pickled, smaller than the dataclass).
+ReadingRow = tuple[str, str, str, int, dict[str, float | bool], int | None, dict[str, str]]
+EventRow = tuple[str, str, str, int, str, dict[str, float | bool | str]]
+
+
+def encode_batch(readings: Iterable[Reading], events: Iterable[Event]) -> tuple[list[ReadingRow], list[EventRow]]:
     return ([(r.kind, r.site, r.device, r.ts_ms, r.values, r.seq, r.quality) for r in readings],
             [(e.kind, e.site, e.device, e.ts_ms, e.type, e.attributes) for e in events])
 
 
-def decode_batch(readings, events) -> tuple[list[Reading], list[Event]]:
+def decode_batch(readings: list[ReadingRow], events: list[EventRow]) -> tuple[list[Reading], list[Event]]:
     return [Reading(*r) for r in readings], [Event(*e) for e in events]
 
 
@@ -48,7 +54,7 @@ def worker_main(index: int, conn: Connection, forward: bool, data_dir: str, shar
     ingest = build_ingest(settings)
     send_lock = threading.Lock()
 
-    def send(message) -> None:
+    def send(message: tuple[object, ...]) -> None:
         with send_lock:
             conn.send(message)
 

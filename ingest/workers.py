@@ -34,12 +34,17 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from multiprocessing.connection import Connection
 
 from citywatch.settings import Settings
 from citywatch.stream import ValidatedStream
 from ingest.worker_process import decode_batch, is_total, worker_main
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("citywatch.ingest.workers")
 
@@ -89,7 +94,8 @@ class _Worker:
     index: int
     process: mp.process.BaseProcess | None = None
     conn: Connection | None = None
-    snapshot: dict = field(default_factory=dict)
+    # The worker's last report over the pipe: bools, numbers and the "storage" dict mixed.
+    snapshot: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
 
 
@@ -160,7 +166,7 @@ class WorkerPool:
         """SIGTERM every worker (each commits, acks and flushes), then wait for them."""
         self._stopping = True
         for w in self.workers:
-            if w.process is not None and w.process.is_alive():
+            if w.process is not None and w.process.pid is not None and w.process.is_alive():
                 os.kill(w.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for w in self.workers:
@@ -220,7 +226,7 @@ class PoolCollector:
     def __init__(self, pool: WorkerPool) -> None:
         self._pool = pool
 
-    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+    def collect(self) -> Iterator[Metric]:  # prometheus_client's collector protocol
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         families: dict[str, CounterMetricFamily] = {}  # one per name, a sample per label set

@@ -17,6 +17,8 @@ import gzip
 import logging
 import random
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from citywatch.aio import wait_event
 from citywatch.errors import CitywatchError, SpoolError
@@ -28,6 +30,7 @@ from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
 
 log = logging.getLogger("citywatch.ingest.writer")
+_T = TypeVar("_T")
 _COLLECT_AFTER_BYTES = 256 * 1024
 
 
@@ -111,7 +114,7 @@ class InfluxWriter:
             gc.collect(1)
         return batch.count
 
-    async def _until_stored(self, fn, arg) -> None:
+    async def _until_stored(self, fn: Callable[[_T], object], arg: _T) -> None:
         """Run a local write (checkpoint, dead letters) until it succeeds: on a full disk it
         waits for space, logging once, instead of ending the writer."""
         delay, since = 0.2, None

@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP_DIRS = {".git", ".venv", "var", "var.prev", "__pycache__", ".pytest_cache", "node_modules", "build", "dist"}
+SKIP_DIRS = {".git", ".venv", "var", "var.prev", "__pycache__", ".pytest_cache", ".mypy_cache", "node_modules", "build",
+             "dist"}
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".html", ".js", ".css", ".cfg", ".ini", ""}
 OUR_PACKAGES = ("citywatch", "ingest", "alerts", "api", "simulators", "app", "devtools", "tests")
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import weakref
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
 AlertId = Annotated[str, Path(description="alert id", pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64,
                               examples=["3f1c2a9b7d0e4c5f6a7b"])]
-_AUTH = {401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem}}
+_AUTH: dict[int | str, dict[str, Any]] = {401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem}}
 
 
 @router.get("", response_model=AlertPage, summary="List alerts, newest first", responses=_AUTH)

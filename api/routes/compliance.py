@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
@@ -22,7 +22,9 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 DateQ = Annotated[str | None, Query(alias="date", description="local day YYYY-MM-DD (CW_TZ); default today",
                                     max_length=10, examples=["2026-11-27"])]
 MonthQ = Annotated[str | None, Query(description="local month YYYY-MM (CW_TZ)", max_length=7, examples=["2026-11"])]
-ERRORS = {401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}}
+# FastAPI's `responses` type (dict[int | str, dict[str, Any]]), spelled out: a plain literal infers a narrower one.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}}
 
 
 def _day(day: str | None, today: date) -> date:

@@ -53,7 +53,8 @@ def _scoped_page(store: Any, registry: Any, allowed: frozenset[str], *, limit: i
                  include_replayed: bool) -> tuple[int, list[Any]]:
     """(total, page) of the letters whose site is in `allowed`. The store has no site
     column, so this reads the letters in id order, 500 at a time; dead letters are few."""
-    total, page, last = 0, [], 0
+    page: list[Any] = []  # the store's DeadLetters, as `store.list` gives them
+    total, last = 0, 0
     while True:
         batch = store.list(limit=500, after_id=last, include_replayed=include_replayed)
         if not batch:

@@ -80,7 +80,7 @@ def _no_evidence(key: str, reason: str, *, rule: Rule | None = None, measurable:
 
 def longest_run(bad_minutes: list[int]) -> tuple[int, int]:
     """(number of runs, longest span in ms from first to last bad minute) of consecutive minutes."""
-    runs, longest, start, prev = 0, -1, None, None
+    runs, longest, start, prev = 0, -1, 0, None  # start: set by the first minute (prev is None)
     for t in sorted(bad_minutes):
         if prev is None or t - prev > MIN_MS:
             runs += 1
@@ -92,7 +92,7 @@ def longest_run(bad_minutes: list[int]) -> tuple[int, int]:
 
 def violations(bad_minutes: list[int], tolerance_ms: float) -> int:
     """Runs of consecutive bad minutes that lasted the tolerance (`for`); every run when 0."""
-    count, start, prev, counted = 0, None, None, False
+    count, start, prev, counted = 0, 0, None, False  # start: set by the first minute (prev is None)
     for t in sorted(bad_minutes):
         if prev is None or t - prev > MIN_MS:
             start, counted = t, False

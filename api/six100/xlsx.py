@@ -59,7 +59,7 @@ def _day_sheet(wb: Workbook, day: str, sites: list[SiteCompliance]) -> None:
     ws = wb.create_sheet(title=day)
     _header(ws, DAY_HEADERS)
     for s in sites:
-        items = {i.item: i for i in s.items}
+        items: dict[str, ComplianceItem] = {i.item: i for i in s.items}
         row = [s.district or "", s.site, *(cell_text(items[k]) for k in ITEMS), all_pass_text(s)]
         _append(ws, row)
         r = ws.max_row

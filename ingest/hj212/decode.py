@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from citywatch.lineproto import escape_measurement, escape_tag, event_line, flag_fields, format_value, reading_line
 from citywatch.model import Event, RawMessage, Reading
 from citywatch.registry import Device, Registry
-from citywatch.schema import KindSpec, kinds
+from citywatch.schema import FieldSpec, KindSpec, kinds
 from ingest.hj212.answers import data_answer, request_answer
 from ingest.hj212.codes import FAULT_FLAGS, PERIODS, Cn, QnRtn
 from ingest.hj212.crc import crc_hex, crc_ok
@@ -191,7 +191,8 @@ def _agg_line(device: Device, period: str, ts_ms: int, vals: Values) -> str:
             f"period={period},site={escape_tag(device.site)} {','.join(parts)} {ts_ms}")
 
 
-def _fault_events(device: Device, ts_ms: int, vals: Values, events: dict) -> tuple[Event, ...]:
+def _fault_events(device: Device, ts_ms: int, vals: Values, events: dict[str, dict[str, FieldSpec]]
+                  ) -> tuple[Event, ...]:
     """One `sensor_fault` event for a packet that flags any field D (fault) or F (stopped),
     when the kind declares that event (kinds.yaml): a rule turns it into a device-fault
     alert. One per packet, not per field: two events of one device at one instant would be

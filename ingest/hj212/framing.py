@@ -24,6 +24,8 @@ chunk; discarded garbage is kept only up to `max_raw` bytes per error.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum, auto
+from typing import Final, Literal
 
 from ingest.hj212.crc import CrcMode, crc_hex, hj212_crc, modbus_crc
 
@@ -33,7 +35,16 @@ MAX_DATA_FIELD = 9999  # what four decimal digits can declare
 DEFAULT_MAX_DATA = 4096
 _OVERHEAD = 2 + 4 + 4 + 2  # ## + length + CRC + CRLF
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
-_RESYNC = object()  # _take_frame: the header was bad, discarding has started
+
+
+class _Resync(Enum):
+    """`_take_frame`'s third answer: the header was bad, discarding has started (an enum, not
+    a bare object(), so that the type checker can tell it from a frame)."""
+
+    RESYNC = auto()
+
+
+_RESYNC: Final = _Resync.RESYNC
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +167,10 @@ class FrameDecoder:
         value = int(crc, 16)
         if value != hj212_crc(data) and value != modbus_crc(data):
             return None
-        if buf[stop: stop + 2] in (TERMINATOR, b"\n\r"):
+        two = buf[stop: stop + 2]
+        if two == TERMINATOR or two == b"\n\r":
             end = stop + 2
-        elif buf[stop: stop + 1] in (b"\n", b"\r"):
+        elif two[:1] == b"\n" or two[:1] == b"\r":
             end = stop + 1  # a lone LF or CR as the terminator
         else:
             end = stop
@@ -204,7 +216,7 @@ class FrameDecoder:
         out.append(self._end_skip())
         return True
 
-    def _take_frame(self) -> Frame | FramingError | object | None:
+    def _take_frame(self) -> Frame | FramingError | Literal[_Resync.RESYNC] | None:
         """A frame or error from the buffer start, `_RESYNC`, or None when more bytes are needed."""
         buf = self._buf
         if len(buf) < 6:
@@ -258,7 +270,7 @@ class FrameDecoder:
             return FramingError(f"bad_crc_field: CRC field {crc!r} is not 4 hex digits", raw, len(raw))
         return Frame(data=raw[6 : 6 + length], crc=crc.decode("ascii"), raw=raw)
 
-    def _bad_header(self, reason: str) -> object:
+    def _bad_header(self, reason: str) -> Literal[_Resync.RESYNC]:
         # The header is unusable, so this frame's extent is unknown: discard to the next `##`.
         self._start_skip(reason)
         self._skip_append(self._buf[:2])

@@ -253,7 +253,8 @@ async def run_fleet(
         except OSError as exc:
             result.errors.append(f"{device.id}: connect: {exc}")
             return
-        decoder, backlog = FrameDecoder(), []
+        decoder = FrameDecoder()
+        backlog: list[Frame] = []
         try:
             for n in range(packets_each):
                 ts = first + timedelta(seconds=interval_s * n)

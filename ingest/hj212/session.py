@@ -22,6 +22,7 @@ import contextlib
 import hmac
 import logging
 import socket
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -206,7 +207,7 @@ class Session:
                         "hj212: closing %s after %d bytes that are not HJ 212 frames", peer, bad_bytes)
                 return
 
-    async def _unread(self, rest: list[Frame | FramingError], decoder: FrameDecoder, received_ms: int) -> None:
+    async def _unread(self, rest: Sequence[Frame | FramingError], decoder: FrameDecoder, received_ms: int) -> None:
         """What arrived after the frame that closed the connection: not checked, but still a
         dead letter each (or, beyond the rate of an unauthenticated source, counted)."""
         why = "not_checked: the connection was closed after a failed login before this frame was read"

@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     six.add_argument("--site", default=None, help="one site only")
     six.add_argument("--format", choices=("xlsx", "csv"), default="xlsx")
     six.add_argument("--out", default=None, help="output file (default 六个百分百-<date or month>.<format>)")
+    six.add_argument("--rebuild", action="store_true",
+                     help="rebuild the kept evidence of local days --from D --to D from InfluxDB (progress bar)")
+    six.add_argument("--from", dest="date_from", metavar="D", help="first local day YYYY-MM-DD of --rebuild")
+    six.add_argument("--to", dest="date_to", metavar="D", help="last local day YYYY-MM-DD of --rebuild")
     six.set_defaults(func=_cmd_report_six100)
 
     routes = sub.add_parser("routes", help="alert routing (CW_ROUTES_FILE)")

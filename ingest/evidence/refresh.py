@@ -145,6 +145,7 @@ class EvidenceKeeper:
         done = 0
         for day in days:
             async with self._lock:
+                v0 = await asyncio.to_thread(self.store.version)
                 updates: dict[tuple[str, int], list] = defaultdict(list)
                 for a in range(day, day + DAY_MS, step):
                     win = await self.read_window(a, min(a + step, day + DAY_MS), None)
@@ -157,7 +158,7 @@ class EvidenceKeeper:
                 for site in await asyncio.to_thread(self._sites_of, day):
                     if (site, day) not in updates:
                         updates[(site, day)].append((0, MINUTES, DayFacts()))
-                await asyncio.to_thread(self.store.apply, updates, rebuilt_days=[day])
+                await asyncio.to_thread(self.store.apply, updates, rebuilt_days=[day], read_at_version=v0)
         return len(days)
 
     def _sites_of(self, day: int) -> list[str]:

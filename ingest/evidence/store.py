@@ -136,6 +136,9 @@ class EvidenceStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a mark must be on disk before the spool checkpoint moves past its batch
         self._db.execute("PRAGMA synchronous=FULL")
+        # a small WAL: the data disk may be small, and its space is the spool's first
+        self._db.execute("PRAGMA wal_autocheckpoint=256")
+        self._db.execute("PRAGMA journal_size_limit=1048576")
         self._db.executescript("""
                 CREATE TABLE IF NOT EXISTS dirty (seq INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL,
                     minute INTEGER NOT NULL, UNIQUE (site, minute));
@@ -192,17 +195,28 @@ class EvidenceStore:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM dirty").fetchone()[0])
 
+    def version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
+
     def apply(self, updates: Mapping[tuple[str, int], list[tuple[int, int, DayFacts]]], *, done_seq: int = 0,
-              rebuilt_days: Iterable[int] = ()) -> int:
+              rebuilt_days: Iterable[int] = (), read_at_version: int | None = None) -> int:
         """Replace minute ranges: (site, UTC day ms) → [(first index, end index, facts)];
-        then drop the marks up to `done_seq` and record rebuilt days, in one transaction."""
+        then drop the marks up to `done_seq` and record rebuilt days, in one transaction.
+        `read_at_version`: the store's version when the facts were read (a rebuild, which
+        may run beside the service's keeper); a row another process changed since then may
+        hold newer minutes than ours, so its ranges are marked to be read again."""
         with self._lock, self._tx():
             version = int(self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]) + 1
             for (site, day), parts in updates.items():
-                row = self._db.execute("SELECT data FROM facts WHERE day = ? AND site = ?", (day, site)).fetchone()
+                row = self._db.execute("SELECT data, version FROM facts WHERE day = ? AND site = ?",
+                                       (day, site)).fetchone()
                 facts = DayFacts.decode(row[0]) if row else DayFacts()
                 for lo, hi, new in parts:
                     facts.replace(lo, hi, new, day)
+                    if row and read_at_version is not None and row[1] > read_at_version:
+                        self._db.executemany("INSERT OR REPLACE INTO dirty (site, minute) VALUES (?, ?)",
+                                             [(site, day + i * MIN_MS) for i in range(lo, hi)])
                 self._db.execute("INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?)", (day, site, version, facts.encode()))
             if done_seq:
                 self._db.execute("DELETE FROM dirty WHERE seq <= ?", (done_seq,))

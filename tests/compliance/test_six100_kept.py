@@ -195,3 +195,21 @@ def test_marks_read_every_line_the_ingest_writes():
     lines = [_r("S-1_a", "D1", 3, 59, {"pm10": 1.0}, {"pm10": "D"}), _exit("S2", 5, True, 9, False),
              reading_line(Reading(kind="noise", site="N1", device="D1", ts_ms=T0, values={"leq": 50.0}))]
     assert marks_of(("\n".join(lines) + "\n").encode()) == {("S-1_a", T0 + 3 * MIN), ("S2", T0 + 5 * MIN)}
+
+
+def test_report_cli_rebuild_then_report(db, tmp_path, monkeypatch, capsys):
+    from citywatch.cli import main
+
+    db.write(day_lines())
+    monkeypatch.setenv("CW_INFLUX_URL", db.url)
+    monkeypatch.setenv("CW_INFLUX_DATABASE", db.name)
+    monkeypatch.setenv("CW_DATA_DIR", str(tmp_path / "data"))
+    raw = tmp_path / "raw.csv"
+    assert main(["report", "six100", "--date", DAY, "--format", "csv", "--out", str(raw)]) == 0
+    assert main(["report", "six100", "--rebuild", "--from", DAY, "--to", DAY]) == 0
+    assert "rebuilt the kept six-100 evidence of 2026-11-20..2026-11-20 (2 UTC day(s))" in capsys.readouterr().out
+    kept = tmp_path / "kept.csv"
+    assert main(["report", "six100", "--date", DAY, "--format", "csv", "--out", str(kept)]) == 0
+    assert kept.read_bytes() == raw.read_bytes()
+    assert main(["report", "six100", "--rebuild", "--from", DAY]) == 2
+    assert "--to YYYY-MM-DD is required" in capsys.readouterr().err

@@ -37,7 +37,7 @@ from typing import Any
 from api.models import SiteCompliance
 from api.six100.evidence import SiteEvidence, read_day
 from api.six100.judge import judge_site, low_limit
-from api.six100.kept import six100_days as six100_kept
+from api.six100.kept import covered_days, six100_days as six100_kept
 from api.six100.thresholds import ItemRules, cond_on
 
 
@@ -158,19 +158,21 @@ def month_days(month: str, today: date) -> list[date]:
 
 async def six100_month(influx: Any, *, days: list[date], tz, now_ms: int, site: str | None, registry: Any,
                        max_sites: int, rules: ItemRules, keeper: Any = None) -> dict[str, list[SiteCompliance]]:
-    """Each day's report (date ISO → sites): from the kept evidence when it covers them
-    all, else one day after the other from InfluxDB."""
-    if keeper is not None:
-        low_limits, site_inputs = _judge_inputs(registry, rules)
-        kept = await six100_kept(keeper, days=days, tz=tz, now_ms=now_ms, site=site, registry=registry,
-                                 max_sites=max_sites, rules=rules, low_limits=low_limits, site_inputs=site_inputs)
-        if kept is not None:
-            return kept
+    """Each day's report (date ISO → sites): the days the kept evidence covers from it,
+    the others one after the other from InfluxDB."""
     out: dict[str, list[SiteCompliance]] = {}
+    if keeper is not None:
+        kept_days = await covered_days(keeper, days, tz)
+        if kept_days:
+            low_limits, site_inputs = _judge_inputs(registry, rules)
+            out = await six100_kept(keeper, days=kept_days, tz=tz, now_ms=now_ms, site=site, registry=registry,
+                                    max_sites=max_sites, rules=rules, low_limits=low_limits,
+                                    site_inputs=site_inputs) or {}
     for d in days:
-        out[d.isoformat()] = await six100(influx, day=d, tz=tz, now_ms=now_ms, site=site, registry=registry,
-                                          max_sites=max_sites, rules=rules)
-    return out
+        if d.isoformat() not in out:
+            out[d.isoformat()] = await six100(influx, day=d, tz=tz, now_ms=now_ms, site=site, registry=registry,
+                                              max_sites=max_sites, rules=rules)
+    return {d.isoformat(): out[d.isoformat()] for d in days}
 
 
 def rules_mapping(engine: Any, settings: Any) -> Mapping[str, Any]:

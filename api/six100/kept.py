@@ -124,10 +124,22 @@ def _cache(store: Any) -> _Cache:
     return _CACHES.setdefault(id(store), _Cache())
 
 
-def covered(store: Any, utc_days: list[int]) -> bool:
+def covered(store: Any, start_ms: int, end_ms: int) -> bool:
+    """Every point of [start_ms, end_ms) is in the store: its part after the store began
+    (plus the margin) was marked by the writers, each UTC day before that was rebuilt."""
     since = store.live_since_ms()
-    early = [d for d in utc_days if d - since < COVER_MARGIN_MS]
+    early = [u for u in _utc_days(start_ms, end_ms) if max(u, start_ms) - since < COVER_MARGIN_MS]
     return not early or store.rebuilt(early) == set(early)
+
+
+async def covered_days(keeper: Any, days: list[date], tz) -> list[date]:
+    """The local days the kept evidence covers (the others are read from InfluxDB)."""
+    from api.compliance import day_bounds
+
+    def check() -> list[date]:
+        return [d for d in days if covered(keeper.store, *day_bounds(d, tz))]
+
+    return await asyncio.to_thread(check)
 
 
 def _utc_days(start_ms: int, end_ms: int) -> list[int]:
@@ -144,7 +156,7 @@ async def six100_days(keeper: Any, *, days: list[date], tz, now_ms: int, site: s
     store = keeper.store
     bounds = {d: day_bounds(d, tz) for d in days}
     utc = sorted({u for a, b in bounds.values() for u in _utc_days(a, b)})
-    if not await asyncio.to_thread(covered, store, utc):
+    if not all(await asyncio.to_thread(lambda: [covered(store, a, b) for a, b in bounds.values()])):
         return None
     await keeper.refresh()
     versions = await asyncio.to_thread(store.versions, utc, None if site is None else [site])

@@ -96,9 +96,9 @@ class Harness:
         return {d: [s.model_dump() for s in sites] for d, sites in by_day.items()}
 
     async def kept_used(self) -> bool:
-        from api.six100.kept import _utc_days, covered
+        from api.six100.kept import covered
 
-        return covered(self.keeper.store, _utc_days(T0, T0 + 86_400_000))
+        return covered(self.keeper.store, T0, T0 + 86_400_000)
 
     def close(self) -> None:
         self.ingest.close()

@@ -183,7 +183,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 def run_query_bench(args: Any) -> int:
     sites, monitors = int(args.sites or 1000), int(args.monitors or 1)
-    days, raw_days, interval = int(args.days or 365), int(args.raw_days or 1), int(args.interval or 30)
+    days, raw_days, interval = int(args.days or 365), int(args.raw_days), int(args.interval or 30)
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="citywatch-qbench-"))
     mosq, infl = Mosquitto(root / "mosquitto"), Influxd(root / "influxd")
@@ -198,7 +198,7 @@ def run_query_bench(args: Any) -> int:
         now = datetime.now(TZ)
         now_ms = int(now.timestamp() * 1000)
         today = now.date()
-        raw = [today - timedelta(days=k) for k in range(raw_days - 1, -1, -1)]
+        raw = [today - timedelta(days=k) for k in range(raw_days - 1, -1, -1)]  # --raw-days 0: kept only
         t = time.monotonic()
         points = load_raw(infl.url, "cw", sites, monitors, raw, interval, now_ms)
         load_s = time.monotonic() - t
@@ -209,10 +209,11 @@ def run_query_bench(args: Any) -> int:
         from ingest.evidence import EvidenceKeeper, EvidenceStore, evidence_path
 
         store = EvidenceStore(evidence_path(data))
-        raw_start = int(datetime.combine(raw[0], datetime.min.time(), TZ).timestamp() * 1000)
+        raw_start = int(datetime.combine(raw[0] if raw else today + timedelta(days=1), datetime.min.time(),
+                                         TZ).timestamp() * 1000)
         first = int(datetime.combine(today - timedelta(days=days - 1), datetime.min.time(), TZ).timestamp() * 1000)
         raw_end = int(datetime.combine(today + timedelta(days=1), datetime.min.time(), TZ).timestamp() * 1000)
-        utc_old = list(range(first - first % DAY_MS, raw_start - raw_start % DAY_MS, DAY_MS))
+        utc_old = list(range(first - first % DAY_MS, raw_start - raw_start % DAY_MS + (0 if raw else DAY_MS), DAY_MS))
         fill_kept(store, sites, utc_old)
 
         async def rebuild() -> None:
@@ -224,7 +225,8 @@ def run_query_bench(args: Any) -> int:
                 await influx.aclose()
 
         t = time.monotonic()
-        asyncio.run(rebuild())
+        if raw:
+            asyncio.run(rebuild())
         rebuild_s = time.monotonic() - t
         kept_mb = store.size_bytes() / 1e6
         store.close()

@@ -134,7 +134,7 @@ class EvidenceKeeper:
                 n += len(spans)
                 await asyncio.to_thread(self.store.apply, updates, done_seq=seq)
 
-    async def rebuild(self, start_ms: int, end_ms: int, *, hours_per_read: int = 6,
+    async def rebuild(self, start_ms: int, end_ms: int, *, hours_per_read: int = 2,
                       progress: Callable[[int, int], None] | None = None) -> int:
         """Re-read every UTC day that overlaps [start_ms, end_ms) for all sites, in reads
         of `hours_per_read`; each day is stored (and counted as rebuilt) once complete."""

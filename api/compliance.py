@@ -37,6 +37,7 @@ from typing import Any
 from api.models import SiteCompliance
 from api.six100.evidence import SiteEvidence, read_day
 from api.six100.judge import judge_site, low_limit
+from api.six100.kept import covered_days, six100_days as six100_kept
 from api.six100.thresholds import ItemRules, cond_on
 
 
@@ -62,15 +63,13 @@ def site_district(devices: list[Any]) -> str | None:
     return None
 
 
-async def six100(influx: Any, *, day: date, tz, now_ms: int, site: str | None, registry: Any,
-                 max_sites: int, rules: ItemRules) -> list[SiteCompliance]:
-    start_ms, end_ms = day_bounds(day, tz)
-    until = min(end_ms, now_ms)
+def _judge_inputs(registry: Any, rules: ItemRules):
+    """(low_limits, site_inputs): the highest ratio limit of any site (the minutes at or
+    below it are read), and per site (equipment, params, interval_s, district)."""
     devices_by_site: dict[str, list[Any]] = {}
     if registry is not None:
         for d in registry.devices.values():
             devices_by_site.setdefault(d.site, []).append(d)
-    # the highest ratio limit of any site: the minutes at or below it are read
     low_limits: dict[str, tuple[float, bool]] = {}
     for item, name in (("cover", "cover_ratio"), ("hardened", "hardened_ratio")):
         limits = [v for devs in [[], *devices_by_site.values()]
@@ -78,6 +77,28 @@ async def six100(influx: Any, *, day: date, tz, now_ms: int, site: str | None, r
         if limits:
             cond = cond_on(rules.get(item), name)
             low_limits[name] = (max(limits), cond.op == "at_most")
+
+    def site_inputs(name: str) -> tuple[Any, dict[str, Any], float, str | None]:
+        devices = devices_by_site.get(name, [])
+        equipment = registry.site_equipment(name) if registry is not None else None
+        interval = max((d.expected_interval_s for d in devices), default=60.0)
+        return equipment, _site_params(devices), interval, site_district(devices)
+
+    return low_limits, site_inputs
+
+
+async def six100(influx: Any, *, day: date, tz, now_ms: int, site: str | None, registry: Any,
+                 max_sites: int, rules: ItemRules, keeper: Any = None) -> list[SiteCompliance]:
+    """One local day. With `keeper` (ingest.evidence.EvidenceKeeper) the day is judged from
+    the kept evidence when the store covers it (api/six100/kept.py), else from InfluxDB."""
+    low_limits, site_inputs = _judge_inputs(registry, rules)
+    if keeper is not None:
+        kept = await six100_kept(keeper, days=[day], tz=tz, now_ms=now_ms, site=site, registry=registry,
+                                 max_sites=max_sites, rules=rules, low_limits=low_limits, site_inputs=site_inputs)
+        if kept is not None:
+            return kept[day.isoformat()]
+    start_ms, end_ms = day_bounds(day, tz)
+    until = min(end_ms, now_ms)
     evidence = await read_day(influx, start_ms=start_ms, end_ms=end_ms, site=site, max_sites=max_sites,
                               low_limits=low_limits)
     names = set(evidence)
@@ -87,12 +108,10 @@ async def six100(influx: Any, *, day: date, tz, now_ms: int, site: str | None, r
         names |= {d.site for d in registry.devices.values() if d.kind == "dust"}
     out: list[SiteCompliance] = []
     for name in sorted(names)[:max_sites]:
-        devices = devices_by_site.get(name, [])
-        equipment = registry.site_equipment(name) if registry is not None else None
-        interval = max((d.expected_interval_s for d in devices), default=60.0)
+        equipment, params, interval, district = site_inputs(name)
         out.append(judge_site(evidence.get(name) or SiteEvidence(name), day=day.isoformat(), rules=rules,
-                              equipment=equipment, params=_site_params(devices), interval_s=interval,
-                              start_ms=start_ms, until_ms=until, district=site_district(devices)))
+                              equipment=equipment, params=params, interval_s=interval,
+                              start_ms=start_ms, until_ms=until, district=district))
     return out
 
 
@@ -138,13 +157,22 @@ def month_days(month: str, today: date) -> list[date]:
 
 
 async def six100_month(influx: Any, *, days: list[date], tz, now_ms: int, site: str | None, registry: Any,
-                       max_sites: int, rules: ItemRules) -> dict[str, list[SiteCompliance]]:
-    """Each day's report (date ISO → sites), one day after the other."""
+                       max_sites: int, rules: ItemRules, keeper: Any = None) -> dict[str, list[SiteCompliance]]:
+    """Each day's report (date ISO → sites): the days the kept evidence covers from it,
+    the others one after the other from InfluxDB."""
     out: dict[str, list[SiteCompliance]] = {}
+    if keeper is not None:
+        kept_days = await covered_days(keeper, days, tz)
+        if kept_days:
+            low_limits, site_inputs = _judge_inputs(registry, rules)
+            out = await six100_kept(keeper, days=kept_days, tz=tz, now_ms=now_ms, site=site, registry=registry,
+                                    max_sites=max_sites, rules=rules, low_limits=low_limits,
+                                    site_inputs=site_inputs) or {}
     for d in days:
-        out[d.isoformat()] = await six100(influx, day=d, tz=tz, now_ms=now_ms, site=site, registry=registry,
-                                          max_sites=max_sites, rules=rules)
-    return out
+        if d.isoformat() not in out:
+            out[d.isoformat()] = await six100(influx, day=d, tz=tz, now_ms=now_ms, site=site, registry=registry,
+                                              max_sites=max_sites, rules=rules)
+    return {d.isoformat(): out[d.isoformat()] for d in days}
 
 
 def rules_mapping(engine: Any, settings: Any) -> Mapping[str, Any]:

@@ -39,7 +39,7 @@ class Limits:
     max_series: int = 50  # devices per /v1/series answer
     max_page: int = 500
     heartbeat_s: float = 15.0  # SSE comment interval
-    compliance_max_sites: int = 500
+    compliance_max_sites: int = 2000  # a city of 1,000 sites whole; kept evidence answers it (api/six100/kept.py)
     sse_per_token: int = 8  # open /v1/alerts/stream per token (CW_API_SSE_PER_TOKEN); 429 beyond
 
 

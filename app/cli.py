@@ -132,6 +132,12 @@ def _cmd_routes_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.query:
+        try:
+            from devtools.bench.query import run_query_bench
+        except ImportError as exc:
+            raise ConfigError(f"bench --query runs from a source checkout (devtools/): {exc}") from None
+        return run_query_bench(args)
     from citywatch.bench import run_bench
 
     return run_bench(args, settings)
@@ -185,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     six.add_argument("--site", default=None, help="one site only")
     six.add_argument("--format", choices=("xlsx", "csv"), default="xlsx")
     six.add_argument("--out", default=None, help="output file (default 六个百分百-<date or month>.<format>)")
+    six.add_argument("--rebuild", action="store_true",
+                     help="rebuild the kept evidence of local days --from D --to D from InfluxDB (progress bar)")
+    six.add_argument("--from", dest="date_from", metavar="D", help="first local day YYYY-MM-DD of --rebuild")
+    six.add_argument("--to", dest="date_to", metavar="D", help="last local day YYYY-MM-DD of --rebuild")
     six.set_defaults(func=_cmd_report_six100)
 
     routes = sub.add_parser("routes", help="alert routing (CW_ROUTES_FILE)")
@@ -204,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "RSS during the drain, lost); --readings sets the reference capacity run (200,000)")
     bench.add_argument("--workers", type=int, default=1,
                        help="CW_INGEST_WORKERS for the measured service (default 1, the default setting)")
+    bench.add_argument("--query", action="store_true",
+                       help="query mode: p50/p99 of each dashboard route on a generated city (devtools/bench/query.py)")
+    for flag, default, what in (("--sites", 1000, "sites"), ("--monitors", 1, "dust monitors per site"),
+                                ("--days", 365, "days of kept six-100 evidence"),
+                                ("--raw-days", 1, "last days also as raw points in InfluxDB"),
+                                ("--interval", 30, "seconds between raw points"),
+                                ("--requests", 20, "warm requests per route")):
+        bench.add_argument(flag, type=int, default=default, help=f"--query: {what} (default {default})")
     bench.set_defaults(func=_cmd_bench)
     return p
 

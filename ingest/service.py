@@ -29,6 +29,7 @@ from ingest.consumer import MqttConsumer
 from ingest.deadletters import DeadLetterStore
 from ingest.decode import Decoder
 from ingest.disk import DiskWatch, deadletter_quota, usage
+from ingest.evidence import EvidenceKeeper, EvidenceStore, evidence_path
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
 from ingest.writer import InfluxWriter
@@ -108,6 +109,7 @@ class Ingest:
     workers: IngestProcesses | None = None  # MQTT ingest in worker processes instead of `consumer`
     disk: DiskWatch | None = None
     alert_store: object | None = None  # the alert engine's AlertStore, for /health and /metrics
+    evidence: EvidenceKeeper | None = None  # kept six-100 evidence (main process only)
 
     @property
     def intake_paused(self) -> bool:
@@ -153,6 +155,8 @@ class Ingest:
     def close(self) -> None:
         self.spool.close()
         self.deadletters.close()
+        if self.evidence is not None:
+            self.evidence.store.close()
 
 
 def build_ingest(settings: Settings, *, mqtt: bool = True) -> Ingest:
@@ -167,8 +171,10 @@ def build_ingest(settings: Settings, *, mqtt: bool = True) -> Ingest:
                                   retention_s=settings.deadletter_retention_days * 86400, metrics=metrics)
     stream = ValidatedStream()
     influx = InfluxClient(settings)
+    evidence = EvidenceStore(evidence_path(settings.data_dir))
     writer = InfluxWriter(spool=spool, client=influx, deadletters=deadletters, metrics=metrics,
-                          batch_lines=settings.write_batch_lines, interval_s=settings.write_interval_ms / 1000)
+                          batch_lines=settings.write_batch_lines, interval_s=settings.write_interval_ms / 1000,
+                          evidence=evidence)
     committer = Committer(spool=spool, deadletters=deadletters, stream=stream, metrics=metrics,
                           interval_s=settings.commit_interval_ms / 1000, max_items=settings.commit_max_messages,
                           on_commit=writer.notify)
@@ -182,6 +188,9 @@ def build_ingest(settings: Settings, *, mqtt: bool = True) -> Ingest:
                     consumer)
     ingest.disk = DiskWatch(settings=settings, spool=spool, committer=committer, metrics=metrics,
                             deadletters=deadletters)
+    if settings.worker_index is None:  # the ingest workers only mark; this process refreshes
+        ingest.evidence = EvidenceKeeper(evidence, influx)
+        ingest.extra_tasks.append(ingest.evidence.run)
     return ingest
 
 

@@ -26,6 +26,7 @@ from citywatch.influx import InfluxClient, WriteOutcome, WriteResult
 from citywatch.logs import redact_url
 from citywatch.model import RawMessage
 from ingest.deadletters import DeadLetterError, DeadLetterStore
+from ingest.evidence.store import EvidenceStore
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
 
@@ -46,6 +47,7 @@ class InfluxWriter:
         interval_s: float = 0.2,
         max_backoff_s: float = 30.0,
         rng: random.Random | None = None,
+        evidence: EvidenceStore | None = None,
     ) -> None:
         self._spool = spool
         self._client = client
@@ -55,6 +57,7 @@ class InfluxWriter:
         self._interval = interval_s
         self._max_backoff = max_backoff_s
         self._rng = rng or random.Random()
+        self._evidence = evidence  # six-100 kept evidence: marks what each accepted batch touched
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,6 +103,10 @@ class InfluxWriter:
             await self._until_stored(self._deadletters.add_many, dead)
             self._metrics.write_rejected.inc(len(rejected))
             log.warning("InfluxDB refused %d line(s); dead-lettered, e.g. %s", len(rejected), rejected[0][1][:300])
+        if self._evidence is not None:
+            # After InfluxDB holds the batch, before the checkpoint passes it: a crash in
+            # between re-sends and re-marks it (marks are idempotent).
+            await self._until_stored(self._evidence.mark_body, batch.body)
         await self._until_stored(self._spool.commit, batch)
         self._metrics.stored.inc(batch.count - len(rejected))
         self._metrics.backlog.set(self._spool.backlog_lines)

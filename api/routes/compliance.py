@@ -56,7 +56,7 @@ def _month(month: str, today: date) -> list[date]:
 def _args(ctx: AppContext, site: str | None):
     rules = compliance.rules_mapping(ctx.engine, ctx.settings)
     return dict(influx=ctx.ingest.influx, tz=ctx.tz, site=site, registry=getattr(ctx.ingest, "registry", None),
-                max_sites=ctx.limits.compliance_max_sites,
+                max_sites=ctx.limits.compliance_max_sites, keeper=getattr(ctx.ingest, "evidence", None),
                 rules=item_rules(rules, getattr(ctx.settings, "rule_pack", "default")))
 
 

@@ -202,7 +202,11 @@ def _wet(rule: ThresholdRule, ev: SiteEvidence, params: Mapping[str, Any], equip
     limit = threshold_value(cond.threshold, params) if cond is not None else None
     if cond is None or limit is None:
         return _no_evidence("wet_operation", "no_rule")
-    high = [t for t, v in pm10.items() if holds(cond, v, params)]
+    # PM10 minute means are floats: the bound comparison of the limit is `holds` for them,
+    # without its per-value lookups (1,440 minutes a site, 1,000 sites a day)
+    fast = {"above": float(limit).__lt__, "at_least": float(limit).__le__, "below": float(limit).__gt__,
+            "at_most": float(limit).__ge__}.get(cond.op)
+    high = [t for t, v in pm10.items() if (fast(v) if fast is not None else holds(cond, v, params))]
     if not high:
         return _item("wet_operation", "pass", percent=100.0, rule=rule,
                      detail=f"PM10 never above {limit:g} µg/m³ ({len(pm10)} valid minute(s))",

@@ -26,9 +26,14 @@ async def _build(args: argparse.Namespace, settings) -> tuple[bytes, str, str]:
     now = datetime.now(tz)
     rules = item_rules(load_rules(settings.rules_dir, pack=settings.rule_pack), settings.rule_pack)
     registry = Registry.load(settings.devices_file) if settings.devices_file else None
+    from ingest.evidence import EvidenceKeeper, EvidenceStore, evidence_path
+
     influx = InfluxClient(settings)
+    # the kept evidence of a running (or past) service, where it covers the days asked
+    path = evidence_path(settings.data_dir)
+    keeper = EvidenceKeeper(EvidenceStore(path), influx) if path.exists() else None
     common = dict(tz=tz, now_ms=int(now.timestamp() * 1000), site=args.site, registry=registry, max_sites=100_000,
-                  rules=rules)
+                  rules=rules, keeper=keeper)
     try:
         if args.month:
             days = compliance.month_days(args.month, now.date())
@@ -46,9 +51,50 @@ async def _build(args: argparse.Namespace, settings) -> tuple[bytes, str, str]:
         return day_workbook(args.date, sites), f"六个百分百-{args.date}.xlsx", summary
     finally:
         await influx.aclose()
+        if keeper is not None:
+            keeper.store.close()
+
+
+async def _rebuild(args: argparse.Namespace, settings) -> str:
+    """Re-read the local days' UTC days from InfluxDB into the kept evidence, with a bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from api.compliance import day_bounds
+    from citywatch.influx import InfluxClient
+    from ingest.evidence import EvidenceKeeper, EvidenceStore, evidence_path
+
+    tz = ZoneInfo(settings.tz)
+    first = datetime.strptime(args.date_from, "%Y-%m-%d").date()
+    last = datetime.strptime(args.date_to, "%Y-%m-%d").date()
+    if last < first:
+        raise ConfigError("report six100 --rebuild: --to is before --from")
+    start_ms, end_ms = day_bounds(first, tz)[0], day_bounds(last, tz)[1]
+    influx = InfluxClient(settings)
+    store = EvidenceStore(evidence_path(settings.data_dir))
+    columns = (TextColumn("重建 six-100 证据 rebuilding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task("rebuild", total=None)
+            days = await EvidenceKeeper(store, influx).rebuild(
+                start_ms, end_ms, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    finally:
+        await influx.aclose()
+        store.close()
+    return f"rebuilt the kept six-100 evidence of {first}..{last} ({days} UTC day(s)) in {store.path}"
 
 
 def run_report(args: argparse.Namespace, settings) -> int:
+    if getattr(args, "rebuild", False):
+        for name, value in (("--from", args.date_from), ("--to", args.date_to)):
+            if not value or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                raise ConfigError(f"report six100 --rebuild: {name} YYYY-MM-DD is required")
+        if args.date or args.month:
+            raise ConfigError("report six100: --rebuild takes --from/--to, not --date/--month")
+        try:
+            print(asyncio.run(_rebuild(args, settings)))
+        except ValueError:
+            raise ConfigError("report six100 --rebuild: --from/--to is not a valid date") from None
+        return 0
     if bool(args.date) == bool(args.month):
         raise ConfigError("report six100: give --date YYYY-MM-DD or --month YYYY-MM")
     if args.date and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):

@@ -1,0 +1,208 @@
+"""Six-100 from the kept evidence (ingest/evidence): the minute facts the writers keep
+current, judged here with the rules in force — no raw points read per request.
+
+A local day is answered from the store when every UTC day it overlaps is *covered*:
+rebuilt from InfluxDB (`citywatch report six100 --rebuild`), or begun at least an hour
+after the store was created (every point written since then was marked by our writers).
+Otherwise `None`, and the caller reads InfluxDB as before (api/six100/evidence.py).
+
+Pending marks are applied first (`EvidenceKeeper.refresh`), so an answer holds every
+point InfluxDB accepted before the request. Judged sites are cached per (site, day)
+against the versions of their facts and a fingerprint of what judges them (rules, set
+values, equipment, interval, district); a past day is judged once, today up to its last
+whole minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+
+from api.models import SiteCompliance
+from api.six100.evidence import MIN_MS, RATIOS, SiteEvidence
+from api.six100.judge import judge_site
+from api.six100.thresholds import ItemRules
+from ingest.evidence.store import COLUMNS, DAY_MS, DayFacts
+
+COVER_MARGIN_MS = 3_600_000  # a point up to this far in the future when the store began is still covered
+CACHE_SITES = 200_000  # judged site-days kept in memory (a month of 1,000 sites is 31,000)
+
+
+@dataclass
+class KeptEvidence(SiteEvidence):
+    """A site's day from the kept facts; the minute dicts are prepared once."""
+
+    pm10_by_minute: dict[int, float] = field(default_factory=dict)
+
+    def pm10_minutes(self) -> dict[int, float]:
+        return self.pm10_by_minute
+
+
+def _window(facts: list[tuple[int, DayFacts]], start_ms: int, end_ms: int) -> tuple[np.ndarray, dict[str, np.ndarray],
+                                                                                     list[list[Any]]]:
+    """Minute starts and columns of [start_ms, end_ms) out of the UTC days that hold it."""
+    times, parts, exits = [], {c: [] for c in COLUMNS}, []
+    for day, f in facts:
+        lo = max(0, (start_ms - day) // MIN_MS)
+        hi = min(1440, (end_ms - day) // MIN_MS)
+        if hi <= lo:
+            continue
+        times.append(day + np.arange(lo, hi, dtype=np.int64) * MIN_MS)
+        for c in COLUMNS:
+            parts[c].append(f.cols[c][lo:hi])
+        exits += [e for e in f.exits if start_ms <= e[0] < end_ms]
+    if not times:
+        return np.zeros(0, np.int64), {c: np.zeros(0, COLUMNS[c][0]) for c in COLUMNS}, []
+    return np.concatenate(times), {c: np.concatenate(v) for c, v in parts.items()}, exits
+
+
+def evidence_of(site: str, facts: list[tuple[int, DayFacts]], start_ms: int, end_ms: int,
+                low_limits: Mapping[str, tuple[float, bool]]) -> KeptEvidence | None:
+    """The SiteEvidence the from-raw reader would build for this site and window; None
+    when the window holds no fact (the from-raw reader would not know the site)."""
+    t, c, exits = _window(facts, start_ms, end_ms)
+    ev = KeptEvidence(site)
+    any_fact = bool(exits)
+    pm = ~np.isnan(c["pm10"])
+    if pm.any():
+        ev.pm10_by_minute = dict(zip(t[pm].tolist(), c["pm10"][pm].tolist()))
+        any_fact = True
+    for f in RATIOS:
+        n = c[f"{f}_n"]
+        if n.any():
+            ev.daily[("*", f)] = [float(n.sum()), float(c[f"{f}_s"][n > 0].sum())]
+            any_fact = True
+            if f in low_limits:  # the minutes the from-raw reader asks for: a sample at/below the limit
+                limit, inclusive = low_limits[f]
+                lo = c[f"{f}_lo"]
+                with np.errstate(invalid="ignore"):
+                    sel = (lo <= limit) if inclusive else (lo < limit)
+                if sel.any():
+                    ev.low[("*", f)] = {m: [1.0, v] for m, v in zip(t[sel].tolist(), lo[sel].tolist())}
+    for name in ("pm10", "pm25", "tsp", *RATIOS):
+        k = int(c[f"flag_{name}"].sum())
+        if k:
+            ev.flagged[name] = k
+            any_fact = True
+    ev.hoarding_n = int(c["hoarding_n"].sum())
+    hf = c["hoarding_false"] > 0
+    ev.hoarding_false.update(zip(t[hf].tolist(), c["hoarding_false"][hf].tolist()))
+    ev.spray_n = int(c["spray_n"].sum())
+    ev.spray_true = set(t[c["spray_true"] > 0].tolist())
+    any_fact = any_fact or ev.hoarding_n > 0 or ev.spray_n > 0
+    ev.exits = [{"time": e[0], "washed": e[1], "wash_seconds": e[2], "covered": e[3]} for e in exits]
+    return ev if any_fact else None
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.judged: OrderedDict[tuple, SiteCompliance] = OrderedDict()
+
+    def get(self, key: tuple) -> SiteCompliance | None:
+        hit = self.judged.get(key)
+        if hit is not None:
+            self.judged.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple, value: SiteCompliance) -> None:
+        self.judged[key] = value
+        while len(self.judged) > CACHE_SITES:
+            self.judged.popitem(last=False)
+
+
+_CACHES: dict[int, _Cache] = {}
+_SILENT: Any = object()
+
+
+def _cache(store: Any) -> _Cache:
+    return _CACHES.setdefault(id(store), _Cache())
+
+
+def covered(store: Any, start_ms: int, end_ms: int) -> bool:
+    """Every point of [start_ms, end_ms) is in the store: its part after the store began
+    (plus the margin) was marked by the writers, each UTC day before that was rebuilt."""
+    since = store.live_since_ms()
+    early = [u for u in _utc_days(start_ms, end_ms) if max(u, start_ms) - since < COVER_MARGIN_MS]
+    return not early or store.rebuilt(early) == set(early)
+
+
+async def covered_days(keeper: Any, days: list[date], tz) -> list[date]:
+    """The local days the kept evidence covers (the others are read from InfluxDB)."""
+    from api.compliance import day_bounds
+
+    def check() -> list[date]:
+        return [d for d in days if covered(keeper.store, *day_bounds(d, tz))]
+
+    return await asyncio.to_thread(check)
+
+
+def _utc_days(start_ms: int, end_ms: int) -> list[int]:
+    return list(range(start_ms - start_ms % DAY_MS, end_ms, DAY_MS))
+
+
+async def six100_days(keeper: Any, *, days: list[date], tz, now_ms: int, site: str | None, registry: Any,
+                      max_sites: int, rules: ItemRules, low_limits: Mapping[str, tuple[float, bool]],
+                      site_inputs: Any) -> dict[str, list[SiteCompliance]] | None:
+    """Each local day's report from the kept evidence, or None when a day is not covered.
+    `site_inputs(name)` → (equipment, params, interval_s, district) as the caller judges."""
+    from api.compliance import day_bounds
+
+    store = keeper.store
+    bounds = {d: day_bounds(d, tz) for d in days}
+    utc = sorted({u for a, b in bounds.values() for u in _utc_days(a, b)})
+    if not all(await asyncio.to_thread(lambda: [covered(store, a, b) for a, b in bounds.values()])):
+        return None
+    await keeper.refresh()
+    versions = await asyncio.to_thread(store.versions, utc, None if site is None else [site])
+    cache = _cache(store)
+    fingerprint = (rules.pack, repr(sorted(rules.by_item.items())), repr(sorted(low_limits.items())))
+    registered: set[str] = set()
+    if registry is not None:
+        registered = {dv.site for dv in registry.devices.values() if dv.kind == "dust"}
+    inputs: dict[str, tuple] = {}
+    out: dict[str, list[SiteCompliance]] = {}
+    for d in days:
+        start_ms, end_ms = bounds[d]
+        until = min(end_ms, now_ms)
+        if until < end_ms:  # today: judged up to its last whole minute, so answers within it are shared
+            until -= until % MIN_MS
+        udays = _utc_days(start_ms, end_ms)
+        have = {s for (s, u) in versions if u in udays}
+        names = {site} if site is not None else have | registered
+        todo: list[tuple[str, tuple]] = []
+        results: dict[str, SiteCompliance] = {}
+        for name in sorted(names)[:max_sites]:
+            if name not in inputs:
+                inputs[name] = site_inputs(name)
+            key = (name, d, tuple(versions.get((name, u), 0) for u in udays), until, fingerprint, repr(inputs[name]))
+            hit = cache.get(key)
+            if hit is _SILENT:
+                continue
+            if hit is not None:
+                results[name] = hit
+            else:
+                todo.append((name, key))
+        if todo:
+            wanted = [(name, u) for name, _ in todo for u in udays if (name, u) in versions]
+            blobs = await asyncio.to_thread(store.read, wanted)
+            for name, key in todo:
+                facts = [(u, DayFacts.decode(blobs[(name, u)][1])) for u in udays if (name, u) in blobs]
+                ev = evidence_of(name, facts, start_ms, end_ms, low_limits) if facts else None
+                if ev is None and site is None and name not in registered:
+                    cache.put(key, _SILENT)  # facts only in the neighbouring UTC day: not a site of this day
+                    continue
+                equipment, params, interval, district = inputs[name]
+                res = judge_site(ev or SiteEvidence(name), day=d.isoformat(), rules=rules, equipment=equipment,
+                                 params=params, interval_s=interval, start_ms=start_ms, until_ms=until,
+                                 district=district)
+                cache.put(key, res)
+                results[name] = res
+        out[d.isoformat()] = [results[n] for n in sorted(results)]
+    return out
+

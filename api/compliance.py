@@ -31,20 +31,15 @@ import functools
 import io
 import re
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from typing import Any
 
 from api.models import SiteCompliance
 from api.six100.evidence import SiteEvidence, read_day
+from api.six100.days import day_bounds, month_days  # noqa: F401 - month_days: the routes use it from here
 from api.six100.judge import judge_site, low_limit
 from api.six100.kept import covered_days, six100_days as six100_kept
 from api.six100.thresholds import ItemRules, cond_on
-
-
-def day_bounds(day: date, tz) -> tuple[int, int]:
-    start = datetime.combine(day, time(0), tz)
-    end = datetime.combine(day + timedelta(days=1), time(0), tz)
-    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
 
 
 def _site_params(devices: list[Any]) -> dict[str, Any]:
@@ -147,13 +142,6 @@ def to_csv(sites: list[SiteCompliance]) -> str:
                 "" if i.passed is None else str(i.passed).lower(), i.status, i.detail,
                 i.reason or "", s.district or "", i.detail_zh)])
     return "\ufeff" + buf.getvalue()
-
-
-def month_days(month: str, today: date) -> list[date]:
-    """The local days of `YYYY-MM` up to today."""
-    first = date.fromisoformat(f"{month}-01")
-    nxt = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return [first + timedelta(days=i) for i in range((nxt - first).days) if first + timedelta(days=i) <= today]
 
 
 async def six100_month(influx: Any, *, days: list[date], tz, now_ms: int, site: str | None, registry: Any,

@@ -116,7 +116,7 @@ def _cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_report_six100(args: argparse.Namespace, settings: Settings) -> int:
-    from api.six100.report import run_report
+    from api.report import run_report
 
     return run_report(args, settings)
 

@@ -134,7 +134,7 @@ def covered(store: Any, start_ms: int, end_ms: int) -> bool:
 
 async def covered_days(keeper: Any, days: list[date], tz) -> list[date]:
     """The local days the kept evidence covers (the others are read from InfluxDB)."""
-    from api.compliance import day_bounds
+    from api.six100.days import day_bounds
 
     def check() -> list[date]:
         return [d for d in days if covered(keeper.store, *day_bounds(d, tz))]
@@ -151,7 +151,7 @@ async def six100_days(keeper: Any, *, days: list[date], tz, now_ms: int, site: s
                       site_inputs: Any) -> dict[str, list[SiteCompliance]] | None:
     """Each local day's report from the kept evidence, or None when a day is not covered.
     `site_inputs(name)` → (equipment, params, interval_s, district) as the caller judges."""
-    from api.compliance import day_bounds
+    from api.six100.days import day_bounds
 
     store = keeper.store
     bounds = {d: day_bounds(d, tz) for d in days}

@@ -126,7 +126,7 @@ class EvidenceKeeper:
                 for site, ms in by_site.items():
                     for m in ms:
                         spans[wins[bisect.bisect_right(starts, m) - 1]].add(site)
-                updates: dict[tuple[str, int], list] = defaultdict(list)
+                updates: dict[tuple[str, int], list[tuple[int, int, DayFacts]]] = defaultdict(list)
                 for (a, b), sites in sorted(spans.items()):
                     win = await self.read_window(a, b, sorted(sites) if len(sites) <= MAX_SITE_FILTER else None)
                     for site in set(win.sites) | sites:
@@ -146,7 +146,7 @@ class EvidenceKeeper:
         for day in days:
             async with self._lock:
                 v0 = await asyncio.to_thread(self.store.version)
-                updates: dict[tuple[str, int], list] = defaultdict(list)
+                updates: dict[tuple[str, int], list[tuple[int, int, DayFacts]]] = defaultdict(list)
                 for a in range(day, day + DAY_MS, step):
                     win = await self.read_window(a, min(a + step, day + DAY_MS), None)
                     for site, facts in win.sites.items():

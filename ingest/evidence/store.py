@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from citywatch.sqlite import connect, transaction
+
 DAY_MS = 86_400_000
 MIN_MS = 60_000
 MINUTES = 1440
@@ -143,13 +145,10 @@ class EvidenceStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a mark must be on disk before the spool checkpoint moves past its batch
-        self._db.execute("PRAGMA synchronous=FULL")
-        # a small WAL: the data disk may be small, and its space is the spool's first
-        self._db.execute("PRAGMA wal_autocheckpoint=256")
-        self._db.execute("PRAGMA journal_size_limit=1048576")
+        # synchronous=FULL: a mark must be on disk before the spool checkpoint moves past its
+        # batch; a small WAL: the data disk may be small, and its space is the spool's first.
+        # Several processes write (the MQTT ingest workers mark): wait for each other's commits.
+        self._db = connect(self.path, busy_timeout_ms=30_000)
         self._db.executescript("""
                 CREATE TABLE IF NOT EXISTS dirty (seq INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL,
                     minute INTEGER NOT NULL, UNIQUE (site, minute));
@@ -157,21 +156,9 @@ class EvidenceStore:
                     data BLOB NOT NULL, PRIMARY KEY (day, site)) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
             """)
-        with self._tx():
+        with transaction(self._db):
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('live_since_ms', ?)", (str(int(time.time() * 1000)),))
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', '0')")
-
-    def _tx(self):
-        store = self
-
-        class _Tx:
-            def __enter__(self):
-                store._db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, kind, exc, tb):
-                store._db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-        return _Tx()
 
     def close(self) -> None:
         with self._lock:
@@ -183,7 +170,7 @@ class EvidenceStore:
         if not rows:
             return
         try:
-            with self._lock, self._tx():
+            with self._lock, transaction(self._db):
                 self._db.executemany("INSERT OR REPLACE INTO dirty (site, minute) VALUES (?, ?)", rows)
         except sqlite3.Error as exc:  # a full disk: the writer waits and retries, as for its checkpoint
             raise EvidenceError(f"six-100 evidence marks: {exc}") from exc
@@ -217,7 +204,7 @@ class EvidenceStore:
         `read_at_version`: the store's version when the facts were read (a rebuild, which
         may run beside the service's keeper); a row another process changed since then may
         hold newer minutes than ours, so its ranges are marked to be read again."""
-        with self._lock, self._tx():
+        with self._lock, transaction(self._db):
             version = int(self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]) + 1
             for (site, day), parts in updates.items():
                 row = self._db.execute("SELECT data, version FROM facts WHERE day = ? AND site = ?",
@@ -238,7 +225,7 @@ class EvidenceStore:
 
     def put_days(self, rows: Iterable[tuple[int, str, bytes]], rebuilt_days: Iterable[int] = ()) -> None:
         """Whole days at once (`citywatch bench --query` generates a year of them)."""
-        with self._lock, self._tx():
+        with self._lock, transaction(self._db):
             version = int(self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]) + 1
             self._db.executemany("INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?)",
                                  ((d, s, version, blob) for d, s, blob in rows))

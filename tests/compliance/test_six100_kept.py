@@ -198,7 +198,7 @@ def test_marks_read_every_line_the_ingest_writes():
 
 
 def test_report_cli_rebuild_then_report(db, tmp_path, monkeypatch, capsys):
-    from citywatch.cli import main
+    from app.cli import main
 
     db.write(day_lines())
     monkeypatch.setenv("CW_INFLUX_URL", db.url)

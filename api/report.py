@@ -59,7 +59,7 @@ async def _rebuild(args: argparse.Namespace, settings) -> str:
     """Re-read the local days' UTC days from InfluxDB into the kept evidence, with a bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from api.compliance import day_bounds
+    from api.six100.days import day_bounds
     from citywatch.influx import InfluxClient
     from ingest.evidence import EvidenceKeeper, EvidenceStore, evidence_path
 

@@ -1,5 +1,5 @@
 """`citywatch bench`: capacity, loss, latency and cost of the service against the tutorial
-pipeline (citywatch/baseline.py), on one machine, with real servers.
+pipeline (devtools/baseline.py), on one machine, with real servers.
 
 Everything it starts lives in one temp dir and is stopped in `finally` (Ctrl-C too):
 a mosquitto and an influxd on ephemeral ports, `citywatch run` and the baseline as
@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from citywatch.servers import Influxd, Mosquitto, free_port
+from devtools.servers import Influxd, Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -197,7 +197,7 @@ def service_child(root: Path, *, mqtt_url: str, influx_url: str, database: str, 
 
 def baseline_child(root: Path, *, mqtt_url: str, influx_url: str, database: str, client_id: str) -> Child:
     root.mkdir(parents=True, exist_ok=True)
-    return Child("baseline", [sys.executable, "-m", "citywatch.baseline", "--mqtt-url", mqtt_url,
+    return Child("baseline", [sys.executable, "-m", "devtools.baseline", "--mqtt-url", mqtt_url,
                               "--influx-url", influx_url, "--database", database, "--client-id", client_id],
                  _clean_env(), root / "baseline.log")
 
@@ -760,7 +760,7 @@ def _metric(port: int, name: str) -> float | None:
 
 def outage_run(env: Env, n: int) -> dict[str, Any]:
     """N readings spooled with InfluxDB stopped, then drained once it is back."""
-    from citywatch.servers import free_port
+    from devtools.servers import free_port
 
     tag, db = "outage", "cw_outage"
     api_port = free_port()
@@ -1028,7 +1028,7 @@ def hj212_run(env: "Env", monitors: int, packets_each: int, dialects: tuple[str,
     stored / seconds from the first connection until all are queryable in InfluxDB; CPU =
     the service's (main process and its MQTT child) CPU seconds over that time. The
     top-level figures are the first dialect's (2017), `hj212_dialects` has each."""
-    from citywatch.servers import free_port
+    from devtools.servers import free_port
     from ingest.hj212.testing import fleet_registry, run_fleet
     from simulators.hj212 import registry_toml
 

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from citywatch.servers import Influxd, Mosquitto, free_port
+from devtools.servers import Influxd, Mosquitto, free_port
 
 VAR = Path("var")
 SPEED = 10

@@ -44,7 +44,7 @@ import httpx
 
 from devtools.servers import Influxd, Mosquitto, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # One field each reading of a kind always carries: count() of it counts readings once.
 COUNT_FIELDS = {"dust": "pm10", "heating": "primary_supply_temp", "water": "turbidity"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from devtools.bench.common import _r, progress
+from devtools.bench.common import progress, rounded
 from devtools.bench.env import Env, Influx
 from devtools.bench.procs import (Child, baseline_child, create_session, drop_session, proc_cpu_s,
                                   proc_peak_rss_mb, service_child)
@@ -44,9 +44,9 @@ class Capacity:
     def as_dict(self) -> dict[str, Any]:
         per100k = (lambda v: round(v * 100_000 / self.n, 3) if v is not None and self.n else None)
         return {"who": self.who, "n": self.n, "counted": self.counted, "lost": self.lost, "extra": self.extra,
-                "seconds": _r(self.seconds, 3), "readings_per_s": _r(self.per_s, 0),
-                "drain_readings_per_s": _r(self.n / self.drain_seconds if self.drain_seconds else None, 0),
-                "cpu_s_per_100k": per100k(self.cpu_s), "peak_rss_mb": _r(self.peak_rss_mb, 1),
+                "seconds": rounded(self.seconds, 3), "readings_per_s": rounded(self.per_s, 0),
+                "drain_readings_per_s": rounded(self.n / self.drain_seconds if self.drain_seconds else None, 0),
+                "cpu_s_per_100k": per100k(self.cpu_s), "peak_rss_mb": rounded(self.peak_rss_mb, 1),
                 "broker_cpu_s_per_100k": per100k(self.broker_cpu_s),
                 "influx_cpu_s_per_100k": per100k(self.influx_cpu_s)}
 

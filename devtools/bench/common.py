@@ -28,16 +28,16 @@ def progress(msg: str) -> None:
     print(f"[bench {time.monotonic() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
-def _r(v: float | None, nd: int) -> float | None:
+def rounded(v: float | None, nd: int) -> float | None:
     return None if v is None else round(v, nd) if nd else round(v)
 
 
-def _pct(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
     return round(s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))], 1)
 
 
-def _local_iso(dt: datetime) -> str:
+def local_iso(dt: datetime) -> str:
     return dt.astimezone(timezone(timedelta(hours=8))).isoformat(timespec="seconds")

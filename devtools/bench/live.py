@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from devtools.bench.common import ALERT_RULE, PROBE_SITE, _local_iso, _pct, progress
+from devtools.bench.common import ALERT_RULE, PROBE_SITE, local_iso, percentile, progress
 from devtools.bench.env import Env
 from devtools.bench.procs import proc_cpu_s
 from devtools.bench.publish import PublishJob
@@ -43,7 +43,7 @@ def live_latency(env: Env, db: str, *, seconds: float, rate: float, tag: str) ->
     progress(f"live: influxd quiet after {quiet_s:.0f}s")
 
     # Background load: the simulated fleet, timestamps three days back (no overlap).
-    start_iso = _local_iso(datetime.now(timezone.utc) - timedelta(days=3))
+    start_iso = local_iso(datetime.now(timezone.utc) - timedelta(days=3))
     total = int(rate * seconds)
     job = PublishJob(env.mosquitto.url, f"bench-live-{tag}",
                      {"type": "sim", "sites": 500, "seed": 7, "start_iso": start_iso}, total,
@@ -151,7 +151,7 @@ def live_latency(env: Env, db: str, *, seconds: float, rate: float, tag: str) ->
             "ingest_probes_sent": len(probe_sent), "ingest_probes_seen": len(ingest),
             "alert_probes_sent": len(alert_sent), "alert_probes_seen": len(alerts),
             "latency_is_lower_bound": bool(ingest_censored or alert_censored),
-            "p50_ingest_ms": _pct(ingest + ingest_censored, 0.50), "p99_ingest_ms": _pct(ingest + ingest_censored, 0.99),
-            "max_ingest_ms": _pct(ingest + ingest_censored, 1.0),
-            "p50_alert_ms": _pct(alerts + alert_censored, 0.50), "p99_alert_ms": _pct(alerts + alert_censored, 0.99),
-            "max_alert_ms": _pct(alerts + alert_censored, 1.0)}
+            "p50_ingest_ms": percentile(ingest + ingest_censored, 0.50), "p99_ingest_ms": percentile(ingest + ingest_censored, 0.99),
+            "max_ingest_ms": percentile(ingest + ingest_censored, 1.0),
+            "p50_alert_ms": percentile(alerts + alert_censored, 0.50), "p99_alert_ms": percentile(alerts + alert_censored, 0.99),
+            "max_alert_ms": percentile(alerts + alert_censored, 1.0)}

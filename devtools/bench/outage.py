@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from devtools.bench.capacity import capacity_run
-from devtools.bench.common import ALERT_RULE, PROBE_SITE, SITES, _local_iso, _pct, progress
+from devtools.bench.common import ALERT_RULE, PROBE_SITE, SITES, local_iso, percentile, progress
 from devtools.bench.env import Env, bench_env
-from devtools.bench.procs import _own_rss_mb, drop_session, proc_cpu_s, proc_rss_mb, service_child
+from devtools.bench.procs import own_rss_mb, drop_session, proc_cpu_s, proc_rss_mb, service_child
 from devtools.bench.publish import PublishJob
 from devtools.bench.report import emit, git_commit, machine_info
 from devtools.servers import free_port
@@ -112,7 +112,7 @@ def outage_run(env: Env, n: int) -> dict[str, Any]:
     start = datetime.now(timezone.utc) - timedelta(seconds=n / per_s * 1.2 + 3600)
     t0 = time.monotonic()
     job = PublishJob(env.mosquitto.url, f"bench-pub-{tag}",
-                     {"type": "sim", "sites": SITES, "seed": 11, "start_iso": _local_iso(start)}, n)
+                     {"type": "sim", "sites": SITES, "seed": 11, "start_iso": local_iso(start)}, n)
     env.jobs.append(job)
     job.start()
     accepted, last_report = 0.0, 0.0
@@ -144,7 +144,7 @@ def outage_run(env: Env, n: int) -> dict[str, Any]:
         svc.check_alive()
         now = time.monotonic()
         rss.append((now - t_up, proc_rss_mb(svc.pid)))
-        main_rss.append(_own_rss_mb(svc.pid))
+        main_rss.append(own_rss_mb(svc.pid))
         try:
             counted = env.influx.count_readings(db)
         except httpx.HTTPError:
@@ -189,8 +189,8 @@ def outage_run(env: Env, n: int) -> dict[str, Any]:
             # The main process (alert engine, API) and the MQTT ingest process (spool, writer) apart.
             "outage_peak_rss_mb_main_process": round(max(main_rss), 1),
             "outage_peak_rss_mb_ingest_process": round(max(r - m for r, m in zip(rss_mb, main_rss)), 1),
-            "outage_alert_probes": len(alerts), "outage_p50_alert_ms": _pct(alerts, 0.50),
-            "outage_p99_alert_ms": _pct(alerts, 0.99), "outage_max_alert_ms": _pct(alerts, 1.0)}
+            "outage_alert_probes": len(alerts), "outage_p50_alert_ms": percentile(alerts, 0.50),
+            "outage_p99_alert_ms": percentile(alerts, 0.99), "outage_max_alert_ms": percentile(alerts, 1.0)}
 
 
 def run_outage_bench(args: argparse.Namespace) -> int:
@@ -204,7 +204,7 @@ def run_outage_bench(args: argparse.Namespace) -> int:
         per_s = SITES * (0.7 / 10 + 0.3 / 60)
         start = datetime.now(timezone.utc) - timedelta(days=30, seconds=ref_n / per_s * 1.2)
         ref, _, _ = capacity_run(env, "ref", ref_n, {"type": "sim", "sites": SITES, "seed": 5,
-                                                      "start_iso": _local_iso(start)}, baseline=False)
+                                                      "start_iso": local_iso(start)}, baseline=False)
         drop_session(env.mosquitto.url, "bench-svc-ref")
         out = outage_run(env, n)
         result: dict[str, Any] = {

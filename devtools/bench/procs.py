@@ -79,7 +79,7 @@ def proc_rss_mb(pid: int) -> float:
     return total
 
 
-def _own_rss_mb(pid: int) -> float:
+def own_rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:

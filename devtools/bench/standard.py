@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from devtools.bench.capacity import capacity_run
-from devtools.bench.common import FULL, QUICK, SCENARIO, SITES, _local_iso, progress
+from devtools.bench.common import FULL, QUICK, SCENARIO, SITES, local_iso, progress
 from devtools.bench.env import bench_env
 from devtools.bench.hj212 import hj212_run
 from devtools.bench.live import live_latency
@@ -39,7 +39,7 @@ def run_standard_bench(args: argparse.Namespace) -> int:
         svc_child = None
         for k in range(plan["repeats"]):
             last = k == plan["repeats"] - 1
-            source = {"type": "sim", "sites": SITES, "seed": 1 + k, "start_iso": _local_iso(start)}
+            source = {"type": "sim", "sites": SITES, "seed": 1 + k, "start_iso": local_iso(start)}
             svc_cap, base_cap, child = capacity_run(env, f"run{k + 1}", n, source, keep_service=last)
             if last:
                 svc_child = child

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from devtools.bench.capacity import capacity_run
-from devtools.bench.common import QUICK, SITES, _local_iso
+from devtools.bench.common import QUICK, SITES, local_iso
 from devtools.bench.env import bench_env
 from devtools.bench.report import emit, git_commit, machine_info
 
@@ -32,7 +32,7 @@ def run_tls_bench(args: argparse.Namespace) -> int:
         for k in range(repeats):
             for mode in ("plain", "tls"):
                 url, ca = urls[mode]
-                source = {"type": "sim", "sites": SITES, "seed": 1 + k, "start_iso": _local_iso(start)}
+                source = {"type": "sim", "sites": SITES, "seed": 1 + k, "start_iso": local_iso(start)}
                 cap, _, _ = capacity_run(env, f"{mode}{k + 1}", n, source, baseline=False, mqtt_url=url, ca_file=ca)
                 runs[mode].append(cap.as_dict())
         modes = {mode: _mean_run(rs) for mode, rs in runs.items()}

@@ -6,6 +6,7 @@ COPY ingest ingest
 COPY alerts alerts
 COPY api api
 COPY simulators simulators
+# Not devtools/ (bench, demo, server launchers): a developer tool of the checkout, not installed.
 # uid 10001: docker-compose's influxdb-init gives citywatch's token file to this uid.
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 --home /var/lib/citywatch citywatch \
     && mkdir -p /var/lib/citywatch && chown citywatch /var/lib/citywatch

@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip >/dev/null
 	$(BIN)/python -m pip install -q -e '.[test]'
+	@# devtools/ is not installed (pyproject.toml): a .pth holding this checkout's root lets
+	@# the venv import it from any directory, so `$(BIN)/citywatch bench` works anywhere.
+	$(BIN)/python -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "citywatch-devtools.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)"
 	@touch $@
 
 venv: $(STAMP)
@@ -25,7 +28,7 @@ test-debs:
 
 ## demo: servers under ./var/, the service with API and dashboard, simulators; Ctrl-C stops all
 demo: venv servers
-	$(BIN)/python -m citywatch.demo
+	$(BIN)/python -m devtools.demo
 
 ## test: real mosquitto and influxd on ephemeral ports, the whole suite (the type check
 ## included: tests/test_types.py runs mypy as `make typecheck` does)

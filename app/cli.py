@@ -132,14 +132,16 @@ def _cmd_routes_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    if args.query:
-        try:
-            from devtools.bench.query import run_query_bench
-        except ImportError as exc:
-            raise ConfigError(f"bench --query runs from a source checkout (devtools/): {exc}") from None
-        return run_query_bench(args)
-    from citywatch.bench import run_bench
-
+    # The benchmark lives in devtools/, a folder of the source checkout that is not
+    # installed (it starts servers and baselines a production install has no use for).
+    try:
+        from devtools.bench import run_bench
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("devtools", "devtools.bench"):
+            raise  # a dependency missing inside devtools is a different fault: show it
+        print("citywatch bench: a developer tool of the source checkout (devtools/), not part of "
+              "an installed service; run `make bench` in a citywatch checkout", file=sys.stderr)
+        return 2
     return run_bench(args, settings)
 
 

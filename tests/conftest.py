@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from citywatch.servers import Influxd, Mosquitto
+from devtools.servers import Influxd, Mosquitto
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from citywatch.demo import fresh_var
+from devtools.demo import fresh_var
 
 
 def test_the_previous_run_is_kept_and_the_new_one_starts_empty(tmp_path: Path) -> None:

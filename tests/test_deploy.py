@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from citywatch.servers import Mosquitto
+from devtools.servers import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_ENV = {"CW_MQTT_PASSWORD": "x", "INFLUXDB_ADMIN_PASSWORD": "x" * 12, "INFLUXDB_ADMIN_TOKEN": "t",

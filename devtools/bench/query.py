@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import numpy as np
 
-from citywatch.servers import Influxd, Mosquitto, free_port
+from devtools.servers import Influxd, Mosquitto, free_port
 
 TZ = ZoneInfo("Asia/Shanghai")
 TOKEN = "bench-viewer-token-000"
@@ -238,7 +238,7 @@ def run_query_bench(args: Any) -> int:
             "CW_DEVICES_FILE": str(devices), "CW_API_TOKENS": f"{TOKEN}=viewer", "CW_API_PORT": str(port),
             "CW_LOG_FORMAT": "text"}
         log = open(root / "service.log", "ab")
-        service = subprocess.Popen([sys.executable, "-m", "citywatch.cli", "run"], env=env, stdout=log,
+        service = subprocess.Popen([sys.executable, "-m", "app.cli", "run"], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         base = f"http://127.0.0.1:{port}"

@@ -18,7 +18,7 @@ import pytest
 from alerts import AlertEngine, Backoff, EngineConfig, MqttNotifier, WebhookNotifier
 from alerts.notify import Delivery, Notification, OutboxDispatcher
 from alerts_helpers import MIN, T0, series
-from citywatch.servers import free_port
+from devtools.servers import free_port
 
 SECRET = "s3cret-值-" + "0123456789abcdef" * 2  # at least 32 bytes (the notifier refuses less)
 

@@ -15,7 +15,7 @@ import pytest
 
 from citywatch.errors import ConfigError
 from citywatch.registry import Registry
-from citywatch.servers import free_port
+from devtools.servers import free_port
 from citywatch.settings import Settings
 from tests.hj212.samples import REALTIME
 

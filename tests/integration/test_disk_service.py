@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from citywatch.servers import free_port
+from devtools.servers import free_port
 from ingest.disk import spool_bytes
 from tests.smallfs import free_bytes, small_fs
 from tests.support import Publisher, ServiceProcess, influx_count, readings, service_env, wait_count

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from citywatch.servers import free_port
+from devtools.servers import free_port
 from ingest.hj212 import FrameDecoder, encode_frame, read_header
 from ingest.hj212.redact import redact_pw
 from tests.hj212.corpus_packets import Packet, load, registry_toml

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from citywatch.servers import free_port
+from devtools.servers import free_port
 from ingest.deadletters import DeadLetterStore
 from ingest.hj212 import encode_frame
 from ingest.hj212.probe import guess_rate

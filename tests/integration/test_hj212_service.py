@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from citywatch.servers import free_port
+from devtools.servers import free_port
 from ingest.hj212 import FrameDecoder, encode_frame
 from ingest.hj212.testing import fleet_registry, run_fleet
 from tests.support import ROOT, ServiceProcess, influx_count, service_env, wait_count

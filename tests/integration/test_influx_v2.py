@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from citywatch.servers import VictoriaMetrics
+from devtools.servers import VictoriaMetrics
 from tests.support import Publisher, ServiceProcess, readings, service_env
 
 pytestmark = [pytest.mark.integration,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from citywatch.servers import free_port
+from devtools.servers import free_port
 from tests.support import ServiceProcess, service_env
 
 TOKENS = {"viewer": "viewer-token-0001", "operator": "operator-token-0002", "admin": "admin-token-0003",

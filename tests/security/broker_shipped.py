@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citywatch.servers import MOSQUITTO_CANDIDATES, _Server, _wait_tcp, find_binary, free_port
+from devtools.servers import MOSQUITTO_CANDIDATES, _Server, _wait_tcp, find_binary, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "deploy" / "mosquitto"

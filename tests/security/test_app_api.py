@@ -296,7 +296,7 @@ def test_unreachable_servers_are_one_warning_with_the_address(tmp_path):
     import subprocess
     import sys
 
-    from citywatch.servers import free_port
+    from devtools.servers import free_port
     from tests.security.app_helpers import clean_environ
 
     mqtt_port, influx_port = free_port(), free_port()

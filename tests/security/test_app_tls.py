@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from citywatch.servers import free_port
+from devtools.servers import free_port
 from tests.security.app_helpers import TOKEN_ENV, auth, clean_environ
 from tests.support import ServiceProcess, service_env
 

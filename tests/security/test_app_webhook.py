@@ -18,7 +18,7 @@ import pytest
 
 from alerts.notify import MIN_SECRET_BYTES, Notification, WebhookNotifier
 from citywatch.errors import ConfigError
-from citywatch.servers import free_port
+from devtools.servers import free_port
 from tests.security.app_helpers import clean_environ
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from citywatch.servers import Mosquitto, free_port
+from devtools.servers import Mosquitto, free_port
 from simulators.message import SimMessage
 from simulators.publisher import Publisher
 from tests.security.broker_shipped import make_certs

@@ -29,10 +29,10 @@ def persistent_mosquitto(tmp_path):
     """The `mosquitto` fixture's broker, but able to save its persistence file when the
     tests run as root: mosquitto then drops to the `mosquitto` user, cannot write the
     root-owned temp dir ("Error saving in-memory database") and forgets every persistent
-    session on restart. Remove once citywatch/servers.py sets `user` itself."""
+    session on restart. Remove once devtools/servers.py sets `user` itself."""
     import os
 
-    from citywatch.servers import Mosquitto
+    from devtools.servers import Mosquitto
 
     probe = Mosquitto(tmp_path / "probe")
     probe.root.mkdir(parents=True)

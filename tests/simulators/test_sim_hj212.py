@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from citywatch.servers import free_port
+from devtools.servers import free_port
 from tests.support import ROOT, ServiceProcess, service_env, wait_count
 
 pytestmark = pytest.mark.integration

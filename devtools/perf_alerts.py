@@ -1,4 +1,4 @@
-"""Micro benchmark of the alert engine's per-reading CPU cost: `python -m alerts.perf`.
+"""Micro benchmark of the alert engine's per-reading CPU cost: `python -m devtools.perf_alerts`.
 
 The engine is built the way the service builds it (`build_alerting` with the shipped rule
 packs, the ingest registry and a history sink; no MQTT notifier, whose network thread
@@ -116,7 +116,7 @@ def one_run(warm: list[_Batch], timed: list[_Batch], registry: Registry, *,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m alerts.perf", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m devtools.perf_alerts", description=__doc__.split("\n\n")[0])
     p.add_argument("--scenario", default="normal-day")
     p.add_argument("--sites", type=int, default=200)
     p.add_argument("--readings", type=int, default=100_000, help="timed readings per run")

@@ -12,7 +12,7 @@ It is deliberately not hardened: a crash loses what was acked but not yet writte
 failed write drops the batch after a few tries, and malformed input goes to InfluxDB or
 to the floor. It exists only to be measured.
 
-    python -m citywatch.baseline --mqtt-url mqtt://127.0.0.1:1883 \
+    python -m devtools.baseline --mqtt-url mqtt://127.0.0.1:1883 \
         --influx-url http://127.0.0.1:8086 --database baseline --client-id tutorial
 """
 
@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 import paho.mqtt.client as mqtt
 
-log = logging.getLogger("citywatch.baseline")
+log = logging.getLogger("devtools.baseline")
 
 
 def _ts_ms(ts) -> int:
@@ -120,7 +120,7 @@ class TutorialPipeline:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m citywatch.baseline", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m devtools.baseline", description=__doc__.splitlines()[0])
     p.add_argument("--mqtt-url", required=True)
     p.add_argument("--influx-url", required=True)
     p.add_argument("--database", required=True)

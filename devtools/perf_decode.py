@@ -1,9 +1,9 @@
 """Micro benchmark of the ingest hot path: CPU time per message of decoding (validation +
 readings + line protocol) and of the group commit, on realistic simulator traffic.
 
-    python -m ingest.perf_decode                    # normal-day, 200 sites, 2 h ≈ 110k messages
-    python -m ingest.perf_decode --runs 7 --json var/perf_decode.json
-    python -m ingest.perf_decode --scenario faults  # rejections too (reason strings are built)
+    python -m devtools.perf_decode                    # normal-day, 200 sites, 2 h ≈ 110k messages
+    python -m devtools.perf_decode --runs 7 --json var/perf_decode.json
+    python -m devtools.perf_decode --scenario faults  # rejections too (reason strings are built)
 
 No broker, no InfluxDB: messages come from `simulators.generate` (the same payloads the
 simulators publish), the spool and dead-letter store live in a temporary directory. Each
@@ -104,7 +104,7 @@ def _summary(samples: list[float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ingest.perf_decode", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m devtools.perf_decode", description=__doc__.split("\n\n")[0])
     p.add_argument("--scenario", default="normal-day")
     p.add_argument("--sites", type=int, default=200)
     p.add_argument("--duration", type=float, default=7200.0, help="simulated seconds (default 2 h)")

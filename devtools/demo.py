@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from citywatch.servers import Influxd, Mosquitto, free_port
+from devtools.servers import Influxd, Mosquitto, free_port
 
 VAR = Path("var")
 SPEED = 10
@@ -85,7 +85,7 @@ def main() -> int:
     service_log = open(VAR / "service.log", "ab")
 
     def spawn(*args: str, log=None) -> subprocess.Popen:
-        p = subprocess.Popen([sys.executable, "-m", "citywatch.cli", *args], env=env, stdout=log, stderr=log)
+        p = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, stdout=log, stderr=log)
         children.append(p)
         return p
 

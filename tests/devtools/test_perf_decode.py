@@ -1,10 +1,10 @@
-"""ingest.perf_decode: the micro benchmark runs end to end on a tiny fleet."""
+"""devtools.perf_decode: the micro benchmark runs end to end on a tiny fleet."""
 
 from __future__ import annotations
 
 import json
 
-from ingest.perf_decode import main
+from devtools.perf_decode import main
 
 
 def test_the_benchmark_reports_decode_and_commit_costs(tmp_path, capsys):

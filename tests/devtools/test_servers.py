@@ -1,4 +1,4 @@
-"""`citywatch.servers`: the launchers the tests, the bench and the demo share."""
+"""`devtools.servers`: the launchers the tests, the bench and the demo share."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from citywatch.servers import _Server, _wait_tcp
+from devtools.servers import _Server, _wait_tcp
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Time the all-sites six-100 day against a fresh influxd with synthetic dust data.
 
-    .venv/bin/python scripts/six100_bench.py [--sites 50] [--monitors 2] [--interval 30] [--runs 5]
+    .venv/bin/python -m devtools.six100_bench [--sites 50] [--monitors 2] [--interval 30] [--runs 5]
 
 Prints the median of `api.compliance.six100` for one local day over every site. Run it with
 PYTHONPATH=<another tree> to time that tree's judgement on the same data (the same
@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from citywatch.influx import InfluxClient
-from citywatch.servers import Influxd
+from devtools.servers import Influxd
 from citywatch.settings import Settings
 
 TZ = ZoneInfo("Asia/Shanghai")

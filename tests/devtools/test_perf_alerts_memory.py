@@ -1,8 +1,8 @@
-"""alerts.memory: the per-device memory probe runs end to end on a small fleet."""
+"""devtools.perf_alerts_memory: the per-device memory probe runs end to end on a small fleet."""
 
 from __future__ import annotations
 
-from alerts.memory import measure
+from devtools.perf_alerts_memory import measure
 
 
 def test_memory_probe_counts_the_fleets_devices_and_what_they_hold():

@@ -1,7 +1,7 @@
-"""Memory the alert engine holds per device: `python -m alerts.memory [--sites N]`.
+"""Memory the alert engine holds per device: `python -m devtools.perf_alerts_memory [--sites N]`.
 
 Feeds the first reading of each device of the simulators' `normal-day` fleet (decoded by
-ingest, as `alerts.perf` does) to a fresh engine built like the service builds it, and
+ingest, as `devtools.perf_alerts` does) to a fresh engine built like the service builds it, and
 measures with tracemalloc what the engine allocated and kept, per device, with the
 allocation sites that hold the most. This is the cost of a device the engine has just
 met; the windows then fill up to their bounded capacity.
@@ -16,7 +16,7 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
-from alerts.perf import _NullSink, _batches, fleet_stream
+from devtools.perf_alerts import _NullSink, _batches, fleet_stream
 from citywatch.settings import Settings
 
 
@@ -50,7 +50,7 @@ def measure(sites: int, seed: int = 7, top: int = 10) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m alerts.memory", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m devtools.perf_alerts_memory", description=__doc__.split("\n\n")[0])
     p.add_argument("--sites", type=int, default=20_000, help="normal-day sites (about 0.77 devices each)")
     p.add_argument("--json", action="store_true", help="one JSON line instead of text")
     ns = p.parse_args(argv)

@@ -77,16 +77,15 @@ def test_every_package_is_a_layer_and_the_readme_lists_them_in_order():
     table = readme[readme.index("| folder |"):]
     table = table[:table.index("\n\n")]
     listed = re.findall(r"^\| `([\w-]+)/`", table, re.M)
-    # the layers top to bottom (devtools above them all), then tests/; nothing else
-    assert [p for p in listed if p in packages or p == "devtools"] == [
-        p for p in (["devtools"] if (ROOT / "devtools").is_dir() else []) + packages]
+    # the layers top to bottom, in the README's order
+    assert [p for p in listed if p in packages] == packages
     for package in packages:
         assert (ROOT / package / "__init__.py").is_file(), package
 
 
 def test_no_source_file_over_500_lines():
     over = {}
-    for package in [*contract()["root_packages"], "devtools", "scripts"]:
+    for package in [*contract()["root_packages"], "scripts"]:
         for path in (ROOT / package).rglob("*.py") if (ROOT / package).is_dir() else ():
             n = len(path.read_text("utf-8").splitlines())
             if n > MAX_LINES:

@@ -1,6 +1,6 @@
 """The HTTP API and dashboard: `create_app(settings=, ingest=, engine=)`.
 
-Built once by `ingest.service.run_service` and served by uvicorn inside the service's
+Built once by `app.service.run` and served by uvicorn inside the service's
 TaskGroup. Routers per resource live in `api/routes/`; dependencies in `api/deps.py`.
 Before stopping uvicorn, call `app.state.shutdown_streams()` (or give uvicorn a
 `timeout_graceful_shutdown`): open SSE streams otherwise keep the server waiting.

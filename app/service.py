@@ -8,6 +8,7 @@ stream before the first commit, and the API served by uvicorn.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
@@ -77,5 +78,7 @@ def api_server(settings: Settings, ingest: Ingest | None, engine: AlertEngine | 
                     "CW_API_TLS_CERT and CW_API_TLS_KEY, or keep it behind a TLS-terminating reverse proxy on a "
                     "private network (see api/README.md)", settings.api_host)
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours stop everything in order
+    # uvicorn takes SIGTERM/SIGINT over while it serves (and raises them again once it has
+    # stopped); ours stop everything in order (ingest.service.run_service), so it gets none.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     return server

@@ -5,6 +5,7 @@ event-time mode, and the app — through Starlette's TestClient or a real uvicor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -95,7 +96,7 @@ class Server:
         self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
                                      lifespan="on", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(self.config)
-        self.server.install_signal_handlers = lambda: None
+        self.server.capture_signals = contextlib.nullcontext
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
         self.app = app
 

@@ -30,7 +30,7 @@ demo: venv servers
 ## test: real mosquitto and influxd on ephemeral ports, the whole suite in TEST_WORKERS
 ## pytest-xdist workers (each starts its own servers; tests share no ports, dirs or state).
 ## More workers than cores on purpose: most of the suite waits on servers, subprocesses and
-## outages: on the shared 2-core box (loaded by other runs) 4 workers took about 400 s, 2
+## outages: on the shared 2-core box (loaded by other runs) 4 workers took 395 s and 526 s, 2
 ## workers 850 s, one process 1390 s.
 ## `make test TEST_WORKERS=0` runs it serially in one process.
 TEST_WORKERS ?= 4

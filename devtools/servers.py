@@ -71,6 +71,7 @@ class _Server:
     root: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    _started: bool = field(default=False, init=False, repr=False)
 
     def _command(self) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -83,6 +84,23 @@ class _Server:
         return self.root / "server.log"
 
     def start(self, timeout: float = 30.0) -> "_Server":
+        # `free_port` releases the port before the server binds it, so another test worker
+        # (pytest-xdist) may take it in between: a first start that finds its port in use
+        # tries fresh ports. A restart keeps its ports (clients reconnect to them).
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout)
+            except RuntimeError:
+                tail = self.log_path.read_text(errors="replace")[-2000:].lower() if self.log_path.exists() else ""
+                if self._started or attempt == 2 or "already in use" not in tail:
+                    raise
+                self._fresh_ports()
+        raise AssertionError("unreachable")
+
+    def _fresh_ports(self) -> None:
+        self.port = free_port()
+
+    def _start_once(self, timeout: float) -> "_Server":
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = self._command()
         log = open(self.log_path, "ab")
@@ -96,6 +114,7 @@ class _Server:
             # outlive the failed start (it is in its own session, so nothing else ends it).
             self.stop(timeout=5.0)
             raise
+        self._started = True
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
@@ -166,6 +185,9 @@ class Influxd(_Server):
     """InfluxDB 1.x (Debian's `influxdb`) with HTTP on an ephemeral port, no reporting."""
 
     rpc_port: int = field(default_factory=free_port)
+
+    def _fresh_ports(self) -> None:
+        self.port, self.rpc_port = free_port(), free_port()
 
     @property
     def url(self) -> str:

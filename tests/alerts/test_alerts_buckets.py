@@ -44,7 +44,7 @@ def test_which_windows_are_bucketed():
         assert not bucketed(agg, DAY)
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(6))
 def test_bucket_cursors_match_the_definition(seed):
     rng = random.Random(seed)
     win = rng.choice([2 * 3_600_000, 6 * 3_600_000])
@@ -53,7 +53,7 @@ def test_bucket_cursors_match_the_definition(seed):
     assert all(type(r) is BucketRolling for r in rolls.values())
     samples: dict[int, float] = {}
     t = 0
-    for step in range(4000):
+    for step in range(2000):
         r = rng.random()
         if r < 0.88:
             t += rng.choice([1_000, 10_000, 10_000, 30_000, 600_000])
@@ -74,7 +74,8 @@ def test_bucket_cursors_match_the_definition(seed):
             continue
         s.add(t, x)
         samples[t] = x
-        samples = {k: v for k, v in samples.items() if k // BUCKET_MS > t // BUCKET_MS - s.nkeep}
+        if step % 100 == 0:  # (only the brute force's speed: it reads the window's minutes alone)
+            samples = {k: v for k, v in samples.items() if k > t - win - 2 * BUCKET_MS}
         start = t - win
         need = 0.5 * win
         for agg, roll in rolls.items():

@@ -76,14 +76,17 @@ def bucketed(agg: str, window_ms: float) -> bool:
 class BucketedSeries(Series):
     """A `Series` (the raw recent samples) plus minute buckets over `long_ms`.
 
-    Buckets are parallel flat arrays (`bf` first ts, `bl` last ts, `bn` count, `bs` sum,
-    `bmax`, `bmin`), live from `blo`, in time order, one per minute that has samples;
-    absolute bucket indexes are `bbase` + position (cursors keep them across compaction).
-    `bepoch` is bumped when any bucket other than the newest changes (cursors read the
-    newest one live and recompute on an epoch change)."""
+    The minute being filled (the *open* bucket) is plain attributes (`ok` its minute, -1
+    for none; `of` `ol` `on` `os` `omax` `omin`): a reading then touches this object and
+    its raw arrays only, not six more buffers (which, spread over a fleet, cost more in
+    cache misses than the arithmetic). Closed minutes are parallel flat arrays (`bf` first
+    ts, `bl` last ts, `bn` count, `bs` sum, `bmax`, `bmin`), live from `blo`, in time
+    order, one per minute that had samples; absolute bucket indexes are `bbase` + position
+    (cursors keep them across compaction). `bepoch` is bumped when a closed minute changes
+    (a late or re-delivered sample); cursors then recompute."""
 
     __slots__ = ("long_ms", "nkeep", "bf", "bl", "bn", "bs", "bmax", "bmin", "blo", "bbase", "bepoch",
-                 "bdirty", "bsaved")
+                 "bdirty", "bsaved", "ok", "of", "ol", "on", "os", "omax", "omin")
 
     def __init__(self, cap: int, *, span_ms: int = 0, max_cap: int | None = None, long_ms: int):
         super().__init__(cap, span_ms=span_ms, max_cap=max_cap)
@@ -94,9 +97,23 @@ class BucketedSeries(Series):
         self.blo = self.bbase = self.bepoch = 0
         self.bdirty = _NO_CHUNK  # the oldest stored hour changed since the last dump (besides the newest)
         self.bsaved = _NO_CHUNK  # expired hours below this were dropped from the store
+        self.ok = -1
+        self.of = self.ol = self.on = 0
+        self.os = self.omax = self.omin = 0.0
 
     def nbuckets(self) -> int:
-        return len(self.bf) - self.blo
+        return len(self.bf) - self.blo + (self.ok >= 0)
+
+    def minutes(self) -> list[tuple[int, int, int, float, float, float]]:
+        """Every minute kept as (first ts, last ts, count, sum, max, min), oldest first."""
+        cols = [getattr(self, name)[self.blo:].tolist() for name, _ in _COLS]
+        out = list(zip(*cols))
+        if self.ok >= 0:
+            out.append((self.of, self.ol, self.on, self.os, self.omax, self.omin))
+        return out
+
+    def _newest_key(self) -> int:
+        return self.ok if self.ok >= 0 else self.bf[-1] // BUCKET_MS if len(self.bf) > self.blo else -1
 
     # -- adding ----------------------------------------------------------------------------
     def add(self, ts: int, value: float) -> bool:
@@ -113,38 +130,48 @@ class BucketedSeries(Series):
             if hi - lo >= self.cap and i == lo:
                 return False  # older than the raw samples kept: dropped there, so here too
         newest = Series.add(self, ts, value)
-        self._badd(ts, value)
+        if ts // BUCKET_MS == self.ok:  # the open minute: the hot path, `_badd` inlined
+            self.on += 1
+            self.os += value
+            if value > self.omax or value != value:  # a NaN stays (numpy's max propagates it)
+                self.omax = value
+            if value < self.omin or value != value:
+                self.omin = value
+            if ts > self.ol:
+                self.ol = ts
+            elif ts < self.of:
+                self.of = ts
+        else:
+            self._badd(ts, value)
         return newest
 
     def _badd(self, ts: int, x: float) -> None:
-        bf = self.bf
-        hi = len(bf)
         k = ts // BUCKET_MS
-        if hi > self.blo:
-            i = hi - 1
-            kl = bf[i] // BUCKET_MS
-            if k == kl:  # the newest minute: the hot path
-                self.bn[i] += 1
-                self.bs[i] += x
-                if x > self.bmax[i] or x != x:  # a NaN stays (numpy's max propagates it)
-                    self.bmax[i] = x
-                if x < self.bmin[i] or x != x:
-                    self.bmin[i] = x
-                if ts > self.bl[i]:
-                    self.bl[i] = ts
-                elif ts < bf[i]:
-                    bf[i] = ts
-                return
-            if k < kl:
-                self._blate(k, ts, x)
-                return
-            if kl // CHUNK != k // CHUNK and kl // CHUNK < self.bdirty:
-                self.bdirty = kl // CHUNK  # the previous hour's last updates are not stored yet
-        for name, v in (("bf", ts), ("bl", ts), ("bn", 1), ("bs", x), ("bmax", x), ("bmin", x)):
-            getattr(self, name).append(v)
+        if k == self.ok:
+            self.on += 1
+            self.os += x
+            if x > self.omax or x != x:
+                self.omax = x
+            if x < self.omin or x != x:
+                self.omin = x
+            self.ol, self.of = max(self.ol, ts), min(self.of, ts)
+        elif k < self._newest_key() or (self.ok < 0 and k == self._newest_key()):
+            self._blate(k, ts, x)
+        else:
+            self._open(k, ts, x)
+
+    def _open(self, k: int, ts: int, x: float) -> None:
+        """A new newest minute: close the open one into the arrays, expire the oldest."""
+        if self.ok >= 0:
+            if self.ok // CHUNK != k // CHUNK and self.ok // CHUNK < self.bdirty:
+                self.bdirty = self.ok // CHUNK  # the previous hour's last updates are not stored yet
+            for (name, _), v in zip(_COLS, (self.of, self.ol, self.on, self.os, self.omax, self.omin)):
+                getattr(self, name).append(v)
+        self.ok, self.of, self.ol, self.on, self.os, self.omax, self.omin = k, ts, ts, 1, x, x, x
+        bf = self.bf
         oldest = k - self.nkeep + 1
         lo = self.blo
-        while bf[lo] // BUCKET_MS < oldest:
+        while lo < len(bf) and bf[lo] // BUCKET_MS < oldest:
             lo += 1
         if lo != self.blo:
             self.blo = lo
@@ -155,14 +182,14 @@ class BucketedSeries(Series):
                 self.blo = 0
 
     def _find(self, k: int) -> tuple[int, bool]:
-        """Position of minute k's bucket, or where it would go; and whether it exists."""
+        """Position of closed minute k's bucket, or where it would go; and whether it exists."""
         bf = self.bf
         i = bisect_left(bf, k * BUCKET_MS, self.blo, len(bf))
         return i, i < len(bf) and bf[i] // BUCKET_MS == k
 
     def _blate(self, k: int, ts: int, x: float) -> None:
-        """A late sample in an older minute."""
-        if k <= (self.bf[-1] // BUCKET_MS) - self.nkeep:
+        """A late sample in a closed minute."""
+        if k <= self._newest_key() - self.nkeep:
             return  # older than any window kept
         i, found = self._find(k)
         if found:
@@ -175,7 +202,7 @@ class BucketedSeries(Series):
             self.bl[i] = max(self.bl[i], ts)
             self.bf[i] = min(self.bf[i], ts)
         else:
-            for name, v in (("bf", ts), ("bl", ts), ("bn", 1), ("bs", x), ("bmax", x), ("bmin", x)):
+            for (name, _), v in zip(_COLS, (ts, ts, 1, x, x, x)):
                 getattr(self, name).insert(i, v)
         self.bepoch += 1
         self.bdirty = min(self.bdirty, k // CHUNK)
@@ -185,23 +212,26 @@ class BucketedSeries(Series):
         (the raw tail spans the late tolerance plus a minute, so it holds the whole minute);
         if it somehow does not, adjust the sum and widen max / min (never narrower than true)."""
         k = ts // BUCKET_MS
+        is_open = k == self.ok
         i, found = self._find(k)
-        if not found:
+        if not (is_open or found):
             return
         t0 = k * BUCKET_MS
         oldest = self._ts[self._lo]
-        if oldest < t0 or oldest == self.bf[i]:  # no sample of this minute was dropped from the raw tail
+        if oldest < t0 or oldest == (self.of if is_open else self.bf[i]):  # the raw tail holds the whole minute
             wv = self.window(t0 - 1, t0 + BUCKET_MS - 1)[1].tolist()
             total = 0.0
             for x in wv:  # in time order, as the appends summed them: re-delivery stays bit-identical
                 total += x
-            self.bn[i], self.bs[i] = len(wv), total
-            self.bmax[i] = max(wv, key=_nan_first) if wv else new
-            self.bmin[i] = min(wv, key=_nan_last) if wv else new
+            n, mx, mn = len(wv), max(wv, key=_nan_first), min(wv, key=_nan_last)
+        elif is_open:
+            n, total, mx, mn = self.on, self.os + new - old, max(self.omax, new), min(self.omin, new)
         else:
-            self.bs[i] += new - old
-            self.bmax[i] = max(self.bmax[i], new)
-            self.bmin[i] = min(self.bmin[i], new)
+            n, total, mx, mn = self.bn[i], self.bs[i] + new - old, max(self.bmax[i], new), min(self.bmin[i], new)
+        if is_open:
+            self.on, self.os, self.omax, self.omin = n, total, mx, mn
+            return  # cursors read the open minute live
+        self.bn[i], self.bs[i], self.bmax[i], self.bmin[i] = n, total, mx, mn
         self.bepoch += 1  # cursors' exact sums hold the old value
         self.bdirty = min(self.bdirty, k // CHUNK)
 
@@ -221,8 +251,8 @@ class BucketedSeries(Series):
     def hot_ts(self, lo: float, hi: float) -> int | None:
         """The last sample time of the newest minute holding a sample outside [lo, hi]
         (or a NaN), None when none does (`alerts.guard.Hot.scan`)."""
-        if self.nbuckets() == 0:
-            return None
+        if self.ok >= 0 and not (lo <= self.omin and self.omax <= hi):
+            return self.ol
         i = self.blo
         mx = np.frombuffer(self.bmax[i:], dtype=np.float64)
         mn = np.frombuffer(self.bmin[i:], dtype=np.float64)
@@ -235,9 +265,9 @@ class BucketedSeries(Series):
         which stored rows have expired (None when that did not move)."""
         if self.nbuckets() == 0:
             return [], None
-        newest = self.bf[-1] // BUCKET_MS // CHUNK
+        newest = self._newest_key() // CHUNK
         first = min(self.bdirty, newest)
-        oldest = self.bf[self.blo] // BUCKET_MS // CHUNK
+        oldest = (self.bf[self.blo] if len(self.bf) > self.blo else self.of) // BUCKET_MS // CHUNK
         rows = [(c, self._chunk_bytes(c)) for c in range(max(first, oldest), newest + 1)]
         self.bdirty = _NO_CHUNK
         drop = None
@@ -248,7 +278,10 @@ class BucketedSeries(Series):
     def _chunk_bytes(self, c: int) -> bytes:
         i, _ = self._find(c * CHUNK)
         j, _ = self._find((c + 1) * CHUNK)
-        return b"".join(getattr(self, name)[i:j].tobytes() for name, _ in _COLS)
+        opened = self.ok >= 0 and self.ok // CHUNK == c
+        vals = (self.of, self.ol, self.on, self.os, self.omax, self.omin)
+        return b"".join(getattr(self, name)[i:j].tobytes() + (array(code, [v]).tobytes() if opened else b"")
+                        for (name, code), v in zip(_COLS, vals))
 
     def load_buckets(self, chunks: Iterable[tuple[int, bytes]]) -> None:
         """Restore the buckets from stored hours (their rows in any order)."""
@@ -263,12 +296,17 @@ class BucketedSeries(Series):
         for name, code in _COLS:
             setattr(self, name, array(code, b"".join(cols[name])))
         self.blo = self.bbase = 0
+        self.ok = -1
         self.bepoch += 1
         if len(self.bf):  # drop what expired while the service was down
             oldest = self.bf[-1] // BUCKET_MS - self.nkeep + 1
             while self.blo < len(self.bf) and self.bf[self.blo] // BUCKET_MS < oldest:
                 self.blo += 1
             self.bsaved = self.bf[self.blo] // BUCKET_MS // CHUNK
+            if len(self.bf) > self.blo:  # the newest minute is the open one: it may still be filling
+                vals = [getattr(self, name).pop() for name, _ in _COLS]
+                self.ok = vals[0] // BUCKET_MS
+                self.of, self.ol, self.on, self.os, self.omax, self.omin = vals
 
     @classmethod
     def restore(cls, cap: int, ts: bytes, values: bytes, *, span_ms: int, max_cap: int, long_ms: int,
@@ -287,8 +325,8 @@ class BucketedSeries(Series):
         else:
             for x_ts, x in zip(t.tolist(), v.tolist()):
                 s._badd(x_ts, x)
-            if len(s.bf):
-                s.bdirty = s.bf[s.blo] // BUCKET_MS // CHUNK
+            if s.nbuckets():
+                s.bdirty = (s.bf[s.blo] if len(s.bf) > s.blo else s.of) // BUCKET_MS // CHUNK
         s._ts = array("q", t[-s.cap:].tobytes())
         s._v = array("d", v[-s.cap:].tobytes())
         return s
@@ -324,8 +362,7 @@ def group_chunks(rows: Iterable[Any]) -> dict[tuple[str, str], list[tuple[int, b
 class BucketRolling:
     """A window cursor over a `BucketedSeries`' minute buckets (the interface `Rolling`
     offers conditions: `query`, `numpy_value`, `unsure`). Keeps the exact sum and the
-    count of the buckets [a, b) that are no longer the newest; the newest one (still
-    filling) is read live."""
+    count of the closed buckets [a, b); the open minute is read live."""
 
     __slots__ = ("s", "agg", "a", "b", "start", "end", "epoch", "sum", "n", "bad", "neg", "inc")
 
@@ -336,7 +373,7 @@ class BucketRolling:
         self.a = self.b = 0
         self.start = self.end = 0
         self.sum = self.n = self.bad = self.neg = 0
-        self.inc = False  # the newest bucket is in the window (after `sync`)
+        self.inc = False  # the open minute is in the window (after `sync`)
 
     def _add(self, j: int, sign: int) -> None:
         s = self.s
@@ -353,13 +390,13 @@ class BucketRolling:
         """Move the window to (start, end]; returns the number of samples in it."""
         s = self.s
         bf, base = s.bf, s.bbase
-        last = base + len(bf) - 1  # the newest bucket (absolute); the closed ones are below
-        if self.epoch != s.bepoch or start < self.start or end < self.end or self.a < base or self.b > last:
+        hi = base + len(bf)
+        if self.epoch != s.bepoch or start < self.start or end < self.end or self.a < base or self.b > hi:
             self.sum = self.n = self.bad = self.neg = 0
             self.a = self.b = base + s.blo
             self.epoch = s.bepoch
         b = self.b
-        while b < last and bf[b - base] <= end:
+        while b < hi and bf[b - base] <= end:
             self._add(b - base, 1)
             b += 1
         a = self.a
@@ -369,15 +406,8 @@ class BucketRolling:
             a += 1
         self.a, self.b = a, b
         self.start, self.end = start, end
-        self.inc = last >= lo and start < bf[-1] <= end
-        return self.n + (s.bn[-1] if self.inc else 0)
-
-    def _span(self, n: int) -> tuple[int, int] | None:
-        s = self.s
-        base = s.bbase
-        first = s.bf[self.a - base] if self.a < self.b else s.bf[-1]
-        last = s.bl[-1] if self.inc else s.bl[self.b - 1 - base]
-        return first, last
+        self.inc = s.ok >= 0 and start < s.of <= end
+        return self.n + (s.on if self.inc else 0)
 
     def query(self, start: int, end: int, need: float) -> float | None:
         """`agg` over (start, end], or None when the samples do not cover `need` ms
@@ -387,20 +417,21 @@ class BucketRolling:
             return float(n)
         if n < 2:
             return None
-        first, last = self._span(n)
-        span = last - first
+        s = self.s
+        first = s.bf[self.a - s.bbase] if self.a < self.b else s.of
+        span = (s.ol if self.inc else s.bl[self.b - 1 - s.bbase]) - first
         if span + span / (n - 1) < need:
             return None
-        if self.agg != "mean" or self.bad or (self.inc and not (self.s.bs[-1] * _SCALE).is_integer()):
+        if self.agg != "mean" or self.bad or (self.inc and not (s.os * _SCALE).is_integer()):
             return self.numpy_value()
         total = self.sum
         if self.inc:
-            total += int(self.s.bs[-1] * _SCALE)
+            total += int(s.os * _SCALE)
         return total / (n << _SHIFT)
 
     def unsure(self) -> bool:
         """True when the exact mean may differ from numpy's by more than the last bits."""
-        return self.neg > 0 or (self.inc and self.s.bs[-1] < 0)
+        return self.neg > 0 or (self.inc and self.s.os < 0)
 
     def _arrays(self, name: str) -> np.ndarray:
         s = self.s
@@ -408,7 +439,7 @@ class BucketRolling:
         col = getattr(s, name)
         out = np.frombuffer(col[i:j], dtype=np.float64 if col.typecode == "d" else np.int32)
         if self.inc:
-            out = np.append(out, col[-1])
+            out = np.append(out, getattr(s, "o" + name[1:]))
         return out
 
     def numpy_value(self) -> float:

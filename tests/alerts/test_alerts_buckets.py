@@ -110,8 +110,7 @@ def test_redelivery_is_idempotent():
         twice.add(t, x)
         if i >= 5:
             twice.add(*stream[i - 5])  # 35 s later, again
-    for name in ("bf", "bl", "bn", "bs", "bmax", "bmin"):
-        assert getattr(once, name)[once.blo:] == getattr(twice, name)[twice.blo:], name
+    assert once.minutes() == twice.minutes()
 
 
 def test_a_24h_window_stays_bounded_after_100k_samples():
@@ -131,7 +130,7 @@ def test_a_24h_window_stays_bounded_after_100k_samples():
             if drop is not None:
                 stored = {c: b for c, b in stored.items() if c >= drop}
     assert s.nbuckets() <= DAY // BUCKET_MS + 1  # 1,441
-    assert len(s.bf) <= DAY // BUCKET_MS + 1 + 32  # plus the dead head not yet cut off
+    assert len(s.bf) <= DAY // BUCKET_MS + 32  # closed minutes, plus the dead head not yet cut off
     assert 360 <= len(s) <= 2 * 360  # the raw tail: late tolerance + a minute (360 s) at 1 s; its cap doubles
     # stored: 24 h of minutes plus the oldest hour's row, whose expired minutes go with the row
     assert len(stored) <= 26 and sum(map(len, stored.values())) <= (DAY // BUCKET_MS + 1 + CHUNK) * BUCKET_BYTES
@@ -155,10 +154,12 @@ def test_restore_from_stored_hours_and_raw_tail():
     stored.update(s.dump_buckets()[0])
     ts, v = s.dump()
     r = BucketedSeries.restore(53, ts, v, span_ms=360_000, max_cap=8192, long_ms=DAY, chunks=list(stored.items()))
-    for name in ("bf", "bl", "bn", "bs", "bmax", "bmin"):
-        assert getattr(r, name)[r.blo:] == getattr(s, name)[s.blo:], name
-    assert r.ts.tolist() == s.ts.tolist()
-    assert r.dump_buckets() == ([(r.bf[-1] // BUCKET_MS // CHUNK, stored[r.bf[-1] // BUCKET_MS // CHUNK])], None)
+    assert r.minutes() == s.minutes() and r.ts.tolist() == s.ts.tolist()
+    hour = r.minutes()[-1][0] // BUCKET_MS // CHUNK
+    assert r.dump_buckets() == ([(hour, stored[hour])], None)
+    r.add(s.ts[-1] + 10_000, 5.0)  # goes on where the stored state ended
+    s.add(s.ts[-1] + 10_000, 5.0)
+    assert r.minutes() == s.minutes()
 
 
 def test_engine_migrates_a_raw_24h_snapshot(tmp_path):
@@ -211,8 +212,9 @@ def test_late_reading_lands_in_its_minute(tmp_path):
     before = s.nbuckets()
     late = T0 + 27 * MIN + 30_000  # 2.5 min behind the watermark, inside the 5-min tolerance
     h.engine.process_readings([Reading("dust", "S1", "D1", late, {"pm25": 400.0})])
-    i, found = s._find(late // BUCKET_MS)
-    assert found and s.bn[i] == 2 and s.bmax[i] == 400.0 and s.nbuckets() == before
+    minute = [m for m in s.minutes() if m[0] // BUCKET_MS == late // BUCKET_MS]
+    assert minute[0][2] == 2 and minute[0][4] == 400.0 and s.nbuckets() == before
     too_late = T0 + 20 * MIN + 30_000  # beyond the tolerance: dropped, as for raw windows
     h.engine.process_readings([Reading("dust", "S1", "D1", too_late, {"pm25": 400.0})])
-    assert h.engine.stats["late_dropped"] == 1 and s.bn[s._find(too_late // BUCKET_MS)[0]] == 1
+    assert h.engine.stats["late_dropped"] == 1
+    assert [m[2] for m in s.minutes() if m[0] // BUCKET_MS == too_late // BUCKET_MS] == [1]

@@ -129,8 +129,22 @@ class BucketedSeries(Series):
                 return newest
             if hi - lo >= self.cap and i == lo:
                 return False  # older than the raw samples kept: dropped there, so here too
-        newest = Series.add(self, ts, value)
-        if ts // BUCKET_MS == self.ok:  # the open minute: the hot path, `_badd` inlined
+            newest = Series.add(self, ts, value)
+        else:  # an append (the hot path): `Series.add`'s own, inlined
+            if hi - lo >= self.cap and self.cap < self.max_cap and ts - tsa[lo] < self.span_ms:
+                self.cap = min(self.max_cap, self.cap * 2)
+            tsa.append(ts)
+            self._v.append(value)
+            if hi + 1 - lo > self.cap:
+                lo += 1
+                if lo >= self.cap:  # cut the dead head off; absolute indexes stay valid
+                    del tsa[:lo]
+                    del self._v[:lo]
+                    self.base += lo
+                    lo = 0
+                self._lo = lo
+            newest = True
+        if ts // BUCKET_MS == self.ok:  # the open minute: `_badd` inlined
             self.on += 1
             self.os += value
             if value > self.omax or value != value:  # a NaN stays (numpy's max propagates it)
@@ -165,8 +179,12 @@ class BucketedSeries(Series):
         if self.ok >= 0:
             if self.ok // CHUNK != k // CHUNK and self.ok // CHUNK < self.bdirty:
                 self.bdirty = self.ok // CHUNK  # the previous hour's last updates are not stored yet
-            for (name, _), v in zip(_COLS, (self.of, self.ol, self.on, self.os, self.omax, self.omin)):
-                getattr(self, name).append(v)
+            self.bf.append(self.of)
+            self.bl.append(self.ol)
+            self.bn.append(self.on)
+            self.bs.append(self.os)
+            self.bmax.append(self.omax)
+            self.bmin.append(self.omin)
         self.ok, self.of, self.ol, self.on, self.os, self.omax, self.omin = k, ts, ts, 1, x, x, x
         bf = self.bf
         oldest = k - self.nkeep + 1

@@ -30,6 +30,7 @@ from citywatch.model import VALID_FLAGS, Event, Reading
 from citywatch.registry import Registry
 from citywatch.schema import kinds as load_kinds
 
+from alerts.buckets import BUCKET_MS, BucketedSeries, group_chunks, new_series, restore_series
 from alerts.conditions import Conditions
 from alerts.config import EngineConfig
 from alerts.errors import AlertError, AlertNotFound
@@ -129,11 +130,12 @@ class AlertEngine(RuleKinds):
         """Build the lookup indexes (alerts/plan.py), then swap them in at once."""
         index = compile_rules(rules)
         self.rules = index.rules
-        self._by_event, self._deadman, self._windows = index.by_event, index.deadman, index.windows
+        self._by_event, self._deadman = index.by_event, index.deadman
+        self._windows, self._long_windows = index.windows, index.long_windows
         self._field_index, self._kind_rules = index.field_index, index.kind_rules
         self._rules_gen = getattr(self, "_rules_gen", 0) + 1  # devices rebuild their guards
         self._todo: dict[tuple[str, tuple[str, ...]], list[CompiledRule]] = {}
-        self._shapes: dict[tuple[str, str, float | None], tuple[int, int]] = {}  # see _series_shape
+        self._shapes: dict[tuple[str, str, float | None], tuple[int, int, int]] = {}  # see _series_shape
         self._guard_params = index.guard_params  # for _watch_plan
         self._watch_plans: dict[tuple[str, tuple[Any, ...]], WatchPlan] = {}
         for dev in getattr(self, "_devices", {}).values():  # cursors are per window shape
@@ -163,13 +165,15 @@ class AlertEngine(RuleKinds):
             self._devices[d["device"]] = Device(d["kind"], d["site"], d["device"], d["watermark_ms"],
                                                  d["last_seen_ms"], meta_dirty=False)
             self._event_now = max(self._event_now, d["watermark_ms"])
+        chunks = group_chunks(self.store.load_series_buckets())
         for s in self.store.load_series():
             dev = self._devices.get(s["device"])
             if dev is not None:
-                cap, window_ms = self._series_shape(dev, s["field"])
-                if cap:  # a field no rule reads any more is not restored
-                    dev.series[s["field"]] = Series.load(cap, s["ts"], s["v"], span_ms=window_ms,
-                                                         max_cap=self._max_samples)
+                shape = self._series_shape(dev, s["field"])
+                if shape[0]:  # a field no rule reads any more is not restored
+                    dev.series[s["field"]] = restore_series(shape, s["ts"], s["v"], self._max_samples,
+                                                            chunks.pop((s["device"], s["field"]), []))
+        self.store.drop_series_buckets(chunks)  # of fields no longer read by a long window
 
     # ------------------------------------------------------------------ time helpers
     def _wall_ms(self) -> int:
@@ -190,21 +194,23 @@ class AlertEngine(RuleKinds):
         d = self._registry.get(device) if self._registry is not None else None
         return d.params if d is not None else {}
 
-    def _series_shape(self, dev: Device, fld: str) -> tuple[int, int]:
-        """(starting capacity, longest window in ms) of the device's series for `fld`;
-        (0, 0) when no rule reads it. Depends only on the kind, the field and the device's
-        expected interval, so it is worked out once for them (and the ints are shared)."""
+    def _series_shape(self, dev: Device, fld: str) -> tuple[int, int, int]:
+        """(starting capacity, longest raw window ms, longest minute-bucket window ms) of the
+        device's series for `fld`; (0, 0, 0) when no rule reads it. Depends only on the kind, the
+        field and the device's expected interval: worked out once for them (the ints are shared)."""
         interval = self._device_interval(dev.device, dev.kind)
         key = (dev.kind, fld, interval)
         shape = self._shapes.get(key)
         if shape is None:
             window = self._windows.get((dev.kind, fld))
+            long = self._long_windows.get((dev.kind, fld), 0.0)
             if window is None:
-                shape = (0, 0)
+                shape = (0, 0, 0)
             else:
+                window = max(window, (self._late_ms + BUCKET_MS) / 1000 if long else 0)  # late ones meet raw
                 per = interval or self._default_interval_s
                 cap = int(min(self._max_samples, max(16, math.ceil(window / per * 1.25) + 8)))
-                shape = (cap, int(window * 1000))
+                shape = (cap, int(window * 1000), int(long * 1000))
             if len(self._shapes) >= 4096:
                 self._shapes.clear()
             self._shapes[key] = shape
@@ -213,8 +219,7 @@ class AlertEngine(RuleKinds):
     def _new_series(self, dev: Device, fld: str) -> Series:
         # Starts sized for the expected interval; grows (up to the cap) if the device
         # reports faster than expected, so the longest window always fits.
-        cap, window_ms = self._series_shape(dev, fld)
-        return Series(cap, span_ms=window_ms, max_cap=self._max_samples)
+        return new_series(self._series_shape(dev, fld), self._max_samples)
 
     def _device(self, kind: str, site: str, device: str) -> Device:
         dev = self._devices.get(device)
@@ -445,7 +450,7 @@ class AlertEngine(RuleKinds):
         one can never overwrite a newer one (the last, on close, included)."""
         with self._snapshot_lock:
             devices: list[tuple[str, str, str, int, int]] = []
-            series: list[tuple[str, str, bytes, bytes]] = []
+            series: list[tuple[str, str, bytes, bytes, Any]] = []  # + a long window's changed hours
             with self._mu:
                 for d in self._devices.values():
                     if not (d.meta_dirty or d.dirty):
@@ -454,15 +459,18 @@ class AlertEngine(RuleKinds):
                         devices.append((d.device, d.kind, d.site, d.watermark, d.last_seen))
                         d.meta_dirty = False
                     for f in d.dirty:
-                        series.append((d.device, f, *d.series[f].dump()))
+                        s = d.series[f]
+                        series.append((d.device, f, *s.dump(), type(s) is BucketedSeries and s.dump_buckets()))
                     d.dirty = ()
             if not (devices or series):
                 return
             with self.store.transaction() as tx:
                 for dev_row in devices:
                     tx.put_device(*dev_row)
-                for series_row in series:
-                    tx.put_series(*series_row)
+                for device, f, ts, v, hours in series:
+                    tx.put_series(device, f, ts, v)
+                    if hours:
+                        tx.put_series_buckets(device, f, *hours)
 
     def _prune(self) -> None:
         self.store.prune(self._wall_ms() - self._retention_ms)

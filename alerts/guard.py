@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from alerts.buckets import BucketedSeries
 from alerts.threshold import lookup_threshold
 from alerts.window import Series
 
@@ -82,6 +83,9 @@ class Hot:
                 for t, x in zip(ts.tolist(), v.tolist()):
                     if not self.lo <= x <= self.hi:
                         self.ts = max(self.ts, t)
+                hot = s.hot_ts(self.lo, self.hi) if isinstance(s, BucketedSeries) else None
+                if hot is not None:  # a long window: its minute buckets reach further back than the raw tail
+                    self.ts = max(self.ts, hot)
         return self
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from alerts.buckets import bucketed
 from alerts.threshold import lookup_threshold
 from alerts.guard import Hot, Jump, cold_interval
 from alerts.rules import Cond, DailyRatioRule, DeadmanRule, EventRule, Rule, StuckRule, ThresholdRule
@@ -150,7 +151,8 @@ class RuleIndex:
     by_field: dict[tuple[str, str], list[Rule]]  # (kind, field) → threshold and stuck rules
     by_event: dict[tuple[str, str], list[Rule]]  # (kind, event type) → event and daily-ratio rules
     deadman: dict[str, list[DeadmanRule]]  # kind → deadman rules
-    windows: dict[tuple[str, str], float]  # (kind, field) → longest window (s) a rule reads
+    windows: dict[tuple[str, str], float]  # (kind, field) → longest raw-sample window (s) a rule reads
+    long_windows: dict[tuple[str, str], float]  # (kind, field) → longest minute-bucket window (s), alerts/buckets.py
     field_index: dict[str, dict[str, list[CompiledRule]]]  # kind → field → compiled rules
     kind_rules: dict[str, list[CompiledRule]]  # kind → compiled rules, in slot order
     guard_params: dict[str, tuple[str, ...]]  # kind → registry parameters its thresholds name
@@ -162,13 +164,17 @@ def compile_rules(rules: dict[str, Rule]) -> RuleIndex:
     by_event: dict[tuple[str, str], list[Rule]] = {}
     deadman: dict[str, list[DeadmanRule]] = {}
     windows: dict[tuple[str, str], float] = {}
+    long_windows: dict[tuple[str, str], float] = {}
     for r in rules.values():
         if not r.enabled:
             continue
         if isinstance(r, (ThresholdRule, StuckRule)):
             for f in r.fields():
                 by_field.setdefault((r.kind, f), []).append(r)
-                windows[(r.kind, f)] = max(windows.get((r.kind, f), 0.0), r.max_window())
+                windows.setdefault((r.kind, f), 0.0)  # every field read gets a raw series
+            for f, agg, w in _windows_read(r):
+                into = long_windows if bucketed(agg, w * 1000) else windows
+                into[(r.kind, f)] = max(into.get((r.kind, f), 0.0), w)
         elif isinstance(r, (EventRule, DailyRatioRule)):
             by_event.setdefault((r.kind, r.event), []).append(r)
         elif isinstance(r, DeadmanRule):
@@ -187,7 +193,20 @@ def compile_rules(rules: dict[str, Rule]) -> RuleIndex:
                                         for t in (c.c.threshold, c.c.low, c.c.high)
                                         if t is not None and t.param}))
                     for kind, crs in kind_rules.items()}
-    return RuleIndex(dict(rules), by_field, by_event, deadman, windows, index, kind_rules, guard_params)
+    return RuleIndex(dict(rules), by_field, by_event, deadman, windows, long_windows, index, kind_rules,
+                     guard_params)
+
+
+def _windows_read(r: ThresholdRule | StuckRule) -> Iterable[tuple[str, str, float]]:
+    """(field, aggregate, window s) of every window the rule reads, baselines included."""
+    if isinstance(r, StuckRule):
+        yield r.field, "stuck", r.window
+        return
+    for c in (*r.when, *(r.clear or ())):
+        yield c.field, c.agg, c.window or 0.0
+        for t in (c.threshold, c.low, c.high):
+            if t is not None and t.baseline is not None:
+                yield c.field, t.baseline.agg, t.baseline.window
 
 
 def watch_device(dev: Device, plan: WatchPlan, fields: Iterable[str], rules_gen: int, regdev: Any) -> None:

@@ -2,7 +2,8 @@
 
 Tables: `alerts` (every alert, active and resolved), `rstate` (per rule x device
 evaluation state: pending since, consecutive count, clear since, per-day episodes),
-`devices` (watermark, last seen), `series` (window snapshots), `outbox` (one row per
+`devices` (watermark, last seen), `series` (window snapshots; a long window's minute
+buckets in `series_buckets`, one row per hour), `outbox` (one row per
 notification per notifier, delivered in `seq` order), `silences`, `rule_overrides`.
 
 Lifecycle promise: a state transition and the outbox rows it causes are written in the
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS devices (
 CREATE TABLE IF NOT EXISTS series (
   device TEXT NOT NULL, field TEXT NOT NULL, ts BLOB NOT NULL, v BLOB NOT NULL,
   PRIMARY KEY (device, field)
+);
+CREATE TABLE IF NOT EXISTS series_buckets (
+  device TEXT NOT NULL, field TEXT NOT NULL, chunk INTEGER NOT NULL, data BLOB NOT NULL,
+  PRIMARY KEY (device, field, chunk)
 );
 CREATE TABLE IF NOT EXISTS outbox (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, notifier TEXT NOT NULL, event TEXT NOT NULL,
@@ -123,6 +128,14 @@ class AlertStore(HeldWritesDB):
 
     def load_series(self) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM series")
+
+    def load_series_buckets(self) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM series_buckets")
+
+    def drop_series_buckets(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Forget the buckets of these (device, field)s (no long window reads them any more)."""
+        for device, fld in keys:
+            self.execute("DELETE FROM series_buckets WHERE device=? AND field=?", (device, fld))
 
     def load_silences(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.query("SELECT * FROM silences")]
@@ -309,6 +322,14 @@ class _Tx(HeldTransaction):
 
     def put_series(self, device: str, fld: str, ts: bytes, v: bytes) -> None:
         self.execute("INSERT OR REPLACE INTO series (device, field, ts, v) VALUES (?,?,?,?)", (device, fld, ts, v))
+
+    def put_series_buckets(self, device: str, fld: str, hours: list[tuple[int, bytes]], drop_before: int | None) -> None:
+        """A long window's minute buckets (alerts/buckets.py), one row per hour: the hours
+        that changed, and the expired ones (below `drop_before`) dropped."""
+        if drop_before is not None:
+            self.execute("DELETE FROM series_buckets WHERE device=? AND field=? AND chunk<?", (device, fld, drop_before))
+        self.executemany("INSERT OR REPLACE INTO series_buckets (device, field, chunk, data) VALUES (?,?,?,?)",
+                         [(device, fld, c, data) for c, data in hours])
 
     def delete_alert(self, alert_id: str) -> None:
         self.execute("DELETE FROM alerts WHERE id=?", (alert_id,))

@@ -28,12 +28,23 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right, insort
-from typing import TYPE_CHECKING
+from array import array
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:  # window.py imports this module
-    from alerts.window import Series
+
+class Series(Protocol):
+    """What a cursor reads of its series (`alerts.window.Series`, which holds its cursors and
+    so imports this module): the samples in time order, the live ones from `_lo` on."""
+
+    _ts: array[int]
+    _v: array[float]
+    _lo: int
+    base: int  # absolute index of _ts[0]
+    epoch: int  # bumped on any change other than an append / dropping the oldest
+
+    def window(self, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 _SCALE = 2.0 ** 128  # exact fixed-point scale for running sums
 _SHIFT = 128

@@ -72,6 +72,24 @@ class _Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     _started: bool = field(default=False, init=False, repr=False)
+    _log_offset: int = field(default=0, init=False, repr=False)
+
+    def _wait_log(self, needle: str, what: str, timeout: float) -> None:
+        """Wait until this start's log says `needle`: the server itself reports the port
+        bound. A TCP connect alone could reach another test worker's server that took the
+        port between `free_port` and this one's bind."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                if needle.encode() in f.read():
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {self.proc.returncode}: "
+                                   f"{self.log_path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{what} did not report {needle!r} within {timeout}s")
 
     def _command(self) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -104,6 +122,7 @@ class _Server:
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = self._command()
         log = open(self.log_path, "ab")
+        self._log_offset = log.tell()  # this start's lines begin here (restarts append)
         # Own process group: a Ctrl-C aimed at the test runner does not hit the server first.
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -177,6 +196,8 @@ class Mosquitto(_Server):
 
     def _ready(self, timeout: float) -> None:
         assert self.proc is not None
+        self._wait_log(f"listen socket on port {self.port}.", "mosquitto", timeout)
+        self._wait_log(" running", "mosquitto", timeout)
         _wait_tcp(self.port, self.proc, "mosquitto", timeout, self.log_path)
 
 
@@ -210,6 +231,7 @@ class Influxd(_Server):
 
     def _ready(self, timeout: float) -> None:
         assert self.proc is not None
+        self._wait_log(f"addr=127.0.0.1:{self.port} ", "influxd", timeout)
         _wait_http(f"{self.url}/ping", 204, self.proc, "influxd", timeout, self.log_path)
 
 

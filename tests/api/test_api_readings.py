@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import NEXT_DAY, SCENARIO_DAY, auth, decode_scenario
+from conftest import NEXT_DAY, SCENARIO_DAY, TZ, auth, decode_scenario
 
 V = auth("viewer")
 
@@ -111,8 +111,6 @@ def test_series_and_latest_carry_the_hj212_flags(client, stack):
     through: `flags` lists the buckets holding a value flagged other than N/S, with its flag;
     N-flagged and unflagged (MQTT) values are not listed."""
     from datetime import datetime
-
-    from conftest import TZ
 
     t0 = int(datetime.fromisoformat(f"{SCENARIO_DAY}T10:00:00").replace(tzinfo=TZ).timestamp() * 1000)
     lines = []

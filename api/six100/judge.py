@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from alerts.rules import DailyRatioRule, EventRule, Rule, ThresholdRule
 from api.models import ComplianceItem, SiteCompliance
 from api.six100.evidence import MIN_MS, SiteEvidence
@@ -202,11 +204,14 @@ def _wet(rule: ThresholdRule, ev: SiteEvidence, params: Mapping[str, Any], equip
     limit = threshold_value(cond.threshold, params) if cond is not None else None
     if cond is None or limit is None:
         return _no_evidence("wet_operation", "no_rule")
-    # PM10 minute means are floats: the bound comparison of the limit is `holds` for them,
-    # without its per-value lookups (1,440 minutes a site, 1,000 sites a day)
-    fast = {"above": float(limit).__lt__, "at_least": float(limit).__le__, "below": float(limit).__gt__,
-            "at_most": float(limit).__ge__}.get(cond.op)
-    high = [t for t, v in pm10.items() if (fast(v) if fast is not None else holds(cond, v, params))]
+    # PM10 minute means are floats: the bound comparison of the limit is `holds` for them, as
+    # one array comparison (1,440 minutes a site, 1,000 sites a day)
+    if cond.op in ("above", "at_least", "below", "at_most"):
+        op = {"above": np.greater, "at_least": np.greater_equal, "below": np.less, "at_most": np.less_equal}[cond.op]
+        keys = np.fromiter(pm10.keys(), np.int64, len(pm10))
+        high = keys[op(np.fromiter(pm10.values(), np.float64, len(pm10)), float(limit))].tolist()
+    else:
+        high = [t for t, v in pm10.items() if holds(cond, v, params)]
     if not high:
         return _item("wet_operation", "pass", percent=100.0, rule=rule,
                      detail=f"PM10 never above {limit:g} µg/m³ ({len(pm10)} valid minute(s))",
@@ -245,12 +250,11 @@ def _monitoring(rule: Rule, ev: SiteEvidence, start_ms: int, until_ms: int, inte
         return _item("monitoring", "fail", percent=0.0, rule=rule, detail=f"online 0 %: {why_en}",
                      detail_zh=f"在线率 0%：{why_zh}")
     allowed = max(factor * interval_s, 180.0) * 1000
-    offline, prev = 0, start_ms
-    for t in [*times, until_ms]:
-        gap = t - prev
-        if gap > allowed:
-            offline += gap
-        prev = t + MIN_MS
+    # each gap runs from the end of one valid minute (the day's start first) to the start of
+    # the next (until_ms last); as arrays: 1,440 minutes a site, 1,000 sites a day
+    t = np.array(times, dtype=np.int64)
+    gaps = np.append(t, until_ms) - np.insert(t + MIN_MS, 0, start_ms)
+    offline = int(gaps[gaps > allowed].sum())
     pct = max(0.0, min(100.0, (span - offline) / span * 100))
     return _item("monitoring", "pass" if pct >= need else "fail", percent=pct, rule=rule,
                  detail=f"online {pct:.1f} % of the day so far with valid PM10 data (pass >= {need:g} %)",

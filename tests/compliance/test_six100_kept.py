@@ -213,3 +213,44 @@ def test_report_cli_rebuild_then_report(db, tmp_path, monkeypatch, capsys):
     assert kept.read_bytes() == raw.read_bytes()
     assert main(["report", "six100", "--rebuild", "--from", DAY]) == 2
     assert "--to YYYY-MM-DD is required" in capsys.readouterr().err
+
+
+def test_judged_days_survive_a_restart_but_not_a_late_reading(harness, monkeypatch):
+    """Judged whole days are kept on disk (api/six100/judged.py): after a restart they are
+    read, not judged again; a late reading changes the record's version, so the kept answer
+    is not served after it."""
+    from api.six100 import kept as kept_mod
+
+    judged: list[str] = []
+    real = kept_mod.judge_site
+
+    def counting(ev, **kw):
+        judged.append(ev.site)
+        return real(ev, **kw)
+
+    monkeypatch.setattr(kept_mod, "judge_site", counting)
+
+    async def go():
+        h = harness
+        store = h.keeper.store
+        store._db.execute("UPDATE meta SET value = ? WHERE key = 'live_since_ms'", (str(T0 - 2 * 86_400_000),))
+        await h.send(day_lines())
+        first = await h.report(kept=True)
+        assert first == await h.report(kept=False) and sorted(judged) == ["S1", "S2", "S3", "S4", "S9"]
+        kept_mod._CACHES.clear()  # a restart: nothing judged in memory
+        judged.clear()
+        assert await h.report(kept=True) == first and judged == []  # all of it read from disk
+        # a late 20-minute episode for the old day: S2's record has a new version
+        await h.send([_r("S2", "M1", i, 50, {"pm10": 400.0}, {"pm10": "N"}) for i in range(1000, 1020)])
+        kept_mod._CACHES.clear()
+        after, raw = await h.report(kept=True), await h.report(kept=False)
+        assert judged == ["S2"] and after == raw != first
+        assert _items(after, "S2")["wet_operation"]["status"] == "fail"
+
+    async def run():
+        try:
+            await go()
+        finally:
+            await harness.ingest.influx.aclose()
+
+    asyncio.run(run())

@@ -254,3 +254,54 @@ def test_judged_days_survive_a_restart_but_not_a_late_reading(harness, monkeypat
             await harness.ingest.influx.aclose()
 
     asyncio.run(run())
+
+
+def test_warmer_judges_before_the_request_and_again_after_a_late_reading(harness, monkeypatch):
+    """api/warm.py: the service's background pass judges the covered days as an all-sites
+    request would, so the request judges nothing; a pass after a late reading re-judges
+    only the day and site it changed."""
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from api import warm
+    from api.deps import Limits
+    from api.six100 import kept as kept_mod
+
+    judged: list[tuple[str, str]] = []
+    real = kept_mod.judge_site
+
+    def counting(ev, **kw):
+        judged.append((kw["day"], ev.site))
+        return real(ev, **kw)
+
+    monkeypatch.setattr(kept_mod, "judge_site", counting)
+    monkeypatch.setattr(warm, "utc_now", lambda: datetime.fromtimestamp(NOW_MS / 1000, timezone.utc))
+
+    async def go():
+        h = harness
+        store = h.keeper.store
+        store._db.execute("UPDATE meta SET value = ? WHERE key = 'live_since_ms'", (str(T0 - 2 * 86_400_000),))
+        await h.send(day_lines())
+        ctx = SimpleNamespace(ingest=h.ingest, tz=TZ, engine=None, settings=h.ingest.settings, limits=Limits())
+        seen: dict = {}
+        assert await warm.warm_once(ctx, seen) >= 2  # today and the covered past days
+        assert (DAY, "S1") in judged
+        judged.clear()
+        assert await h.report(kept=True) == await h.report(kept=False) and judged == []
+        assert await warm.warm_once(ctx, seen) == 1  # only today: nothing else changed
+        await h.send([_r("S2", "M1", i, 50, {"pm10": 400.0}, {"pm10": "N"}) for i in range(1000, 1020)])
+        judged.clear()
+        await warm.warm_once(ctx, seen)
+        assert (DAY, "S2") in judged and (DAY, "S1") not in judged
+        judged.clear()
+        kept = await h.report(kept=True)
+        assert judged == [] and kept == await h.report(kept=False)
+        assert _items(kept, "S2")["wet_operation"]["status"] == "fail"
+
+    async def run():
+        try:
+            await go()
+        finally:
+            await harness.ingest.influx.aclose()
+
+    asyncio.run(run())

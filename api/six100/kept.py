@@ -27,7 +27,7 @@ import numpy as np
 
 from api.models import SiteCompliance
 from api.six100.evidence import MIN_MS, RATIOS, SiteEvidence
-from api.six100.judge import judge_site
+from api.six100.judge import judge_site, until_later
 from api.six100.judged import FILE_NAME as JUDGED_FILE
 from api.six100.judged import JudgedStore, digest
 from api.six100.thresholds import ItemRules
@@ -35,6 +35,7 @@ from ingest.evidence.store import COLUMNS, DAY_MS, DayFacts
 
 COVER_MARGIN_MS = 3_600_000  # a point up to this far in the future when the store began is still covered
 CACHE_SITES = 200_000  # judged site-days kept in memory (a month of 1,000 sites is 31,000)
+TODAY_SITES = 20_000  # today's answers kept by their facts (a site's earlier versions go first)
 
 
 @dataclass
@@ -113,6 +114,9 @@ class _Cache:
         # one day judged at a time per event loop: a request that comes while the warmer
         # (api/warm.py) judges its day waits and finds it judged, instead of judging it too
         self.locks: dict[int, asyncio.Lock] = {}
+        # today's answers by their facts (key without the end): (answer, its end, valid PM10
+        # minutes, flagged PM10 values), so a later minute only re-judges the monitoring item
+        self.today: OrderedDict[tuple, tuple[Any, int, np.ndarray, int]] = OrderedDict()
 
     def lock(self) -> asyncio.Lock:
         return self.locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
@@ -128,9 +132,16 @@ class _Cache:
         while len(self.judged) > CACHE_SITES:
             self.judged.popitem(last=False)
 
+    def put_today(self, key: tuple, value: tuple[Any, int, np.ndarray, int]) -> None:
+        self.today[key] = value
+        self.today.move_to_end(key)
+        while len(self.today) > TODAY_SITES:
+            self.today.popitem(last=False)
+
 
 _CACHES: dict[tuple[int, str], _Cache] = {}
 _SILENT: Any = object()
+_NO_MINUTES = np.zeros(0, np.int64)
 YIELD_EVERY = 25  # sites judged between two yields to the event loop (~50 ms): other requests go on meanwhile
 
 
@@ -226,9 +237,12 @@ class _Day:
             if name not in self.inputs:
                 got = self.site_inputs(name)
                 self.inputs[name] = (got, repr(got))
-            key = (name, d, tuple(versions.get((name, u), 0) for u in udays), until, self.fingerprint,
-                   self.inputs[name][1])
-            hit = cache.get(key)
+            key = (name, d, tuple(versions.get((name, u), 0) for u in udays), until if whole else None,
+                   self.fingerprint, self.inputs[name][1])
+            if whole:
+                hit = cache.get(key)
+            else:
+                hit = self._today(key, until, start_ms)
             if hit is _SILENT:
                 continue
             if hit is not None:
@@ -261,18 +275,38 @@ class _Day:
                 keep = all(blobs.get((name, u), (0,))[0] == versions.get((name, u), 0) for u in udays)
                 ev = evidence_of(name, facts, start_ms, end_ms, self.low_limits) if facts else None
                 if ev is None and self.site is None and name not in self.registered:
-                    if keep:  # facts only in the neighbouring UTC day: not a site of this day
+                    if keep and whole:  # facts only in the neighbouring UTC day: not a site of this day
                         cache.put(key, _SILENT)
                         rows.append((d.isoformat(), name, digest(key), b""))
+                    elif keep:
+                        cache.put_today(key, (_SILENT, until, _NO_MINUTES, 0))
                     continue
                 equipment, params, interval, district = self.inputs[name][0]
                 res = judge_site(ev or SiteEvidence(name), day=d.isoformat(), rules=self.rules, equipment=equipment,
                                  params=params, interval_s=interval, start_ms=start_ms, until_ms=until,
                                  district=district)
                 results[name] = res
-                if keep:
+                if keep and whole:
                     cache.put(key, res)
                     rows.append((d.isoformat(), name, digest(key), res.model_dump_json().encode()))
+                elif keep:
+                    times = np.array(sorted(ev.pm10_minutes()) if ev else [], dtype=np.int64)
+                    cache.put_today(key, (res, until, times, ev.flagged.get("pm10", 0) if ev else 0))
             if whole:
                 await asyncio.to_thread(cache.disk.put, rows)
         return [results[n] for n in sorted(results)]
+
+    def _today(self, key: tuple, until: int, start_ms: int) -> Any:
+        """Today's answer from the one judged on the same facts: as it is within the same
+        minute, else with the monitoring item judged up to `until`; None when not held."""
+        held = self.cache.today.get(key)
+        if held is None:
+            return None
+        res, at, times, flagged = held
+        if at == until or res is _SILENT:
+            return res
+        equipment, _, interval, _ = self.inputs[key[0]][0]
+        res = until_later(res, times, flagged, rules=self.rules, equipment=equipment, interval_s=interval,
+                          start_ms=start_ms, until_ms=until)
+        self.cache.put_today(key, (res, until, times, flagged))
+        return res

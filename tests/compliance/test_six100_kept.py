@@ -85,12 +85,13 @@ class Harness:
         while await self.ingest.writer.deliver_once():
             pass
 
-    async def report(self, *, kept: bool, days: list[date] | None = None, site: str | None = None):
+    async def report(self, *, kept: bool, days: list[date] | None = None, site: str | None = None,
+                     now_ms: int = NOW_MS):
         from alerts.rules import load_rules
         from api import compliance
         from api.six100 import item_rules
 
-        kw = dict(tz=TZ, now_ms=NOW_MS, site=site, registry=self.ingest.registry, max_sites=500,
+        kw = dict(tz=TZ, now_ms=now_ms, site=site, registry=self.ingest.registry, max_sites=500,
                   rules=item_rules(load_rules()), keeper=self.keeper if kept else None)
         by_day = await compliance.six100_month(self.ingest.influx, days=days or [date.fromisoformat(DAY)], **kw)
         return {d: [s.model_dump() for s in sites] for d, sites in by_day.items()}
@@ -297,6 +298,50 @@ def test_warmer_judges_before_the_request_and_again_after_a_late_reading(harness
         kept = await h.report(kept=True)
         assert judged == [] and kept == await h.report(kept=False)
         assert _items(kept, "S2")["wet_operation"]["status"] == "fail"
+
+    async def run():
+        try:
+            await go()
+        finally:
+            await harness.ingest.influx.aclose()
+
+    asyncio.run(run())
+
+
+def test_today_moves_by_the_minute_without_judging_again(harness, monkeypatch):
+    """Today is judged up to its last whole minute; a later minute with the same facts
+    re-judges only the monitoring item (judge.until_later) and still equals the from-raw
+    report; new facts for a site judge that site again."""
+    from api.six100 import kept as kept_mod
+
+    judged: list[str] = []
+    real = kept_mod.judge_site
+
+    def counting(ev, **kw):
+        judged.append(ev.site)
+        return real(ev, **kw)
+
+    monkeypatch.setattr(kept_mod, "judge_site", counting)
+
+    async def go():
+        h = harness
+        store = h.keeper.store
+        store._db.execute("UPDATE meta SET value = ? WHERE key = 'live_since_ms'", (str(T0 - 2 * 86_400_000),))
+        await h.send(day_lines())
+        noon = T0 + 12 * 3_600_000  # whole minutes: the kept report judges up to the last one, from-raw to now
+        first = await h.report(kept=True, now_ms=noon)
+        assert first == await h.report(kept=False, now_ms=noon) and judged
+        judged.clear()
+        assert await h.report(kept=True, now_ms=noon + 30_000) == first  # the same minute
+        for later in (noon + 7 * MIN, T0 + 20 * 3_600_000):  # later minutes; S3's gap grows
+            kept = await h.report(kept=True, now_ms=later)
+            assert kept == await h.report(kept=False, now_ms=later)
+        assert judged == []
+        assert _items(kept, "S3")["monitoring"]["percent"] != _items(first, "S3")["monitoring"]["percent"]
+        await h.send([_r("S2", "M1", i, 50, {"pm10": 400.0}, {"pm10": "N"}) for i in range(1000, 1020)])
+        late = T0 + 21 * 3_600_000
+        assert await h.report(kept=True, now_ms=late) == await h.report(kept=False, now_ms=late)
+        assert judged == ["S2"]
 
     async def run():
         try:

@@ -140,6 +140,9 @@ def test_six100_month_json_and_xlsx(client, stack):
     month = DAY[:7]
     doc = client.get("/v1/compliance/six100/month", params={"month": month}, headers=V).json()
     assert doc["month"] == month and doc["days"][0] == f"{month}-01" and DAY in doc["days"]
+    from api.models import ComplianceMonthResponse  # the route writes plain JSON: it must be this model's
+
+    assert ComplianceMonthResponse.model_validate(doc).model_dump(mode="json") == doc
     by_site = {s["site"]: s for s in doc["sites"]}
     assert by_site["S1"]["days_all_pass"] == 1 and by_site["S1"]["days_judged"] == 1
     s2_day = next(d for d in by_site["S2"]["days"] if d["date"] == DAY)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from api.models import SiteCompliance
 from api.six100.evidence import MIN_MS, RATIOS, SiteEvidence
@@ -111,15 +112,21 @@ class _Cache:
     def __init__(self, store: Any) -> None:
         self.judged: OrderedDict[tuple, SiteCompliance] = OrderedDict()
         self.disk = JudgedStore(Path(store.path).parent / JUDGED_FILE)
-        # one day judged at a time per event loop: a request that comes while the warmer
-        # (api/warm.py) judges its day waits and finds it judged, instead of judging it too
-        self.locks: dict[int, asyncio.Lock] = {}
+        # a day is judged by one task at a time: a request that comes while the warmer
+        # (api/warm.py) judges its day waits and finds it judged, instead of judging it too;
+        # other days go on meanwhile
+        self.locks: dict[tuple[int, date], asyncio.Lock] = {}
         # today's answers by their facts (key without the end): (answer, its end, valid PM10
         # minutes, flagged PM10 values), so a later minute only re-judges the monitoring item
         self.today: OrderedDict[tuple, tuple[Any, int, np.ndarray, int]] = OrderedDict()
 
-    def lock(self) -> asyncio.Lock:
-        return self.locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
+    def lock(self, day: date) -> asyncio.Lock:
+        key = (id(asyncio.get_running_loop()), day)
+        if key not in self.locks:
+            if len(self.locks) > 1000:  # a lock nobody holds or waits for can go
+                self.locks = {k: v for k, v in self.locks.items() if v.locked()}
+            self.locks[key] = asyncio.Lock()
+        return self.locks[key]
 
     def get(self, key: tuple) -> SiteCompliance | None:
         hit = self.judged.get(key)
@@ -142,7 +149,25 @@ class _Cache:
 _CACHES: dict[tuple[int, str], _Cache] = {}
 _SILENT: Any = object()
 _NO_MINUTES = np.zeros(0, np.int64)
-YIELD_EVERY = 25  # sites judged between two yields to the event loop (~50 ms): other requests go on meanwhile
+YIELD_EVERY = 10  # sites judged between two yields to the event loop (~20 ms): other requests go on meanwhile
+
+
+def _canon(x: Any) -> Any:
+    if isinstance(x, (set, frozenset)):
+        return ("set", sorted((_canon(v) for v in x), key=repr))
+    if isinstance(x, dict):
+        return ("dict", sorted(((_canon(k), _canon(v)) for k, v in x.items()), key=repr))
+    if isinstance(x, (list, tuple)):
+        return tuple(_canon(v) for v in x)
+    if isinstance(x, BaseModel):
+        return (type(x).__name__, _canon(x.model_dump()))
+    return x
+
+
+def stable_repr(x: Any) -> str:
+    """repr with sets and dicts in sorted order: the same in every process (a set's order
+    follows the per-process string hash), so a key kept on disk matches after a restart."""
+    return repr(_canon(x))
 
 
 def _cache(store: Any) -> _Cache:
@@ -198,13 +223,13 @@ async def six100_days(keeper: Any, *, days: list[date], tz, now_ms: int, site: s
                rules=rules, low_limits=low_limits, site_inputs=site_inputs,
                # the store's birth too: its versions count from 0 again when it is made anew
                fingerprint=(await asyncio.to_thread(store.live_since_ms), rules.pack,
-                            repr(sorted(rules.by_item.items())), repr(sorted(low_limits.items()))))
+                            stable_repr(sorted(rules.by_item.items())), stable_repr(sorted(low_limits.items()))))
     out: dict[str, list[SiteCompliance]] = {}
     for d in days:
         start_ms, end_ms = bounds[d]
         udays = _utc_days(start_ms, end_ms)
         names = {site} if site is not None else set().union(*(sites_of.get(u, set()) for u in udays)) | registered
-        async with day.cache.lock():
+        async with day.cache.lock(d):
             out[d.isoformat()] = await day.judge(d, start_ms, end_ms, now_ms, sorted(names)[:max_sites])
     return out
 
@@ -236,7 +261,7 @@ class _Day:
         for name in names:
             if name not in self.inputs:
                 got = self.site_inputs(name)
-                self.inputs[name] = (got, repr(got))
+                self.inputs[name] = (got, stable_repr(got))
             key = (name, d, tuple(versions.get((name, u), 0) for u in udays), until if whole else None,
                    self.fingerprint, self.inputs[name][1])
             if whole:

@@ -350,3 +350,18 @@ def test_today_moves_by_the_minute_without_judging_again(harness, monkeypatch):
             await harness.ingest.influx.aclose()
 
     asyncio.run(run())
+
+
+def test_the_judged_key_is_the_same_in_every_process():
+    """A set's order follows the per-process string hash: the key kept on disk must not."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from alerts.rules import load_rules; from api.six100 import item_rules; "
+            "from api.six100.kept import stable_repr; r = item_rules(load_rules()); "
+            "print(stable_repr((sorted(r.by_item.items()), frozenset({'dust_monitor', 'spray_relay', "
+            "'plate_camera', 'wash_sensor', 'cover_camera'}), {'b': 1, 'a': 2})))")
+    texts = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3", "4")}
+    assert len(texts) == 1 and "dust_monitor" in texts.pop()

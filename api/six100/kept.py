@@ -222,8 +222,9 @@ async def six100_days(keeper: Any, *, days: list[date], tz, now_ms: int, site: s
     day = _Day(store=store, cache=_cache(store), versions=versions, registered=registered, site=site,
                rules=rules, low_limits=low_limits, site_inputs=site_inputs,
                # the store's birth too: its versions count from 0 again when it is made anew
-               fingerprint=(await asyncio.to_thread(store.live_since_ms), rules.pack,
-                            stable_repr(sorted(rules.by_item.items())), stable_repr(sorted(low_limits.items()))))
+               # (a digest: the whole rules' text made each site's key slow to compare and to digest)
+               fingerprint=digest((await asyncio.to_thread(store.live_since_ms), rules.pack,
+                                   stable_repr(sorted(rules.by_item.items())), stable_repr(sorted(low_limits.items())))))
     out: dict[str, list[SiteCompliance]] = {}
     for d in days:
         start_ms, end_ms = bounds[d]
@@ -246,7 +247,7 @@ class _Day:
     rules: ItemRules
     low_limits: Mapping[str, tuple[float, bool]]
     site_inputs: Any
-    fingerprint: tuple
+    fingerprint: str
     inputs: dict[str, tuple[Any, str]] = field(default_factory=dict)
 
     async def judge(self, d: date, start_ms: int, end_ms: int, now_ms: int, names: list[str]) -> list[SiteCompliance]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import date, timedelta
 from typing import Any
 
@@ -75,9 +76,14 @@ async def warm_once(ctx: Any, seen: dict[date, tuple]) -> int:
 async def warm_forever(ctx: Any) -> None:
     """Until cancelled (the app's lifespan ends). A failing pass is logged and tried again."""
     seen: dict[date, tuple] = {}
+    first = True
     while True:
         try:
-            await warm_once(ctx, seen)
+            t0 = time.monotonic()
+            asked = await warm_once(ctx, seen)
+            if first:  # how long after a start the answers were all ready (the rest: cache hits)
+                log.info("six-100 warm-up: %d day(s) judged or read in %.1f s", asked, time.monotonic() - t0)
+                first = False
         except asyncio.CancelledError:
             raise
         except Exception:  # a full disk, InfluxDB away during the keeper's refresh: next pass

@@ -81,9 +81,14 @@ async def warm_forever(ctx: Any) -> None:
         try:
             t0 = time.monotonic()
             asked = await warm_once(ctx, seen)
+            took = time.monotonic() - t0
             if first:  # how long after a start the answers were all ready (the rest: cache hits)
-                log.info("six-100 warm-up: %d day(s) judged or read in %.1f s", asked, time.monotonic() - t0)
+                log.info("six-100 warm-up: %d day(s) judged or read in %.1f s", asked, took)
                 first = False
+            metrics = getattr(ctx, "api_metrics", None)
+            if metrics is not None:
+                metrics.six100_warm_passes.inc()
+                metrics.six100_warm_seconds.set(took)
         except asyncio.CancelledError:
             raise
         except Exception:  # a full disk, InfluxDB away during the keeper's refresh: next pass

@@ -16,6 +16,8 @@ again), and deleting it is harmless.
 from __future__ import annotations
 
 import hashlib
+import logging
+import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +25,7 @@ from pathlib import Path
 from citywatch.sqlite import connect, transaction
 
 FILE_NAME = "six100-judged.sqlite3"
+log = logging.getLogger("citywatch.api.six100")
 
 
 def digest(key: tuple) -> str:
@@ -41,19 +44,27 @@ class JudgedStore:
                          "key TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (day, site)) WITHOUT ROWID")
 
     def get(self, day: str, sites: Iterable[str]) -> dict[str, tuple[str, bytes]]:
-        """site → (key, data) of the rows held for this day."""
+        """site → (key, data) of the rows held for this day; none when the file cannot be read."""
         wanted = set(sites)
-        with self._lock:
-            rows = self._db.execute("SELECT site, key, data FROM judged WHERE day = ?", (day,)).fetchall()
+        try:
+            with self._lock:
+                rows = self._db.execute("SELECT site, key, data FROM judged WHERE day = ?", (day,)).fetchall()
+        except sqlite3.Error as exc:  # a cache: the days are judged instead
+            log.warning("six-100 judged days not read: %s", exc)
+            return {}
         return {s: (k, bytes(d)) for s, k, d in rows if s in wanted}
 
     def put(self, rows: Iterable[tuple[str, str, str, bytes]]) -> None:
-        """(day, site, key, data) rows, replacing what was there."""
+        """(day, site, key, data) rows, replacing what was there. A full disk skips them:
+        the spool needs the space more, and they are judged again after a restart."""
         rows = list(rows)
         if not rows:
             return
-        with self._lock, transaction(self._db):
-            self._db.executemany("INSERT OR REPLACE INTO judged VALUES (?, ?, ?, ?)", rows)
+        try:
+            with self._lock, transaction(self._db):
+                self._db.executemany("INSERT OR REPLACE INTO judged VALUES (?, ?, ?, ?)", rows)
+        except sqlite3.Error as exc:
+            log.warning("six-100 judged days not kept on disk: %s", exc)
 
     def close(self) -> None:
         with self._lock:

@@ -8,6 +8,8 @@ Before stopping uvicorn, call `app.state.shutdown_streams()` (or give uvicorn a
 
 from __future__ import annotations
 
+import asyncio
+
 from contextlib import asynccontextmanager
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -77,8 +79,10 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_wrapper)
 
 
-def create_app(*, settings: Any, ingest: Any, engine: Any, limits: Limits | None = None) -> Any:
+def create_app(*, settings: Any, ingest: Any, engine: Any, limits: Limits | None = None, warm: bool = False) -> Any:
     """The FastAPI app. `engine` may be None (alerting off): alert routes then answer 503.
+    `warm`: judge the six-100 days the kept evidence covers in the background (api/warm.py;
+    the service does, tests ask for it).
     Raises ConfigError when CW_API_TOKENS is malformed (the message never shows a token)."""
     secret = settings.api_tokens.get_secret_value() if settings.api_tokens is not None else ""
     api_metrics = ApiMetrics()
@@ -94,8 +98,16 @@ def create_app(*, settings: Any, ingest: Any, engine: Any, limits: Limits | None
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         ctx.closing.clear()
+        warming = None
+        if warm and getattr(ingest, "evidence", None) is not None:
+            from api.warm import warm_forever
+
+            warming = asyncio.create_task(warm_forever(ctx), name="six100-warm")
         yield
         ctx.closing.set()
+        if warming is not None:
+            warming.cancel()
+            await asyncio.gather(warming, return_exceptions=True)
 
     # No /docs or /redoc: FastAPI's pages load Swagger/ReDoc from a CDN, which neither works
     # offline nor passes our Content-Security-Policy. The document is at /openapi.json.

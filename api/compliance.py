@@ -58,7 +58,7 @@ def site_district(devices: list[Any]) -> str | None:
     return None
 
 
-def _judge_inputs(registry: Any, rules: ItemRules):
+def judge_inputs(registry: Any, rules: ItemRules):
     """(low_limits, site_inputs): the highest ratio limit of any site (the minutes at or
     below it are read), and per site (equipment, params, interval_s, district)."""
     devices_by_site: dict[str, list[Any]] = {}
@@ -86,7 +86,7 @@ async def six100(influx: Any, *, day: date, tz, now_ms: int, site: str | None, r
                  max_sites: int, rules: ItemRules, keeper: Any = None) -> list[SiteCompliance]:
     """One local day. With `keeper` (ingest.evidence.EvidenceKeeper) the day is judged from
     the kept evidence when the store covers it (api/six100/kept.py), else from InfluxDB."""
-    low_limits, site_inputs = _judge_inputs(registry, rules)
+    low_limits, site_inputs = judge_inputs(registry, rules)
     if keeper is not None:
         kept = await six100_kept(keeper, days=[day], tz=tz, now_ms=now_ms, site=site, registry=registry,
                                  max_sites=max_sites, rules=rules, low_limits=low_limits, site_inputs=site_inputs)
@@ -152,7 +152,7 @@ async def six100_month(influx: Any, *, days: list[date], tz, now_ms: int, site: 
     if keeper is not None:
         kept_days = await covered_days(keeper, days, tz)
         if kept_days:
-            low_limits, site_inputs = _judge_inputs(registry, rules)
+            low_limits, site_inputs = judge_inputs(registry, rules)
             out = await six100_kept(keeper, days=kept_days, tz=tz, now_ms=now_ms, site=site, registry=registry,
                                     max_sites=max_sites, rules=rules, low_limits=low_limits,
                                     site_inputs=site_inputs) or {}

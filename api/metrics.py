@@ -17,6 +17,11 @@ class ApiMetrics:
                                  registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
         self.sse_clients = Gauge("citywatch_api_sse_clients", "open /v1/alerts/stream connections", registry=r)
         self.auth_failures = Counter("citywatch_api_auth_failures", "requests refused with 401", registry=r)
+        self.six100_warm_passes = Counter("citywatch_six100_warm_passes",
+                                          "background six-100 warm-up passes done (api/warm.py); after the first "
+                                          "one every covered day back to last month is judged", registry=r)
+        self.six100_warm_seconds = Gauge("citywatch_six100_warm_last_seconds",
+                                         "duration of the last six-100 warm-up pass", registry=r)
 
 
 class MetricsMiddleware:

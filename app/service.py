@@ -71,7 +71,7 @@ def api_server(settings: Settings, ingest: Ingest | None, engine: AlertEngine | 
     if settings.api_tokens is None or not settings.api_tokens.get_secret_value().strip():
         log.info("HTTP API not served: set CW_API_TOKENS='token=admin,...' (roles viewer, operator, admin)")
         return None
-    app = create_app(settings=settings, ingest=ingest, engine=engine)
+    app = create_app(settings=settings, ingest=ingest, engine=engine, warm=True)
     config = server_config(app, settings)
     if settings.api_tls_cert is None and not is_loopback(settings.api_host):
         log.warning("the HTTP API listens on %s without TLS: bearer tokens cross the network in clear text. Set "

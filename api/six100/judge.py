@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from alerts.rules import DailyRatioRule, EventRule, Rule, ThresholdRule
 from api.models import ComplianceItem, SiteCompliance
 from api.six100.evidence import MIN_MS, SiteEvidence
@@ -202,11 +204,14 @@ def _wet(rule: ThresholdRule, ev: SiteEvidence, params: Mapping[str, Any], equip
     limit = threshold_value(cond.threshold, params) if cond is not None else None
     if cond is None or limit is None:
         return _no_evidence("wet_operation", "no_rule")
-    # PM10 minute means are floats: the bound comparison of the limit is `holds` for them,
-    # without its per-value lookups (1,440 minutes a site, 1,000 sites a day)
-    fast = {"above": float(limit).__lt__, "at_least": float(limit).__le__, "below": float(limit).__gt__,
-            "at_most": float(limit).__ge__}.get(cond.op)
-    high = [t for t, v in pm10.items() if (fast(v) if fast is not None else holds(cond, v, params))]
+    # PM10 minute means are floats: the bound comparison of the limit is `holds` for them, as
+    # one array comparison (1,440 minutes a site, 1,000 sites a day)
+    if cond.op in ("above", "at_least", "below", "at_most"):
+        op = {"above": np.greater, "at_least": np.greater_equal, "below": np.less, "at_most": np.less_equal}[cond.op]
+        keys = np.fromiter(pm10.keys(), np.int64, len(pm10))
+        high = keys[op(np.fromiter(pm10.values(), np.float64, len(pm10)), float(limit))].tolist()
+    else:
+        high = [t for t, v in pm10.items() if holds(cond, v, params)]
     if not high:
         return _item("wet_operation", "pass", percent=100.0, rule=rule,
                      detail=f"PM10 never above {limit:g} µg/m³ ({len(pm10)} valid minute(s))",
@@ -231,30 +236,54 @@ def _wet(rule: ThresholdRule, ev: SiteEvidence, params: Mapping[str, Any], equip
 
 
 def _monitoring(rule: Rule, ev: SiteEvidence, start_ms: int, until_ms: int, interval_s: float) -> ComplianceItem:
+    return monitoring_item(rule, np.array(sorted(ev.pm10_minutes()), dtype=np.int64), ev.flagged.get("pm10", 0),
+                           start_ms, until_ms, interval_s)
+
+
+def monitoring_item(rule: Rule, times: np.ndarray, flagged: int, start_ms: int, until_ms: int,
+                    interval_s: float) -> ComplianceItem:
+    """The monitoring item from the sorted valid PM10 minutes (`times`) and the number of
+    flagged PM10 values: the one item that depends on how much of the day has passed."""
     span = until_ms - start_ms
     if span <= 0:
         return _no_evidence("monitoring", "sensor_silent", rule=rule)
     spec = rule.six100
     need = spec.pass_percent if spec is not None and spec.pass_percent is not None else 90.0
     factor, _ = deadman(rule)
-    times = sorted(ev.pm10_minutes())
-    if not times:
-        n = ev.flagged.get("pm10", 0)
+    if not times.size:
+        n = flagged
         why_en = f"only flagged values ({n})" if n else "no data from any monitor"
         why_zh = f"仅有无效标记数据（{n} 个）" if n else "所有监测仪当日无数据"
         return _item("monitoring", "fail", percent=0.0, rule=rule, detail=f"online 0 %: {why_en}",
                      detail_zh=f"在线率 0%：{why_zh}")
     allowed = max(factor * interval_s, 180.0) * 1000
-    offline, prev = 0, start_ms
-    for t in [*times, until_ms]:
-        gap = t - prev
-        if gap > allowed:
-            offline += gap
-        prev = t + MIN_MS
+    # each gap runs from the end of one valid minute (the day's start first) to the start of
+    # the next (until_ms last); as arrays: 1,440 minutes a site, 1,000 sites a day
+    gaps = np.append(times, until_ms) - np.insert(times + MIN_MS, 0, start_ms)
+    offline = int(gaps[gaps > allowed].sum())
     pct = max(0.0, min(100.0, (span - offline) / span * 100))
     return _item("monitoring", "pass" if pct >= need else "fail", percent=pct, rule=rule,
                  detail=f"online {pct:.1f} % of the day so far with valid PM10 data (pass >= {need:g} %)",
                  detail_zh=f"PM10 有效数据在线率 {pct:.1f}%（合格线 {need:g}%）")
+
+
+def until_later(res: SiteCompliance, times: np.ndarray, flagged: int, *, rules: ItemRules,
+                equipment: frozenset[str] | None, interval_s: float, start_ms: int, until_ms: int) -> SiteCompliance:
+    """`res` (judge_site's answer for the same facts up to an earlier end) judged up to
+    `until_ms`: only the monitoring item depends on it, so only that one is judged again —
+    today's answer moves every minute, its facts only where they changed."""
+    rule = rules.get("monitoring")
+    if rule is None or not (equipment is None or REQUIRES["monitoring"] <= equipment):
+        return res  # not_equipped / no_rule: the same at any hour
+    item = monitoring_item(rule, times, flagged, start_ms, until_ms, interval_s)
+    items = [item if i.item == "monitoring" else i for i in res.items]
+    return SiteCompliance(site=res.site, date=res.date, district=res.district, items=items,
+                          all_pass=_all_pass(items))
+
+
+def _all_pass(items: list[ComplianceItem]) -> bool | None:
+    judged = [i for i in items if i.measurable]
+    return None if not judged else all(i.status == "pass" for i in judged)
 
 
 def judge_site(ev: SiteEvidence, *, day: str, rules: ItemRules, equipment: frozenset[str] | None,
@@ -279,6 +308,4 @@ def judge_site(ev: SiteEvidence, *, day: str, rules: ItemRules, equipment: froze
             items.append(_wet(rule, ev, params, equipment, max(interval_s, 60.0) * 1000))
         else:
             items.append(_monitoring(rule, ev, start_ms, until_ms, interval_s))
-    judged = [i for i in items if i.measurable]
-    all_pass = None if not judged else all(i.status == "pass" for i in judged)
-    return SiteCompliance(site=ev.site, date=day, district=district, items=items, all_pass=all_pass)
+    return SiteCompliance(site=ev.site, date=day, district=district, items=items, all_pass=_all_pass(items))

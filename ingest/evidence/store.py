@@ -253,6 +253,14 @@ class EvidenceStore:
         wanted = None if sites is None else set(sites)
         return {(s, d): v for s, d, v in rows if d in days and (wanted is None or s in wanted)}
 
+    def day_versions(self, first: int, last: int) -> dict[int, int]:
+        """UTC day → the highest version of its records, for the days first..last: what
+        changed since a reader last looked (api/warm.py) without reading every row's key."""
+        with self._lock:
+            rows = self._db.execute("SELECT day, max(version) FROM facts WHERE day >= ? AND day <= ? GROUP BY day",
+                                    (first, last)).fetchall()
+        return {int(d): int(v) for d, v in rows}
+
     def read(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, bytes]]:
         """(site, day) → (version, blob) for those that exist."""
         out: dict[tuple[str, int], tuple[int, bytes]] = {}

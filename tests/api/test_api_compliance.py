@@ -140,6 +140,9 @@ def test_six100_month_json_and_xlsx(client, stack):
     month = DAY[:7]
     doc = client.get("/v1/compliance/six100/month", params={"month": month}, headers=V).json()
     assert doc["month"] == month and doc["days"][0] == f"{month}-01" and DAY in doc["days"]
+    from api.models import ComplianceMonthResponse  # the route writes plain JSON: it must be this model's
+
+    assert ComplianceMonthResponse.model_validate(doc).model_dump(mode="json") == doc
     by_site = {s["site"]: s for s in doc["sites"]}
     assert by_site["S1"]["days_all_pass"] == 1 and by_site["S1"]["days_judged"] == 1
     s2_day = next(d for d in by_site["S2"]["days"] if d["date"] == DAY)
@@ -167,3 +170,25 @@ def test_report_follows_a_put_rule(client, stack):
               if s["site"] == "S2")
     wet = _items(s2)["wet_operation"]
     assert wet["status"] == "pass" and "250" in wet["detail"]
+
+
+def test_the_service_app_warms_six100_in_the_background_and_stops_cleanly(stack):
+    """create_app(warm=True), as app/service.py builds it: the warm-up task runs in the
+    lifespan (its passes counted in /metrics) and ends with it."""
+    import time
+
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+
+    app = create_app(settings=stack.settings, ingest=stack.ingest, engine=stack.engine, warm=True)
+    with TestClient(app) as c:
+        for _ in range(600):  # the first pass starts at once; wait for it, however slow the box
+            text = c.get("/metrics").text
+            line = next((ln for ln in text.splitlines() if ln.startswith("citywatch_six100_warm_passes_total ")), "")
+            if line and float(line.split()[1]) >= 1:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("no six-100 warm-up pass")
+        assert "citywatch_six100_warm_last_seconds" in text

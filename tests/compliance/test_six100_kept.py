@@ -85,12 +85,13 @@ class Harness:
         while await self.ingest.writer.deliver_once():
             pass
 
-    async def report(self, *, kept: bool, days: list[date] | None = None, site: str | None = None):
+    async def report(self, *, kept: bool, days: list[date] | None = None, site: str | None = None,
+                     now_ms: int = NOW_MS):
         from alerts.rules import load_rules
         from api import compliance
         from api.six100 import item_rules
 
-        kw = dict(tz=TZ, now_ms=NOW_MS, site=site, registry=self.ingest.registry, max_sites=500,
+        kw = dict(tz=TZ, now_ms=now_ms, site=site, registry=self.ingest.registry, max_sites=500,
                   rules=item_rules(load_rules()), keeper=self.keeper if kept else None)
         by_day = await compliance.six100_month(self.ingest.influx, days=days or [date.fromisoformat(DAY)], **kw)
         return {d: [s.model_dump() for s in sites] for d, sites in by_day.items()}
@@ -213,3 +214,154 @@ def test_report_cli_rebuild_then_report(db, tmp_path, monkeypatch, capsys):
     assert kept.read_bytes() == raw.read_bytes()
     assert main(["report", "six100", "--rebuild", "--from", DAY]) == 2
     assert "--to YYYY-MM-DD is required" in capsys.readouterr().err
+
+
+def test_judged_days_survive_a_restart_but_not_a_late_reading(harness, monkeypatch):
+    """Judged whole days are kept on disk (api/six100/judged.py): after a restart they are
+    read, not judged again; a late reading changes the record's version, so the kept answer
+    is not served after it."""
+    from api.six100 import kept as kept_mod
+
+    judged: list[str] = []
+    real = kept_mod.judge_site
+
+    def counting(ev, **kw):
+        judged.append(ev.site)
+        return real(ev, **kw)
+
+    monkeypatch.setattr(kept_mod, "judge_site", counting)
+
+    async def go():
+        h = harness
+        store = h.keeper.store
+        store._db.execute("UPDATE meta SET value = ? WHERE key = 'live_since_ms'", (str(T0 - 2 * 86_400_000),))
+        await h.send(day_lines())
+        first = await h.report(kept=True)
+        assert first == await h.report(kept=False) and sorted(judged) == ["S1", "S2", "S3", "S4", "S9"]
+        kept_mod._CACHES.clear()  # a restart: nothing judged in memory
+        judged.clear()
+        assert await h.report(kept=True) == first and judged == []  # all of it read from disk
+        # a late 20-minute episode for the old day: S2's record has a new version
+        await h.send([_r("S2", "M1", i, 50, {"pm10": 400.0}, {"pm10": "N"}) for i in range(1000, 1020)])
+        kept_mod._CACHES.clear()
+        after, raw = await h.report(kept=True), await h.report(kept=False)
+        assert judged == ["S2"] and after == raw != first
+        assert _items(after, "S2")["wet_operation"]["status"] == "fail"
+
+    async def run():
+        try:
+            await go()
+        finally:
+            await harness.ingest.influx.aclose()
+
+    asyncio.run(run())
+
+
+def test_warmer_judges_before_the_request_and_again_after_a_late_reading(harness, monkeypatch):
+    """api/warm.py: the service's background pass judges the covered days as an all-sites
+    request would, so the request judges nothing; a pass after a late reading re-judges
+    only the day and site it changed."""
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from api import warm
+    from api.deps import Limits
+    from api.six100 import kept as kept_mod
+
+    judged: list[tuple[str, str]] = []
+    real = kept_mod.judge_site
+
+    def counting(ev, **kw):
+        judged.append((kw["day"], ev.site))
+        return real(ev, **kw)
+
+    monkeypatch.setattr(kept_mod, "judge_site", counting)
+    monkeypatch.setattr(warm, "utc_now", lambda: datetime.fromtimestamp(NOW_MS / 1000, timezone.utc))
+
+    async def go():
+        h = harness
+        store = h.keeper.store
+        store._db.execute("UPDATE meta SET value = ? WHERE key = 'live_since_ms'", (str(T0 - 2 * 86_400_000),))
+        await h.send(day_lines())
+        ctx = SimpleNamespace(ingest=h.ingest, tz=TZ, engine=None, settings=h.ingest.settings, limits=Limits())
+        seen: dict = {}
+        assert await warm.warm_once(ctx, seen) >= 2  # today and the covered past days
+        assert (DAY, "S1") in judged
+        judged.clear()
+        assert await h.report(kept=True) == await h.report(kept=False) and judged == []
+        assert await warm.warm_once(ctx, seen) == 1  # only today: nothing else changed
+        await h.send([_r("S2", "M1", i, 50, {"pm10": 400.0}, {"pm10": "N"}) for i in range(1000, 1020)])
+        judged.clear()
+        await warm.warm_once(ctx, seen)
+        assert (DAY, "S2") in judged and (DAY, "S1") not in judged
+        judged.clear()
+        kept = await h.report(kept=True)
+        assert judged == [] and kept == await h.report(kept=False)
+        assert _items(kept, "S2")["wet_operation"]["status"] == "fail"
+
+    async def run():
+        try:
+            await go()
+        finally:
+            await harness.ingest.influx.aclose()
+
+    asyncio.run(run())
+
+
+def test_today_moves_by_the_minute_without_judging_again(harness, monkeypatch):
+    """Today is judged up to its last whole minute; a later minute with the same facts
+    re-judges only the monitoring item (judge.until_later) and still equals the from-raw
+    report; new facts for a site judge that site again."""
+    from api.six100 import kept as kept_mod
+
+    judged: list[str] = []
+    real = kept_mod.judge_site
+
+    def counting(ev, **kw):
+        judged.append(ev.site)
+        return real(ev, **kw)
+
+    monkeypatch.setattr(kept_mod, "judge_site", counting)
+
+    async def go():
+        h = harness
+        store = h.keeper.store
+        store._db.execute("UPDATE meta SET value = ? WHERE key = 'live_since_ms'", (str(T0 - 2 * 86_400_000),))
+        await h.send(day_lines())
+        noon = T0 + 12 * 3_600_000  # whole minutes: the kept report judges up to the last one, from-raw to now
+        first = await h.report(kept=True, now_ms=noon)
+        assert first == await h.report(kept=False, now_ms=noon) and judged
+        judged.clear()
+        assert await h.report(kept=True, now_ms=noon + 30_000) == first  # the same minute
+        for later in (noon + 7 * MIN, T0 + 20 * 3_600_000):  # later minutes; S3's gap grows
+            kept = await h.report(kept=True, now_ms=later)
+            assert kept == await h.report(kept=False, now_ms=later)
+        assert judged == []
+        assert _items(kept, "S3")["monitoring"]["percent"] != _items(first, "S3")["monitoring"]["percent"]
+        await h.send([_r("S2", "M1", i, 50, {"pm10": 400.0}, {"pm10": "N"}) for i in range(1000, 1020)])
+        late = T0 + 21 * 3_600_000
+        assert await h.report(kept=True, now_ms=late) == await h.report(kept=False, now_ms=late)
+        assert judged == ["S2"]
+
+    async def run():
+        try:
+            await go()
+        finally:
+            await harness.ingest.influx.aclose()
+
+    asyncio.run(run())
+
+
+def test_the_judged_key_is_the_same_in_every_process():
+    """A set's order follows the per-process string hash: the key kept on disk must not."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from alerts.rules import load_rules; from api.six100 import item_rules; "
+            "from api.six100.kept import stable_repr; r = item_rules(load_rules()); "
+            "print(stable_repr((sorted(r.by_item.items()), frozenset({'dust_monitor', 'spray_relay', "
+            "'plate_camera', 'wash_sensor', 'cover_camera'}), {'b': 1, 'a': 2})))")
+    texts = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3", "4")}
+    assert len(texts) == 1 and "dust_monitor" in texts.pop()

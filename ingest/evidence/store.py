@@ -14,6 +14,12 @@ Tables:
 - `meta`: `live_since_ms` (the store's creation: every point written by our writers since
   then is marked) and the UTC days rebuilt from InfluxDB (`rebuilt:<day_ms>`).
 
+A full disk never holds the writer back (the spool's drain is what gives the space back):
+when marks cannot be written, the store gives up its coverage instead — in one small
+transaction made possible by a reserve file it deletes for it — so that every day is read
+from InfluxDB again (correct, slower) until `citywatch report six100 --rebuild`; marking
+resumes, with `live_since_ms` at that moment, once the reserve can be made again.
+
 Everything is idempotent: a minute's facts are re-read from InfluxDB as a whole, so a
 replayed or corrected point (same series and time: InfluxDB overwrites) and a late one
 for an old day end up exactly as InfluxDB holds them.
@@ -22,6 +28,8 @@ for an old day end up exactly as InfluxDB holds them.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import sqlite3
 import struct
@@ -35,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from citywatch.sqlite import connect, transaction
+from citywatch.sqlite import connect, is_storage_error, transaction
 
 DAY_MS = 86_400_000
 MIN_MS = 60_000
@@ -54,6 +62,12 @@ COLUMNS: dict[str, tuple[str, float]] = {
     "flag_cover_ratio": ("<i4", 0), "flag_hardened_ratio": ("<i4", 0),
 }
 _LEN = struct.Struct("<I")
+
+
+log = logging.getLogger("citywatch.evidence")
+RESERVE_BYTES = 256 * 1024
+RESUME_FREE_BYTES = 4 * RESERVE_BYTES
+NO_COVERAGE = 1 << 62  # `live_since_ms` after a give-up: no day is covered until marking resumes
 
 
 def evidence_path(data_dir: Path | str) -> Path:
@@ -159,6 +173,21 @@ class EvidenceStore:
         with transaction(self._db):
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('live_since_ms', ?)", (str(int(time.time() * 1000)),))
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', '0')")
+        self._reserve = self.path.with_name(self.path.name + ".reserve")
+        # Marks were given up (disk full) in this process: none until the reserve is back.
+        self._gap = not self._make_reserve() or self.live_since_ms() >= NO_COVERAGE
+
+    def _make_reserve(self) -> bool:
+        """The space the give-up transaction needs when the disk is full (see module doc)."""
+        if self._reserve.exists():
+            return True
+        try:
+            with open(self._reserve, "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+            return True
+        except OSError:
+            self._reserve.unlink(missing_ok=True)
+            return False
 
     def close(self) -> None:
         with self._lock:
@@ -169,11 +198,50 @@ class EvidenceStore:
         rows = list(pairs)
         if not rows:
             return
+        if self._gap and not self._resume():
+            return  # coverage is given up: nothing to keep until space returns
         try:
             with self._lock, transaction(self._db):
                 self._db.executemany("INSERT OR REPLACE INTO dirty (site, minute) VALUES (?, ?)", rows)
-        except sqlite3.Error as exc:  # a full disk: the writer waits and retries, as for its checkpoint
-            raise EvidenceError(f"six-100 evidence marks: {exc}") from exc
+        except sqlite3.Error as exc:
+            if not is_storage_error(exc):
+                raise EvidenceError(f"six-100 evidence marks: {exc}") from exc
+            self._give_up(exc)
+
+    def _give_up(self, cause: sqlite3.Error) -> None:
+        """No room for marks: stop claiming coverage (every day read from InfluxDB again),
+        in the room the reserve leaves. Raises EvidenceError (the writer retries) only when
+        even that cannot be written."""
+        self._reserve.unlink(missing_ok=True)
+        try:
+            with self._lock, transaction(self._db):
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'live_since_ms'", (str(NO_COVERAGE),))
+                self._db.execute("DELETE FROM meta WHERE key LIKE 'rebuilt:%'")
+                self._db.execute("DELETE FROM dirty")
+        except sqlite3.Error as exc:
+            raise EvidenceError(f"six-100 evidence: cannot give up coverage on a full disk: {exc}") from exc
+        self._gap = True
+        log.warning("six-100 evidence: no room for marks (%s); the compliance report reads InfluxDB until "
+                    "`citywatch report six100 --rebuild` (marking resumes when space returns)", cause)
+
+    def _resume(self) -> bool:
+        """After a give-up: mark again from now on, once the reserve can be made again with
+        room to spare (not at the first freed page: that would give up again at once)."""
+        st = os.statvfs(self.path.parent)
+        if st.f_bavail * st.f_frsize < RESUME_FREE_BYTES or not self._make_reserve():
+            return False
+        try:
+            with self._lock, transaction(self._db):
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'live_since_ms'",
+                                 (str(int(time.time() * 1000)),))
+        except sqlite3.Error as exc:
+            if not is_storage_error(exc):
+                raise EvidenceError(f"six-100 evidence: {exc}") from exc
+            self._reserve.unlink(missing_ok=True)
+            return False
+        self._gap = False
+        log.info("six-100 evidence: marking again; days before now are read from InfluxDB until rebuilt")
+        return True
 
     def mark_body(self, body: bytes) -> None:
         """The writer's hook: mark what a batch InfluxDB accepted touched."""

@@ -537,3 +537,31 @@ def test_what_was_submitted_before_a_pause_waits_for_its_end_and_a_stop_meanwhil
     time.sleep(0.5)
     committer.stop()
     assert acks == [True] * 6 + [False] and spool.backlog_lines == 6
+
+
+def test_the_six100_evidence_gives_up_coverage_on_a_full_disk_instead_of_holding_the_writer(tmp_path):
+    """Marks are an index the compliance report can do without (it reads InfluxDB instead),
+    the spool's drain is not: on a full disk `mark_body` must return, having recorded that
+    nothing is covered any more, and mark again from the moment space returns."""
+    import time
+
+    from ingest.evidence.store import NO_COVERAGE, EvidenceStore
+
+    body = b"".join(b"dust,device=D%d,site=S%d pm10=80 %d\n" % (i, i, 1_795_000_000_000 + i * 60_000)
+                    for i in range(2000))
+    with small_fs(tmp_path / "fs", 2 * MiB) as fs:
+        store = EvidenceStore(fs / "six100.sqlite3")
+        store.mark_body(body[:200])
+        store.apply({}, rebuilt_days=[1_794_960_000_000])
+        assert store.pending_count() > 0 and store.rebuilt([1_794_960_000_000])
+        filler = fill(fs)
+        for _ in range(20):  # batch after batch, as the writer drains: never raises, never waits
+            store.mark_body(body)
+        assert store.live_since_ms() >= NO_COVERAGE  # no day claims the kept evidence now
+        assert not store.rebuilt([1_794_960_000_000]) and store.pending_count() == 0
+        filler.unlink()
+        before = int(time.time() * 1000)
+        store.mark_body(body[:200])
+        assert before <= store.live_since_ms() < NO_COVERAGE  # marking again, covering from now on
+        assert store.pending_count() > 0
+        store.close()

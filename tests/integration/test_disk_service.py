@@ -51,7 +51,10 @@ def listing(root: Path) -> str:
 
 
 def alert_state_bytes(data_dir: Path) -> int:
-    return sum(p.stat().st_blocks * 512 for p in data_dir.glob("alerts.sqlite3*"))
+    """The stores that grow with new data, not with a backlog: the alert state (window
+    snapshots) and the kept six-100 evidence (facts of the new days)."""
+    return sum(p.stat().st_blocks * 512 for pattern in ("alerts.sqlite3*", "six100*.sqlite3*")
+               for p in data_dir.glob(pattern))
 
 
 def health(port: int) -> dict:
@@ -129,7 +132,8 @@ def test_three_outages_on_a_small_disk_pause_intake_then_store_everything_and_re
                 except AssertionError as exc:
                     raise AssertionError(f"{health(api_port)}: {str(exc)[-2000:]}") from None
                 # The space came back: the consumed segments are gone, whatever their geometry.
-                # (the alert state may grow: its window snapshots of the new readings are new data)
+                # (the alert state and the six-100 evidence may grow: snapshots and facts of the new
+                # readings are new data)
                 try:
                     wait_until("free space back", lambda: spool_bytes(fs / "cw") <= 256 * 1024 and free_bytes(fs)
                                + alert_state_bytes(fs / "cw") - alerts_before >= free_before - 256 * 1024, 20, svc)

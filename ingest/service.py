@@ -28,7 +28,7 @@ from ingest.committer import Committer
 from ingest.consumer import MqttConsumer
 from ingest.deadletters import DeadLetterStore
 from ingest.decode import Decoder
-from ingest.disk import DiskWatch, deadletter_quota, usage
+from ingest.disk import DiskWatch, deadletter_quota, usage, warn_threshold
 from ingest.evidence import EvidenceKeeper, EvidenceStore, evidence_path
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
@@ -171,7 +171,8 @@ def build_ingest(settings: Settings, *, mqtt: bool = True) -> Ingest:
                                   retention_s=settings.deadletter_retention_days * 86400, metrics=metrics)
     stream = ValidatedStream()
     influx = InfluxClient(settings)
-    evidence = EvidenceStore(evidence_path(settings.data_dir))
+    evidence = EvidenceStore(evidence_path(settings.data_dir),
+                             low_water_bytes=warn_threshold(settings, usage(settings.data_dir).total))
     writer = InfluxWriter(spool=spool, client=influx, deadletters=deadletters, metrics=metrics,
                           batch_lines=settings.write_batch_lines, interval_s=settings.write_interval_ms / 1000,
                           evidence=evidence)

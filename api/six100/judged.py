@@ -19,7 +19,7 @@ import hashlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from citywatch.sqlite import connect, transaction
@@ -35,8 +35,9 @@ def digest(key: tuple) -> str:
 class JudgedStore:
     """Thread-safe (one connection, a lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, low_on_space: Callable[[], bool] = lambda: False) -> None:
         self.path = Path(path)
+        self._low_on_space = low_on_space  # the evidence store's: below it the spool has the disk first
         self._lock = threading.Lock()
         self._db = connect(self.path, busy_timeout_ms=30_000)
         self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: a lost row is judged again
@@ -58,7 +59,7 @@ class JudgedStore:
         """(day, site, key, data) rows, replacing what was there. A full disk skips them:
         the spool needs the space more, and they are judged again after a restart."""
         rows = list(rows)
-        if not rows:
+        if not rows or self._low_on_space():
             return
         try:
             with self._lock, transaction(self._db):

@@ -111,7 +111,7 @@ class _Cache:
 
     def __init__(self, store: Any) -> None:
         self.judged: OrderedDict[tuple, SiteCompliance] = OrderedDict()
-        self.disk = JudgedStore(Path(store.path).parent / JUDGED_FILE)
+        self.disk = JudgedStore(Path(store.path).parent / JUDGED_FILE, low_on_space=store.low_on_space)
         # a day is judged by one task at a time: a request that comes while the warmer
         # (api/warm.py) judges its day waits and finds it judged, instead of judging it too;
         # other days go on meanwhile

@@ -116,6 +116,8 @@ class EvidenceKeeper:
         async with self._lock:
             n = 0
             while True:
+                if self.store.low_on_space():  # the spool's drain has the disk first; marks wait
+                    return n
                 seq, by_site = await asyncio.to_thread(self.store.pending)
                 if not seq:
                     return n

@@ -155,8 +155,11 @@ class EvidenceStore:
     """Thread-safe (one connection, a lock); several processes may open the same file
     (SQLite WAL: the MQTT ingest workers mark, the main process refreshes and reads)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, low_water_bytes: int = 0) -> None:
         self.path = Path(path)
+        # Below this much free space the spool has the disk to itself: marks give coverage up
+        # rather than take pages the drain needs (CW_SPOOL_WARN_FREE_*, ingest/disk.py).
+        self.low_water_bytes = low_water_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # synchronous=FULL: a mark must be on disk before the spool checkpoint moves past its
@@ -200,6 +203,9 @@ class EvidenceStore:
             return
         if self._gap and not self._resume():
             return  # coverage is given up: nothing to keep until space returns
+        if self.low_water_bytes and self._free_bytes() < self.low_water_bytes:
+            self._give_up(f"{self._free_bytes() // 1024} KiB free, below {self.low_water_bytes // 1024} KiB")
+            return
         try:
             with self._lock, transaction(self._db):
                 self._db.executemany("INSERT OR REPLACE INTO dirty (site, minute) VALUES (?, ?)", rows)
@@ -208,7 +214,15 @@ class EvidenceStore:
                 raise EvidenceError(f"six-100 evidence marks: {exc}") from exc
             self._give_up(exc)
 
-    def _give_up(self, cause: sqlite3.Error) -> None:
+    def _free_bytes(self) -> int:
+        st = os.statvfs(self.path.parent)
+        return st.f_bavail * st.f_frsize
+
+    def low_on_space(self) -> bool:
+        """The refresher and the judged cache write nothing while this holds."""
+        return bool(self.low_water_bytes) and self._free_bytes() < self.low_water_bytes
+
+    def _give_up(self, cause: object) -> None:
         """No room for marks: stop claiming coverage (every day read from InfluxDB again),
         in the room the reserve leaves. Raises EvidenceError (the writer retries) only when
         even that cannot be written."""
@@ -227,8 +241,8 @@ class EvidenceStore:
     def _resume(self) -> bool:
         """After a give-up: mark again from now on, once the reserve can be made again with
         room to spare (not at the first freed page: that would give up again at once)."""
-        st = os.statvfs(self.path.parent)
-        if st.f_bavail * st.f_frsize < RESUME_FREE_BYTES or not self._make_reserve():
+        if self._free_bytes() < max(RESUME_FREE_BYTES, self.low_water_bytes + RESUME_FREE_BYTES) \
+                or not self._make_reserve():
             return False
         try:
             with self._lock, transaction(self._db):

@@ -30,7 +30,7 @@ from citywatch.model import VALID_FLAGS, Event, Reading
 from citywatch.registry import Registry
 from citywatch.schema import kinds as load_kinds
 
-from alerts.buckets import BUCKET_MS, BucketedSeries, group_chunks, new_series, restore_series
+from alerts.buckets import BUCKET_MS, group_chunks, new_series, restore_series
 from alerts.conditions import Conditions
 from alerts.config import EngineConfig
 from alerts.errors import AlertError, AlertNotFound
@@ -44,6 +44,7 @@ from alerts.plan import (CompiledRule, Device, WatchPlan, compile_rules, union_f
 from alerts.rules import Rule, load_rules, parse_rule, rule_to_dict
 from alerts.schedule import LocalTime
 from alerts.silences import Silences
+from alerts.snapshots import Snapshots
 from alerts.store import AlertStore
 from alerts.timer import Timer
 from alerts.window import Series
@@ -82,7 +83,6 @@ class AlertEngine(RuleKinds):
         self._renderer = Renderer(load_kinds())
         self.store = AlertStore(config.state_path)
         self._mu = threading.RLock()
-        self._snapshot_lock = threading.Lock()
         self._hub = NotificationHub()
         self._event_now = -1
         # One dict lookup per reading for the registry entry (Registry.get is that lookup).
@@ -124,6 +124,7 @@ class AlertEngine(RuleKinds):
         self._state, self._step, self._fire, self._resolve = life.state, life.step, life.fire, life.resolve
         self._touch, self._notify, self._flush = life.touch, life.notify, life.flush
         self._load_state()
+        self.snapshots = Snapshots(self.store, self._mu, lambda: self._devices, self.stats)
 
     # ------------------------------------------------------------------ rules and index
     def _install_rules(self, rules: dict[str, Rule]) -> None:
@@ -440,37 +441,10 @@ class AlertEngine(RuleKinds):
             self._life.on_timer(now, self.rules, self._devices, self._repeat_ms)
             self._flush()
 
-    def snapshot(self) -> None:
-        """Persist device watermarks and window contents (periodically and on close).
-
-        The rows are taken under the engine lock, but written without it: the periodic
-        snapshot runs on a worker thread (alerts/timer.py) and its SQLite transaction (hundreds of
-        rows and an fsync, 20-50 ms with a few hundred devices) no longer holds up the
-        evaluation of new readings. `_snapshot_lock` keeps snapshots in order, so an older
-        one can never overwrite a newer one (the last, on close, included)."""
-        with self._snapshot_lock:
-            devices: list[tuple[str, str, str, int, int]] = []
-            series: list[tuple[str, str, bytes, bytes, Any]] = []  # + a long window's changed hours
-            with self._mu:
-                for d in self._devices.values():
-                    if not (d.meta_dirty or d.dirty):
-                        continue
-                    if d.meta_dirty:
-                        devices.append((d.device, d.kind, d.site, d.watermark, d.last_seen))
-                        d.meta_dirty = False
-                    for f in d.dirty:
-                        s = d.series[f]
-                        series.append((d.device, f, *s.dump(), type(s) is BucketedSeries and s.dump_buckets()))
-                    d.dirty = ()
-            if not (devices or series):
-                return
-            with self.store.transaction() as tx:
-                for dev_row in devices:
-                    tx.put_device(*dev_row)
-                for device, f, ts, v, hours in series:
-                    tx.put_series(device, f, ts, v)
-                    if hours:
-                        tx.put_series_buckets(device, f, *hours)
+    def snapshot(self, *, force: bool = False) -> None:
+        """Persist device watermarks and window contents (periodically and on close);
+        deferred on a nearly full disk (alerts/snapshots.py)."""
+        self.snapshots.write(force=force)
 
     def _prune(self) -> None:
         self.store.prune(self._wall_ms() - self._retention_ms)
@@ -486,7 +460,7 @@ class AlertEngine(RuleKinds):
         return await self._timer.drain(timeout)
 
     async def aclose(self) -> None:
-        self.snapshot()
+        self.snapshot(force=True)
         for n in self._notifiers:
             close = getattr(n, "aclose", None) or getattr(n, "close", None)
             if close is not None:
@@ -496,5 +470,5 @@ class AlertEngine(RuleKinds):
         self.store.close()
 
     def close(self) -> None:
-        self.snapshot()
+        self.snapshot(force=True)
         self.store.close()

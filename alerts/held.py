@@ -91,6 +91,13 @@ class HeldWritesDB:
             self._closed = True
             self._db.close()
 
+    def give_back_wal(self) -> None:
+        """Fold the WAL into the database and cut it to nothing: its pages (up to the 1 MiB
+        `journal_size_limit` keeps) are space a nearly full disk needs for the spool."""
+        with self.lock:
+            if not self._closed:
+                sqlite.checkpoint_wal(self._db)
+
     def _all_written(self) -> None:
         """Called (under the lock) once every held unit is on disk: drop any account of them."""
 

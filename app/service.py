@@ -37,6 +37,9 @@ async def run(settings: Settings, *, workers: IngestProcesses | None = None, ale
             engine, attached.tasks = build_alerting(settings, registry=ingest.registry, sink=ingest.committer,
                                                     stream=ingest.stream.subscribe(max_batches=1024))
             ingest.alert_store = engine.store
+            disk = ingest.disk
+            if disk is not None:  # the spool has the data disk first (alerts/snapshots.py)
+                engine.snapshots.defer = lambda: "data disk below its warning threshold" if disk.low_space else None
             ingest.metrics.registry.register(AlertStoreCollector(engine.store))
             attached.aclose = engine.aclose
         server = api_server(settings, ingest, engine) if api else None

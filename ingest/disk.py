@@ -139,6 +139,9 @@ class DiskWatch:
         self._last_maintenance = time.monotonic()
         self._warned = False
         self.paused_since: float | None = None
+        # Below the warning threshold, until back above it by the resume margin: what
+        # should wait for the spool (the alert engine's window snapshots, a cache).
+        self.low_space = False
         self.free_bytes: int | None = None
         self.pause_bytes: int | None = None
         # What this process takes in ("MQTT", "HJ 212"): named in the log lines. Empty (the
@@ -189,6 +192,9 @@ class DiskWatch:
                         "CW_SPOOL_WARN_FREE_PERCENT), backlog %d lines (%s)", _mb(free), _mb(warn),
                         self._spool.backlog_lines, _mb(self._spool.backlog_bytes))
         self._warned = free < warn
+        # The same hysteresis as intake (resume - pause), so that writers deferred to the
+        # spool do not flap on every commit near the threshold.
+        self.low_space = free < (warn + resume - pause if self.low_space else warn)
         if self._deadletters is not None and time.monotonic() - self._last_maintenance >= self._maintenance_every:
             self._last_maintenance = time.monotonic()
             try:

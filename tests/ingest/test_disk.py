@@ -565,3 +565,92 @@ def test_the_six100_evidence_gives_up_coverage_on_a_full_disk_instead_of_holding
         assert before <= store.live_since_ms() < NO_COVERAGE  # marking again, covering from now on
         assert store.pending_count() > 0
         store.close()
+
+
+def test_window_snapshots_wait_for_the_spool_on_a_low_disk_but_transitions_do_not(tmp_path, caplog):
+    # The spool has the data disk first: below the warning threshold (a real small disk,
+    # filled by another program) the alert engine's window snapshots wait in memory, while
+    # device rows and an alert's transition are still written; once space is back the
+    # newest windows are written, and a new engine restores exactly them.
+    from alerts import AlertEngine, EngineConfig, load_rules
+    from citywatch.model import Reading
+    from citywatch.stream import Batch
+
+    with small_fs(tmp_path / "fs", 8 * MiB) as fs:
+        s = settings(fs, spool_segment_bytes=256 * 1024)
+        watch = DiskWatch(settings=s, spool=Spool(s.spool_dir, segment_bytes=s.spool_segment_bytes),
+                          committer=FakeCommitter(), metrics=IngestMetrics())
+        now = time.time()
+        t0 = int(now * 1000) - 600_000
+        path = fs / "alerts.sqlite3"
+        engine = AlertEngine(EngineConfig(state_path=path), rules=load_rules(), clock=lambda: now)
+        engine.snapshots.defer = lambda: "low" if watch.low_space else None  # as app/service.py wires it
+
+        def dust(i0: int, n: int) -> Batch:  # pm25 feeds the 24-h rule's minute buckets
+            return Batch([Reading("dust", "S1", "D1", t0 + i * 1000, {"pm10": 60.0 + i % 7, "pm25": 30.0 + i % 5})
+                          for i in range(i0, i0 + n)], [])
+
+        def stored() -> dict:
+            return {r["field"]: (r["ts"], r["v"]) for r in engine.store.query(
+                "SELECT field, ts, v FROM series WHERE device='D1'")}
+
+        caplog.set_level(logging.INFO, "citywatch.alerts")
+        engine.process(dust(0, 90))
+        watch.check()
+        assert not watch.low_space
+        engine.snapshot()
+        before = stored()
+        assert set(before) == {"pm10", "pm25"}
+        assert engine.store.query("SELECT count(*) FROM series_buckets WHERE device='D1'")[0][0] >= 1
+
+        filler = fill(fs, leave=512 * 1024)  # below min(2 GiB, 15 % of 8 MiB): the warning threshold
+        watch.check()
+        assert watch.low_space
+        engine.process(dust(90, 90))
+        engine.process(Batch([Reading("heating", "S1", "LEAK1", t0 + 180_000, {"leak_detected": True})], []))
+        engine.snapshot()
+        engine.snapshot()
+        assert stored() == before  # deferred: the windows wait in memory
+        assert (path.parent / (path.name + "-wal")).stat().st_size == 0  # its WAL given back to the spool
+        watermarks = {r["device"]: r["watermark_ms"] for r in engine.store.query("SELECT * FROM devices")}
+        assert watermarks == {"D1": t0 + 179_000, "LEAK1": t0 + 180_000}  # device rows still written
+        firing = engine.store.query("SELECT rule, device FROM alerts WHERE state='firing'")
+        assert [(r["rule"], r["device"]) for r in firing] == [("heating_leak", "LEAK1")]  # never deferred
+        assert engine.store.failing is None and engine.stats["snapshots_deferred"] == 2
+
+        filler.unlink()
+        watch.check()
+        assert not watch.low_space
+        engine.snapshot()
+        want = {f: s.dump() for f, s in engine._devices["D1"].series.items()}
+        assert stored() == want != before  # the newest windows, written once space is back
+        again = AlertEngine(EngineConfig(state_path=path), rules=load_rules(), clock=lambda: now)
+        restored = again._devices["D1"].series
+        assert restored["pm10"].dump() == want["pm10"]
+        # pm25's raw tail is restored trimmed to what late samples need; it ends where the engine's did
+        mine = engine._devices["D1"].series["pm25"]
+        n = len(restored["pm25"].ts)
+        assert 0 < n and restored["pm25"].ts.tolist() == mine.ts.tolist()[-n:]
+        assert restored["pm25"].ts[-1] == t0 + 179_000
+        again.close()
+        engine.close()
+    logs = [r.getMessage() for r in caplog.records]
+    assert sum("snapshots deferred" in m for m in logs) == 1 and sum("written again" in m for m in logs) == 1
+
+
+def test_low_space_follows_the_warning_threshold_with_intakes_margin(tmp_path, monkeypatch):
+    import ingest.disk as disk
+
+    free = {"n": 3 * 1024**3}
+    monkeypatch.setattr(disk, "usage", lambda path: Usage(10 * 1024**3, free["n"]))
+    s = settings(tmp_path)
+    watch = DiskWatch(settings=s, spool=Spool(tmp_path / "spool"), committer=FakeCommitter(),
+                      metrics=IngestMetrics())
+    total = 10 * 1024**3
+    warn, margin = warn_threshold(s, total), resume_threshold(s, total) - pause_threshold(s, total)
+    seen = []
+    for n in (warn, warn - 1, warn + margin - 1, warn + margin, warn + margin - 1):
+        free["n"] = n
+        watch.check()
+        seen.append(watch.low_space)
+    assert seen == [False, True, True, False, False]

@@ -7,8 +7,9 @@ only a cache that makes a restart faster (without them, windowed rules wait unti
 `min_coverage` is met again; they never make a false transition). With the 24-h rules on,
 each snapshot rewrites every monitor's raw tail and current hour row, and on a nearly full
 disk those WAL pages eat the space the drained spool gives back, so intake could not
-resume. So while `defer` names a reason (the disk watch is below its warning threshold;
-app/service.py wires it), the window series are not written: they stay marked dirty in
+resume. So while `defer` names a reason (the disk watch is below its warning threshold, or
+the snapshot, sized as the last one written, would take it there: `DiskWatch.defer_write`,
+wired in app/service.py), the window series are not written: they stay marked dirty in
 memory, and the first snapshot once space is back writes their newest contents (one
 snapshot, not the missed ones: each row is the whole current state). When a deferral
 begins and after that catch-up snapshot the WAL is cut to nothing (`give_back_wal`), as
@@ -46,7 +47,8 @@ class Snapshots:
         # Keeps snapshots in order, so an older one can never overwrite a newer one (the
         # last, on close, included).
         self._lock = threading.Lock()
-        self.defer: Callable[[], str | None] | None = None
+        self.defer: Callable[[int], str | None] | None = None  # given the bytes of the last snapshot
+        self._last_bytes = 0
         self.deferred_since: float | None = None  # monotonic; None while snapshots are written
         stats.setdefault("snapshots_deferred", 0)
 
@@ -60,7 +62,7 @@ class Snapshots:
         low disk: intake has stopped by then, and without them the next start waits up to
         20 h before the 24-h rules may judge again."""
         with self._lock:
-            reason = None if force or self.defer is None else self.defer()
+            reason = None if force or self.defer is None else self.defer(self._last_bytes)
             was_deferred = self.deferred_since is not None
             self._note(reason)
             devices: list[tuple[str, str, str, int, int]] = []
@@ -76,6 +78,9 @@ class Snapshots:
                         s = d.series[f]
                         series.append((d.device, f, *s.dump(), type(s) is BucketedSeries and s.dump_buckets()))
                     d.dirty = ()
+            if series:
+                self._last_bytes = sum(len(ts) + len(v) + (sum(len(b) for _, b in hours[0]) if hours else 0)
+                                       for _, _, ts, v, hours in series)
             if devices or series:
                 with self._store.transaction() as tx:
                     for dev_row in devices:

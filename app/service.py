@@ -39,7 +39,7 @@ async def run(settings: Settings, *, workers: IngestProcesses | None = None, ale
             ingest.alert_store = engine.store
             disk = ingest.disk
             if disk is not None:  # the spool has the data disk first (alerts/snapshots.py)
-                engine.snapshots.defer = lambda: "data disk below its warning threshold" if disk.low_space else None
+                engine.snapshots.defer = disk.defer_write
             ingest.metrics.registry.register(AlertStoreCollector(engine.store))
             attached.aclose = engine.aclose
         server = api_server(settings, ingest, engine) if api else None

@@ -202,6 +202,20 @@ class DiskWatch:
             except DeadLetterError:
                 pass  # a full disk: the store has said so once (and /health shows it)
 
+    def defer_write(self, nbytes: int) -> str | None:
+        """Why a cache write of about `nbytes` (the alert engine's window snapshot) should
+        wait for the spool, or None: the disk is below the warning threshold (`low_space`),
+        or the write would take it there. Counted twice (SQLite writes it to the WAL, then
+        checkpoints it into the file) and against the free space now, not the last check:
+        at full intake the disk can pass the threshold between two checks, and a snapshot
+        committed into the last space cannot be checkpointed, so its WAL stays."""
+        if self.low_space:
+            return "data disk below its warning threshold"
+        u = usage(self._spool.dir)
+        if u.free - 2 * nbytes < warn_threshold(self._s, u.total):
+            return f"a snapshot of {_mb(nbytes)} would take the data disk below its warning threshold"
+        return None
+
     async def run(self, every_s: float = 1.0) -> None:
         # A thread of its own: the watch is what resumes intake, so it must never queue
         # behind other work in the default executor.

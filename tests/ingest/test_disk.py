@@ -584,7 +584,7 @@ def test_window_snapshots_wait_for_the_spool_on_a_low_disk_but_transitions_do_no
         t0 = int(now * 1000) - 600_000
         path = fs / "alerts.sqlite3"
         engine = AlertEngine(EngineConfig(state_path=path), rules=load_rules(), clock=lambda: now)
-        engine.snapshots.defer = lambda: "low" if watch.low_space else None  # as app/service.py wires it
+        engine.snapshots.defer = watch.defer_write  # as app/service.py wires it
 
         def dust(i0: int, n: int) -> Batch:  # pm25 feeds the 24-h rule's minute buckets
             return Batch([Reading("dust", "S1", "D1", t0 + i * 1000, {"pm10": 60.0 + i % 7, "pm25": 30.0 + i % 5})
@@ -654,3 +654,7 @@ def test_low_space_follows_the_warning_threshold_with_intakes_margin(tmp_path, m
         watch.check()
         seen.append(watch.low_space)
     assert seen == [False, True, True, False, False]
+    # Above it, a cache write waits if it would take the disk there (twice its size: WAL, then file).
+    room = free["n"] - warn
+    assert watch.defer_write(room // 2) is None
+    assert "would take the data disk below its warning threshold" in (watch.defer_write(room // 2 + 1) or "")

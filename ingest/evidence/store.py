@@ -65,8 +65,10 @@ _LEN = struct.Struct("<I")
 
 
 log = logging.getLogger("citywatch.evidence")
-RESERVE_BYTES = 256 * 1024
-RESUME_FREE_BYTES = 4 * RESERVE_BYTES
+# The give-up transaction changes a few rows of `meta` (a page or two of WAL); on a disk
+# this full every KiB kept back is one the spool's checkpoint cannot have.
+RESERVE_BYTES = 32 * 1024
+RESUME_FREE_BYTES = 1024 * 1024
 NO_COVERAGE = 1 << 62  # `live_since_ms` after a give-up: no day is covered until marking resumes
 
 
@@ -231,7 +233,8 @@ class EvidenceStore:
             with self._lock, transaction(self._db):
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'live_since_ms'", (str(NO_COVERAGE),))
                 self._db.execute("DELETE FROM meta WHERE key LIKE 'rebuilt:%'")
-                self._db.execute("DELETE FROM dirty")
+                # the marks stay: deleting them would write a page per few hundred, and the
+                # refresher applying them later is harmless (no day is covered now)
         except sqlite3.Error as exc:
             raise EvidenceError(f"six-100 evidence: cannot give up coverage on a full disk: {exc}") from exc
         self._gap = True

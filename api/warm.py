@@ -30,7 +30,7 @@ from api.six100.kept import covered_days, six100_days
 from ingest.evidence.store import DAY_MS
 
 log = logging.getLogger("citywatch.api.warm")
-WARM_EVERY_S = 10.0  # as often as the keeper refreshes: today's changes are judged once per refresh
+WARM_EVERY_S = 60.0  # as often as the keeper refreshes in the background: today's changes judged once per refresh
 
 
 def warm_days(today: date) -> list[date]:

@@ -91,7 +91,7 @@ class EvidenceKeeper:
     """Refreshes the store from InfluxDB: `refresh()` for the marks, `rebuild()` for days,
     `run()` in the background of `citywatch run` (every `interval_s`). Every compliance
     answer refreshes first, so the background pass only keeps the marks' backlog short:
-    once a minute, not every 10 s (which cost the service's ingest CPU in the benchmark)."""
+    once a minute is enough."""
 
     def __init__(self, store: EvidenceStore, influx: Any, *, interval_s: float = 60.0) -> None:
         self.store = store

@@ -19,6 +19,19 @@ from citywatch.model import Reading
 DAY = 86_400_000
 
 
+def _rules_24h_on():
+    """The shipped rules with the GB 3095 24-h rules (shipped off, alerts/README.md) enabled."""
+    import yaml
+
+    from alerts.rules import DEFAULT_RULES_DIR, load_rules, parse_rule
+
+    rules = load_rules()
+    for doc in yaml.safe_load((DEFAULT_RULES_DIR / "dust.yaml").read_text("utf-8"))["rules"]:
+        if doc["id"] in ("dust_pm25_24h", "dust_tsp_24h"):
+            rules[doc["id"]] = parse_rule({**doc, "enabled": True}, "dust.yaml")
+    return rules
+
+
 def _want(samples: dict[int, float], start: int, end: int, agg: str, need: float) -> float | None:
     """The definition: the whole minutes whose first sample lies in (start, end]."""
     firsts: dict[int, int] = {}
@@ -165,7 +178,7 @@ def test_restore_from_stored_hours_and_raw_tail():
 def test_engine_migrates_a_raw_24h_snapshot(tmp_path):
     # a state file written before buckets: the 24 h of pm25 as raw samples in `series`
     path = tmp_path / "a.sqlite3"
-    h = Harness(path)
+    h = Harness(path, rules=_rules_24h_on())
     h.feed(series("D1", T0, 5, {"pm25": 40.0, "spray_on": True}))
     h.engine.close()
     ts = np.arange(T0, T0 + 21 * 3_600_000, 60_000, dtype=np.int64)
@@ -175,7 +188,7 @@ def test_engine_migrates_a_raw_24h_snapshot(tmp_path):
         db.execute("INSERT OR REPLACE INTO series (device, field, ts, v) VALUES ('D1','pm25',?,?)",
                    (ts.tobytes(), v.tobytes()))
         db.execute("UPDATE devices SET watermark_ms=? WHERE device='D1'", (int(ts[-1]),))
-    b = Harness(path)
+    b = Harness(path, rules=_rules_24h_on())
     s = b.engine._devices["D1"].series["pm25"]
     assert type(s) is BucketedSeries and s.nbuckets() == len(ts) and len(s) < 100
     b.feed([Reading("dust", "S1", "D1", int(ts[-1]) + 60_000, {"pm25": 100.0})])
@@ -186,7 +199,7 @@ def test_engine_migrates_a_raw_24h_snapshot(tmp_path):
         raw = db.execute("SELECT length(ts) FROM series WHERE device='D1' AND field='pm25'").fetchone()[0]
     assert hours[0] == 22 and hours[1] == (len(ts) + 1) * BUCKET_BYTES
     assert raw < 100 * 8
-    c = Harness(path)
+    c = Harness(path, rules=_rules_24h_on())
     assert c.engine._devices["D1"].series["pm25"].nbuckets() == len(ts) + 1
 
 
@@ -206,7 +219,7 @@ def test_a_1s_monitor_reaches_the_24h_coverage():
 
 
 def test_late_reading_lands_in_its_minute(tmp_path):
-    h = Harness(tmp_path / "a.sqlite3")
+    h = Harness(tmp_path / "a.sqlite3", rules=_rules_24h_on())
     h.feed(series("D1", T0, 30, {"pm25": 40.0}, jitter=False))
     s = h.engine._devices["D1"].series["pm25"]
     before = s.nbuckets()

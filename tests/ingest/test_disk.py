@@ -583,7 +583,7 @@ def test_window_snapshots_wait_for_the_spool_on_a_low_disk_but_transitions_do_no
         now = time.time()
         t0 = int(now * 1000) - 600_000
         path = fs / "alerts.sqlite3"
-        engine = AlertEngine(EngineConfig(state_path=path), rules=load_rules(), clock=lambda: now)
+        engine = AlertEngine(EngineConfig(state_path=path), rules=_rules_24h_on(load_rules), clock=lambda: now)
         engine.snapshots.defer = watch.defer_write  # as app/service.py wires it
 
         def dust(i0: int, n: int) -> Batch:  # pm25 feeds the 24-h rule's minute buckets
@@ -624,7 +624,7 @@ def test_window_snapshots_wait_for_the_spool_on_a_low_disk_but_transitions_do_no
         engine.snapshot()
         want = {f: s.dump() for f, s in engine._devices["D1"].series.items()}
         assert stored() == want != before  # the newest windows, written once space is back
-        again = AlertEngine(EngineConfig(state_path=path), rules=load_rules(), clock=lambda: now)
+        again = AlertEngine(EngineConfig(state_path=path), rules=_rules_24h_on(load_rules), clock=lambda: now)
         restored = again._devices["D1"].series
         assert restored["pm10"].dump() == want["pm10"]
         # pm25's raw tail is restored trimmed to what late samples need; it ends where the engine's did
@@ -658,3 +658,17 @@ def test_low_space_follows_the_warning_threshold_with_intakes_margin(tmp_path, m
     room = free["n"] - warn
     assert watch.defer_write(room // 2) is None
     assert "would take the data disk below its warning threshold" in (watch.defer_write(room // 2 + 1) or "")
+
+
+def _rules_24h_on(load_rules):
+    """The shipped rules with the GB 3095 24-h rules (shipped off, alerts/README.md) on: their
+    minute buckets are what a deferred snapshot keeps in memory."""
+    import yaml
+
+    from alerts.rules import DEFAULT_RULES_DIR, parse_rule
+
+    rules = load_rules()
+    for doc in yaml.safe_load((DEFAULT_RULES_DIR / "dust.yaml").read_text("utf-8"))["rules"]:
+        if doc["id"] in ("dust_pm25_24h", "dust_tsp_24h"):
+            rules[doc["id"]] = parse_rule({**doc, "enabled": True}, "dust.yaml")
+    return rules
